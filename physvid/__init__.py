@@ -1,0 +1,17 @@
+"""physvid: fast synthetic physics videos (translation, rotation, intensity growth/decay, noise) for video prediction.
+
+Public API:
+    RenderConfig (+ ShapeConfig, TextureConfig, MotionConfig, IntensityConfig, NoiseConfig)
+    render(config, indices) -> (video uint8 [n, T, C, H, W], parameters)
+    render_sequence(config, index) -> Sequence (video, clean frames, parameters, masks, property map)
+"""
+from ._version import __version__
+from .config import IntensityConfig, MotionConfig, NoiseConfig, RenderConfig, ShapeConfig, TextureConfig
+from .errors import ConfigError, DatasetError, DigitsError, PhysvidError
+from .properties import PROPERTIES
+from .render import Sequence, render, render_sequence
+
+__all__ = [
+    "__version__", "RenderConfig", "ShapeConfig", "TextureConfig", "MotionConfig", "IntensityConfig", "NoiseConfig",
+    "ConfigError", "DatasetError", "DigitsError", "PhysvidError", "PROPERTIES", "Sequence", "render", "render_sequence",
+]

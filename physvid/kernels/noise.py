@@ -1,0 +1,221 @@
+"""Numba kernels for the noise model: counter-based Gaussian/white noise, Perlin windows, ratio calibration, quantisation.
+
+Gaussian and white noise come from a counter-based hash (SplitMix64's finaliser) so that element e of a sequence's
+noise is a pure function of (key, e): no generator state, no dependence on batching or threads. Each 64-bit hash
+yields four 16-bit levels that index a 65,536-entry table: the standard normal quantiles at the level midpoints
+(Gaussian; tails truncated at ±4.33σ) or uniform midpoints in [−1, 1] (white). The slow twins in physvid/reference.py
+compute the same values with NumPy uint64 arithmetic.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from statistics import NormalDist
+
+import numpy as np
+from numba import njit
+
+LEVELS = 65536
+
+
+@functools.lru_cache(maxsize=None)
+def gaussian_table() -> np.ndarray:
+    """Standard normal quantiles at (k + 0.5) / 65536, float32 (mean 0, std 0.99994)."""
+    nd = NormalDist()
+    return np.array([nd.inv_cdf((k + 0.5) / LEVELS) for k in range(LEVELS)], dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def uniform_table() -> np.ndarray:
+    """Uniform levels at the midpoints of 65,536 equal bins of [−1, 1], float32."""
+    return ((np.arange(LEVELS, dtype=np.float64) + 0.5) / LEVELS * 2.0 - 1.0).astype(np.float32)
+
+
+@njit(cache=True)
+def splitmix64(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def hash_fill(key, table, out):
+    """out.flat[e] = table[16-bit level e % 4 of splitmix64(key + (e // 4) · golden)]."""
+    flat = out.reshape(-1)
+    n = flat.size
+    k = np.uint64(key)
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    for block in range((n + 3) // 4):
+        z = splitmix64(k + np.uint64(block) * golden)
+        for lane in range(4):
+            e = block * 4 + lane
+            if e < n:
+                flat[e] = table[(z >> np.uint64(16 * lane)) & np.uint64(0xFFFF)]
+
+
+@njit(cache=True)
+def perlin_window(bank, oz, oy, ox, vy, vx, out):
+    """out[t, y, x] = bilinear sample of bank[oz + t] at (ox + vx·t + x, oy + vy·t + y).
+
+    Within a frame every sample shares the same fractional offset, so each frame is a fixed 4-tap stencil over the
+    bank slice. The caller guarantees that every sample point lies inside the bank (and applies flips/transposes as views).
+    """
+    nt, h, w = out.shape
+    for t in range(nt):
+        sl = bank[oz + t]
+        px = ox + vx * t
+        py = oy + vy * t
+        x0 = int(math.floor(px))
+        y0 = int(math.floor(py))
+        fx = np.float32(px - x0)
+        fy = np.float32(py - y0)
+        w00 = (1 - fx) * (1 - fy)
+        w01 = fx * (1 - fy)
+        w10 = (1 - fx) * fy
+        w11 = fx * fy
+        for y in range(h):
+            r0 = sl[y0 + y]
+            r1 = sl[y0 + y + 1]
+            for x in range(w):
+                out[t, y, x] = (w00 * r0[x0 + x] + w01 * r0[x0 + x + 1]) + (w10 * r1[x0 + x] + w11 * r1[x0 + x + 1])
+
+
+@njit(cache=True)
+def clipped_noise_mass(clean, noise, scale):
+    """f(s) = Σ|clip(c + s·n, 0, 1) − c| and its derivative Σ_{unclipped}|n| (float64)."""
+    c = clean.reshape(-1)
+    nz = noise.reshape(-1)
+    f = 0.0
+    df = 0.0
+    for i in range(c.size):
+        ci = np.float64(c[i])
+        ni = np.float64(nz[i])
+        room = (1.0 - ci) if ni > 0 else ci
+        a = scale * abs(ni)
+        if a < room:
+            f += a
+            df += abs(ni)
+        else:
+            f += max(room, 0.0)
+    return f, df
+
+
+@njit(cache=True)
+def solve_noise_scale(clean, noise, target, max_iter=60, rtol=1e-4):
+    """Smallest s with Σ|clip(c + s·n, 0, 1) − c| = target, by Newton's method from below.
+
+    f(s) = Σ min(s·|n_i|, room_i) is concave and non-decreasing, so Newton steps from s0 = target / Σ|n| (a lower
+    bound, reached when nothing clips) never overshoot and converge monotonically (2-4 steps in practice). Returns
+    (s, f(s)); f(s) < target only when the target is unreachable (the noise would have to push saturated pixels further).
+    Pixels whose noise points into the clipping bound they sit on (room 0) are dropped before iterating.
+    """
+    c = clean.reshape(-1)
+    nz = noise.reshape(-1)
+    mag = np.empty(c.size, np.float64)
+    room = np.empty(c.size, np.float64)
+    total = 0.0
+    m = 0
+    for i in range(c.size):
+        ci = np.float64(c[i])
+        ni = np.float64(nz[i])
+        r = (1.0 - ci) if ni > 0 else ci
+        a = abs(ni)
+        total += a
+        if r > 0.0 and a > 0.0:
+            mag[m] = a
+            room[m] = r
+            m += 1
+    if target <= 0.0 or total == 0.0:
+        return 0.0, 0.0
+    s = target / total
+    f = 0.0
+    for _ in range(max_iter):
+        f = 0.0
+        df = 0.0
+        for i in range(m):
+            a = s * mag[i]
+            if a < room[i]:
+                f += a
+                df += mag[i]
+            else:
+                f += room[i]
+        if f >= target * (1.0 - rtol) or df == 0.0:
+            break
+        s += (target - f) / df
+    return s, f
+
+
+@njit(cache=True)
+def _level(v):
+    return math.floor(min(1.0, max(0.0, v)) * 255.0 + 0.5)
+
+
+@njit(cache=True)
+def quantised_noise_mass(clean, noise, scale):
+    """g(s) = Σ|q(c + s·n) − q(c)| in grey levels, q = the uint8 quantiser of `quantise`."""
+    c = clean.reshape(-1)
+    nz = noise.reshape(-1)
+    g = 0.0
+    for i in range(c.size):
+        ci = np.float64(c[i])
+        g += abs(_level(ci + scale * np.float64(nz[i])) - _level(ci))
+    return g
+
+
+@njit(cache=True)
+def refine_quantised_scale(clean, noise, target, s0, rtol=0.02, max_iter=40):
+    """Adjust s so that the noise that survives clipping *and* 8-bit quantisation, g(s), is within rtol of `target`.
+
+    Quantisation erases noise smaller than half a grey level on pixels that sit on the grid (a black background),
+    so on dim sequences the continuous solution under-delivers. g is non-decreasing in s (a step function): bracket the
+    target by doubling, then use the Illinois variant of regula falsi. Returns (s, g(s)).
+    """
+    g0 = quantised_noise_mass(clean, noise, s0)
+    if target <= 0.0 or abs(g0 - target) <= rtol * target:
+        return s0, g0
+    lo, glo, hi, ghi = 0.0, 0.0, s0, g0
+    if g0 < target:
+        lo, glo = s0, g0
+        hi = s0 * 2.0 if s0 > 0 else 1e-3
+        ghi = quantised_noise_mass(clean, noise, hi)
+        for _ in range(60):
+            if ghi >= target:
+                break
+            lo, glo = hi, ghi
+            hi *= 2.0
+            ghi = quantised_noise_mass(clean, noise, hi)
+    s, g = hi, ghi
+    side = 0
+    for _ in range(max_iter):
+        if ghi == glo:
+            s = 0.5 * (lo + hi)
+        else:
+            s = lo + (target - glo) * (hi - lo) / (ghi - glo)
+            if s <= lo or s >= hi:
+                s = 0.5 * (lo + hi)
+        g = quantised_noise_mass(clean, noise, s)
+        if abs(g - target) <= rtol * target:
+            break
+        if g < target:
+            lo, glo = s, g
+            if side == -1:
+                ghi = target + 0.5 * (ghi - target)
+            side = -1
+        else:
+            hi, ghi = s, g
+            if side == 1:
+                glo = target - 0.5 * (target - glo)
+            side = 1
+    return s, g
+
+
+@njit(cache=True)
+def quantise(clean, noise, scale, out):
+    """out = round(clip(clean + scale·noise, 0, 1) · 255) as uint8 (round half up), computed in float64."""
+    c = clean.reshape(-1)
+    nz = noise.reshape(-1)
+    o = out.reshape(-1)
+    for i in range(c.size):
+        v = np.float64(c[i]) + scale * np.float64(nz[i])
+        v = min(1.0, max(0.0, v))
+        o[i] = np.uint8(math.floor(v * 255.0 + 0.5))

@@ -1,0 +1,227 @@
+"""Slow, obviously correct twins of the numba kernels (NumPy, scikit-image, SciPy and the `noise` package).
+
+The tests compare every kernel with its twin; `benchmarks/bench_render.py` times `render_reference` as the
+"first implementation a researcher would write" of the same workload. Needs the `dev` extra (scipy, noise).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import RenderConfig
+from .digits import load_digits
+from .kernels.raster import SHAPE_IDS
+from .properties import INTENSITY
+
+
+# ---------------------------------------------------------------- shapes
+def inside(shape: int, u: np.ndarray, v: np.ndarray, radius: float, aspect: float, thickness: float,
+           verts: np.ndarray, n_verts: int) -> np.ndarray:
+    """Exact point-in-shape test on arrays of local coordinates."""
+    if shape == SHAPE_IDS["circle"]:
+        return u * u + v * v <= radius * radius
+    if shape == SHAPE_IDS["line"]:
+        half = max(radius - 0.5 * thickness, 0.0)
+        du = np.clip(u, -half, half) - u
+        return du * du + v * v <= (0.5 * thickness) ** 2
+    if shape == SHAPE_IDS["rectangle"]:
+        hx = radius / math.sqrt(1 + aspect * aspect)
+        return (np.abs(u) <= hx) & (np.abs(v) <= aspect * hx)
+    if shape == SHAPE_IDS["ellipse"]:
+        return (u / radius) ** 2 + (v / (radius * aspect)) ** 2 <= 1.0
+    from skimage.measure import points_in_poly
+
+    pts = np.stack([u.ravel(), v.ravel()], axis=1)
+    return points_in_poly(pts, verts[:n_verts]).reshape(u.shape)
+
+
+def coverage_reference(shape, radius, aspect, thickness, verts, n_verts, side, supersample=16) -> np.ndarray:
+    """Fraction of each sprite pixel inside the shape, by supersampling on a regular sub-grid."""
+    c = 0.5 * (side - 1)
+    offs = (np.arange(supersample) + 0.5) / supersample - 0.5
+    grid = np.arange(side) - c
+    v = (grid[:, None] + offs[None, :]).reshape(-1)  # rows × sub-rows
+    u = (grid[:, None] + offs[None, :]).reshape(-1)
+    uu, vv = np.meshgrid(u, v)
+    inn = inside(shape, uu, vv, radius, aspect, thickness, verts, n_verts)
+    return inn.reshape(side, supersample, side, supersample).mean(axis=(1, 3)).astype(np.float32)
+
+
+def digit_sprite_reference(digit: np.ndarray, size: float, side: int) -> np.ndarray:
+    """Scale a digit so its longer side spans `size` pixels, centred (skimage.transform.warp, bilinear)."""
+    from skimage.transform import AffineTransform, warp
+
+    h, w = digit.shape
+    scale = max(h, w) / size
+    c = 0.5 * (side - 1)
+    m = np.array([[scale, 0, -c * scale + 0.5 * (w - 1)], [0, scale, -c * scale + 0.5 * (h - 1)], [0, 0, 1]])
+    return warp(digit, AffineTransform(matrix=m), output_shape=(side, side), order=1, mode="constant", cval=0.0,
+                preserve_range=True).astype(np.float32)
+
+
+# ---------------------------------------------------------------- placement
+def place_reference(sprite: np.ndarray, cx: float, cy: float, theta: float, height: int, width: int) -> np.ndarray:
+    """The sprite rotated by θ (counter-clockwise as displayed) and centred at (cx, cy): skimage.transform.warp, order 1."""
+    from skimage.transform import AffineTransform, warp
+
+    c = 0.5 * (sprite.shape[0] - 1)
+    ct, st = math.cos(theta), math.sin(theta)
+    # output (x, y) -> sprite (u + c, v + c) with u = cosθ dx − sinθ dy, v = sinθ dx + cosθ dy
+    m = np.array([[ct, -st, -ct * cx + st * cy + c], [st, ct, -st * cx - ct * cy + c], [0, 0, 1]])
+    return warp(sprite.astype(np.float64), AffineTransform(matrix=m), output_shape=(height, width), order=1,
+                mode="constant", cval=0.0, preserve_range=True)
+
+
+def texture_reference(height, width, cx, cy, theta, tex) -> np.ndarray:
+    """The object's sine fill at every frame pixel (1 where untextured)."""
+    if tex[0] <= 0.5:
+        return np.ones((height, width))
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    dx, dy = x - cx, y - cy
+    ct, st = math.cos(theta), math.sin(theta)
+    u, v = ct * dx - st * dy, st * dx + ct * dy
+    phase = 2 * math.pi * tex[1] * (u * math.cos(tex[2]) + v * math.sin(tex[2])) + tex[3]
+    return 1.0 - tex[4] * 0.5 * (1.0 - np.sin(phase))
+
+
+def convolve_reference(src: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import correlate
+
+    return correlate(src.astype(np.float64), kernel.astype(np.float64), mode="constant", cval=0.0)
+
+
+def background_reference(height, width, level, frequency, orientation, phase, contrast) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    val = level * (1 + contrast * np.sin(2 * math.pi * frequency * (x * math.cos(orientation) + y * math.sin(orientation))
+                                         + phase))
+    return np.clip(val, 0, 1)
+
+
+# ---------------------------------------------------------------- noise
+MASK64 = (1 << 64) - 1
+
+
+def splitmix64_reference(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def hash_fill_reference(key: int, table: np.ndarray, shape) -> np.ndarray:
+    n = int(np.prod(shape))
+    blocks = np.arange((n + 3) // 4, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = splitmix64_reference(np.uint64(key) + blocks * np.uint64(0x9E3779B97F4A7C15))
+    lanes = [(z >> np.uint64(16 * k)) & np.uint64(0xFFFF) for k in range(4)]
+    idx = np.stack(lanes, axis=1).reshape(-1)[:n].astype(np.int64)
+    return table[idx].reshape(shape)
+
+
+def noise_scale_reference(clean: np.ndarray, noise: np.ndarray, target: float, iters: int = 200) -> float:
+    """Bisection for Σ|clip(c + s·n, 0, 1) − c| = target."""
+    c, n = clean.astype(np.float64), noise.astype(np.float64)
+
+    def f(s):
+        return np.abs(np.clip(c + s * n, 0, 1) - c).sum()
+
+    lo, hi = 0.0, 1e-6
+    while f(hi) < target and hi < 1e6:
+        hi *= 2
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def quantise_reference(clean, noise, scale) -> np.ndarray:
+    v = np.clip(clean.astype(np.float64) + scale * noise.astype(np.float64), 0, 1)
+    return np.floor(v * 255.0 + 0.5).astype(np.uint8)
+
+
+def perlin_field_reference(frames, height, width, nc, z0=0.0, x0=0.0, y0=0.0) -> np.ndarray:
+    """A fractal 3-D Perlin field evaluated pixel by pixel with `noise.pnoise3` (how one would first write it)."""
+    import noise
+
+    out = np.empty((frames, height, width), np.float32)
+    f = nc.perlin_frequency
+    for t in range(frames):
+        for y in range(height):
+            for x in range(width):
+                out[t, y, x] = noise.pnoise3((x0 + x) * f, (y0 + y) * f, z0 + t * nc.perlin_speed, octaves=nc.perlin_octaves,
+                                             persistence=nc.perlin_persistence, lacunarity=nc.perlin_lacunarity)
+    return out
+
+
+# ---------------------------------------------------------------- whole sequences
+def render_clean_reference(config: RenderConfig, p: dict) -> np.ndarray:
+    """Clean frames (T, C, H, W) from the same sampled parameters, drawn with the twins above (object scope only)."""
+    from .render import kernel_for, trajectory, _colour, _texture
+
+    T, C, H, W = config.frames, config.channels, config.height, config.width
+    n = int(p["num_objects"])
+    out = np.zeros((T, C, H, W))
+    it = config.intensity
+    for k in range(n):
+        size = float(p["size"][k])
+        spreading = p["role"][k] == INTENSITY and it.kernel != "delta"
+        side = int(math.ceil(size)) + 3 + 2 * ((it.kernel_size // 2) * (T - 1) if spreading else 0)
+        if p["shape"][k] == SHAPE_IDS["digit"]:
+            sprite = digit_sprite_reference(load_digits(config.shape.digits)[int(p["digit"][k])], size, side)
+        else:
+            sprite = coverage_reference(int(p["shape"][k]), 0.5 * size, p["aspect"][k], p["thickness"][k],
+                                        np.nan_to_num(p["vertices"][k]), max(int(p["sides"][k]), 0), side)
+        sprite = sprite.astype(np.float64)
+        kern = kernel_for(it.kernel, it.kernel_size, p["gain"][k], max(p["spread"][k], 1e-3)) \
+            if p["role"][k] == INTENSITY else None
+        pose = trajectory(p, k, T, H, W, config.motion.boundary)
+        colour = _colour(p, k, C)
+        for t in range(T):
+            if t > 0 and kern is not None:
+                sprite = convolve_reference(sprite, kern)
+            cx, cy, th = pose[t]
+            shifts = [(0, 0)] if config.motion.boundary != "wrap" else [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]
+            layer = np.zeros((H, W))
+            for sx, sy in shifts:
+                ox, oy = cx + sx * W, cy + sy * H
+                layer = np.maximum(layer, place_reference(sprite, ox, oy, th, H, W)
+                                   * texture_reference(H, W, ox, oy, th, _texture(p, k, t)))
+            for c in range(C):
+                if config.shape.overlap == "add":
+                    out[t, c] += layer * colour[c]
+                else:
+                    out[t, c] = np.maximum(out[t, c], layer * colour[c])
+    if p["background_level"] > 0:
+        for t in range(T):
+            bg = background_reference(H, W, p["background_level"], p["background_frequency"], p["background_orientation"],
+                                      p["background_phase"] + p["background_drift"] * t, p["background_contrast"])
+            out[t] = out[t] + bg if config.shape.overlap == "add" else np.maximum(out[t], bg)
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def render_reference(config: RenderConfig, index: int) -> np.ndarray:
+    """The whole workload the straightforward way: shared parameter sampling, frames drawn with skimage, Gaussian and
+    uniform noise from NumPy, Perlin from `noise.pnoise3` per pixel, ratio by bisection. Returns uint8 (T, C, H, W)."""
+    from .render import sample_scene, sequence_rngs
+
+    scene_rng, noise_rng = sequence_rngs(config.seed, index)
+    p = sample_scene(config, index, scene_rng)
+    clean = render_clean_reference(config, p)
+    nc = config.noise
+    if nc.ratio <= 0:
+        return quantise_reference(clean, clean, 0.0)
+    shape = clean.shape
+    noise = np.zeros(shape)
+    if nc.gaussian > 0:
+        noise += nc.gaussian * noise_rng.standard_normal(shape) / math.sqrt(2 / math.pi)
+    if nc.white > 0:
+        noise += nc.white * 2 * noise_rng.uniform(-1, 1, shape)
+    if nc.perlin > 0:
+        for c in range(shape[1]):
+            field = perlin_field_reference(shape[0], shape[2], shape[3], nc, z0=float(noise_rng.uniform(0, 100)),
+                                           x0=float(noise_rng.uniform(0, 100)), y0=float(noise_rng.uniform(0, 100)))
+            noise[:, c] += nc.perlin * field / max(np.abs(field).mean(), 1e-12)
+    scale = noise_scale_reference(clean, noise, nc.ratio * np.abs(clean).sum(), iters=40)
+    return quantise_reference(clean, noise, scale)

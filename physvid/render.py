@@ -1,0 +1,414 @@
+"""The renderer: draw every random parameter of sequence i from SeedSequence(seed, i), then call the numba kernels.
+
+Sequence i is a pure function of (config, i): the scene stream and the noise stream are two independent children of
+`SeedSequence(config.seed, spawn_key=(i,))`, so the clean signal does not depend on the noise settings and a clean/noisy
+pair is made by rendering twice. Nothing depends on batching, worker count or order.
+"""
+from __future__ import annotations
+
+import colorsys
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import RenderConfig
+from .digits import load_digits
+from .kernels import noise as nk
+from .kernels import raster as rk
+from .properties import INTENSITY, PROPERTIES, ROTATION, TRANSLATION
+
+MAX_VERTICES = 12
+VISIBLE = 1.0 / 255.0  # a layer "touches" a pixel when it changes it by at least one grey level (masks, property map)
+# Per-object parameters, padded to max_objects with NaN (floats) or -1 (ints); see docs/FORMAT.md.
+OBJECT_INT_FIELDS = ("role", "shape", "digit", "sides", "textured")
+OBJECT_FLOAT_FIELDS = (
+    "size", "aspect", "thickness", "brightness", "colour_r", "colour_g", "colour_b",
+    "x0", "y0", "vx", "vy", "ax", "ay", "jx", "jy",
+    "angle0", "angular_velocity", "angular_acceleration", "angular_jerk",
+    "gain", "spread", "tex_frequency", "tex_orientation", "tex_phase", "tex_contrast", "tex_drift",
+)
+SEQUENCE_FIELDS = (
+    "num_objects", "sequence_role", "background_level", "background_frequency", "background_orientation",
+    "background_phase", "background_contrast", "background_drift", "frame_gain", "frame_spread",
+    "noise_scale", "noise_ratio",
+)
+SHAPE_NAMES = {v: k for k, v in rk.SHAPE_IDS.items()}
+
+
+@dataclass
+class Sequence:
+    """One rendered sequence: the stored video plus everything a test or a preview may want."""
+
+    video: np.ndarray  # uint8 (T, C, H, W)
+    clean: np.ndarray  # float32 (T, C, H, W) in [0, 1], before noise and quantisation
+    params: dict  # name -> array (per object: (max_objects,), vertices (max_objects, 12, 2), per sequence: scalar)
+    masks: np.ndarray | None  # uint8 (T, max_objects, H, W)
+    property_map: np.ndarray | None  # uint8 (T, H, W): 0 background, 1 translation, 2 rotation, 3 intensity
+
+
+def sequence_rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """(scene, noise) generators of sequence `index`: independent streams, so noise settings never touch the scene."""
+    scene, noise = np.random.SeedSequence(int(seed), spawn_key=(int(index),)).spawn(2)
+    return np.random.Generator(np.random.PCG64(scene)), np.random.Generator(np.random.PCG64(noise))
+
+
+def _u(rng, rng_range):
+    lo, hi = rng_range
+    return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+
+
+def _signed(rng, rng_range):
+    return _u(rng, rng_range) * (1.0 if rng.random() < 0.5 else -1.0)
+
+
+def _vector(rng, rng_range):
+    mag, ang = _u(rng, rng_range), float(rng.uniform(0.0, 2.0 * math.pi))
+    return mag * math.cos(ang), mag * math.sin(ang)
+
+
+def _gain(rng, cfg):
+    lo, hi = cfg.gain
+    grow_lo, decay_hi = max(lo, 1.0 + cfg.min_change), min(hi, 1.0 - cfg.min_change)
+    grow = rng.random() < cfg.grow_probability
+    if grow and grow_lo > hi:
+        grow = False
+    if not grow and decay_hi < lo:
+        grow = True
+    return _u(rng, (grow_lo, hi)) if grow else _u(rng, (lo, decay_hi))
+
+
+def kernel_for(kind: str, size: int, gain: float, spread: float) -> np.ndarray:
+    """Convolution kernel with sum `gain` (paper §3.2: sum > 1 increments, < 1 decrements the intensity)."""
+    r = size // 2
+    if kind == "delta" or size == 1:
+        k = np.zeros((size, size))
+        k[r, r] = 1.0
+    elif kind == "box":
+        k = np.ones((size, size))
+    else:
+        a = np.arange(-r, r + 1, dtype=np.float64)
+        k = np.exp(-(a[:, None] ** 2 + a[None, :] ** 2) / (2.0 * spread * spread))
+    return (k / k.sum() * gain).astype(np.float32)
+
+
+def _polygon(rng, n, radius, irregular):
+    if irregular:
+        angles = np.sort(rng.uniform(0.0, 2.0 * math.pi, n))
+        radii = rng.uniform(0.45, 1.0, n) * radius
+    else:
+        angles = np.arange(n) * (2.0 * math.pi / n) + float(rng.uniform(0.0, 2.0 * math.pi))
+        radii = np.full(n, radius)
+    return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+
+
+def _fold(x, lo, hi):
+    """Reflect an unconstrained coordinate into [lo, hi]: an exact elastic bounce off both walls."""
+    span = hi - lo
+    if span <= 0:
+        return np.full_like(x, 0.5 * (lo + hi))
+    y = np.mod(x - lo, 2.0 * span)
+    return lo + np.where(y <= span, y, 2.0 * span - y)
+
+
+def trajectory(p: dict, k: int, frames: int, height: int, width: int, boundary: str) -> np.ndarray:
+    """(T, 3) array of (cx, cy, θ radians) for object k: x(t) = x0 + v t + a t²/2 + j t³/6, likewise for the angle."""
+    t = np.arange(frames, dtype=np.float64)
+    poly = np.stack([np.ones_like(t), t, t * t / 2.0, t ** 3 / 6.0])
+    cx = np.array([p["x0"][k], p["vx"][k], p["ax"][k], p["jx"][k]]) @ poly
+    cy = np.array([p["y0"][k], p["vy"][k], p["ay"][k], p["jy"][k]]) @ poly
+    th = np.array([p["angle0"][k], p["angular_velocity"][k], p["angular_acceleration"][k], p["angular_jerk"][k]]) @ poly
+    r = 0.5 * p["size"][k]
+    if boundary == "bounce":
+        cx, cy = _fold(cx, r, width - 1 - r), _fold(cy, r, height - 1 - r)
+    elif boundary == "wrap":
+        cx, cy = np.mod(cx, width), np.mod(cy, height)
+    return np.stack([cx, cy, np.deg2rad(th)], axis=1)
+
+
+def sample_scene(config: RenderConfig, index: int, rng: np.random.Generator) -> dict:
+    """Draw every scene parameter of one sequence (no pixels): the ground truth stored with the video."""
+    n_max = config.max_objects
+    p: dict = {name: np.full(n_max, -1, np.int32) for name in OBJECT_INT_FIELDS}
+    p.update({name: np.full(n_max, np.nan, np.float64) for name in OBJECT_FLOAT_FIELDS})
+    p["vertices"] = np.full((n_max, MAX_VERTICES, 2), np.nan, np.float64)
+    s, tx, mo, it = config.shape, config.texture, config.motion, config.intensity
+    plan = PROPERTIES[config.property].plan(index, rng, config)
+    roles = {r for r, _ in plan}
+    n_digits = len(load_digits(s.digits)) if any(sh == "digit" for _, sh in plan) else 0
+    for k, (role, shape) in enumerate(plan):
+        size = _u(rng, s.size)
+        p["role"][k], p["shape"][k], p["size"][k] = role, rk.SHAPE_IDS[shape], size
+        p["aspect"][k], p["thickness"][k] = _u(rng, s.aspect), min(_u(rng, s.thickness), size)
+        if shape in ("polygon", "irregular"):
+            n = int(rng.integers(s.sides[0], s.sides[1] + 1))
+            p["sides"][k] = n
+            p["vertices"][k, :n] = _polygon(rng, n, 0.5 * size, shape == "irregular")
+        if shape == "digit":
+            p["digit"][k] = int(rng.integers(0, n_digits))
+        b = _u(rng, s.brightness)
+        p["brightness"][k] = b
+        if config.channels == 3:
+            rgb = colorsys.hsv_to_rgb(float(rng.random()), float(rng.uniform(0.3, 1.0)), b)
+            p["colour_r"][k], p["colour_g"][k], p["colour_b"][k] = rgb
+        # Start fully inside the frame; intensity objects keep their spread halo inside too.
+        r = 0.5 * size
+        p["x0"][k] = _u(rng, (r, max(r, config.width - 1 - r)))
+        p["y0"][k] = _u(rng, (r, max(r, config.height - 1 - r)))
+        p["angle0"][k] = _u(rng, mo.angle)
+        zero = (0.0, 0.0)
+        moving = role == TRANSLATION
+        p["vx"][k], p["vy"][k] = _vector(rng, mo.speed) if moving else zero
+        p["ax"][k], p["ay"][k] = _vector(rng, mo.acceleration) if moving else zero
+        p["jx"][k], p["jy"][k] = _vector(rng, mo.jerk) if moving else zero
+        spinning = role == ROTATION
+        p["angular_velocity"][k] = _signed(rng, mo.angular_speed) if spinning else 0.0
+        p["angular_acceleration"][k] = _signed(rng, mo.angular_acceleration) if spinning else 0.0
+        p["angular_jerk"][k] = _signed(rng, mo.angular_jerk) if spinning else 0.0
+        changing = role == INTENSITY and it.scope == "object"
+        p["gain"][k] = _gain(rng, it) if changing else 1.0
+        p["spread"][k] = _u(rng, it.spread) if changing else 0.0
+        textured = rng.random() < tx.object_probability
+        p["textured"][k] = int(textured)
+        p["tex_frequency"][k] = _u(rng, tx.frequency) if textured else 0.0
+        p["tex_orientation"][k] = float(rng.uniform(0.0, math.pi)) if textured else 0.0
+        p["tex_phase"][k] = float(rng.uniform(0.0, 2.0 * math.pi)) if textured else 0.0
+        p["tex_contrast"][k] = _u(rng, tx.contrast) if textured else 0.0
+        p["tex_drift"][k] = _signed(rng, tx.drift) if textured else 0.0
+    p["num_objects"] = len(plan)
+    p["sequence_role"] = plan[0][0] if len(roles) == 1 else 0  # 0: several properties in one sequence
+    has_bg = rng.random() < tx.background_probability
+    p["background_level"] = _u(rng, tx.background_level) if has_bg else 0.0
+    p["background_frequency"] = _u(rng, tx.frequency) if has_bg else 0.0
+    p["background_orientation"] = float(rng.uniform(0.0, math.pi)) if has_bg else 0.0
+    p["background_phase"] = float(rng.uniform(0.0, 2.0 * math.pi)) if has_bg else 0.0
+    p["background_contrast"] = _u(rng, tx.contrast) if has_bg else 0.0
+    p["background_drift"] = _signed(rng, tx.drift) if has_bg else 0.0
+    frame_scope = it.scope == "frame" and INTENSITY in roles
+    p["frame_gain"] = _gain(rng, it) if frame_scope else 1.0
+    p["frame_spread"] = _u(rng, it.spread) if frame_scope else 0.0
+    return p
+
+
+def make_sprite(p: dict, k: int, config: RenderConfig) -> np.ndarray:
+    """The object's mass image M_0 (coverage in [0, 1]), with room for the intensity kernel to spread over T frames."""
+    it = config.intensity
+    size = float(p["size"][k])
+    spreading = p["role"][k] == INTENSITY and it.kernel != "delta"
+    margin = (it.kernel_size // 2) * (config.frames - 1) if spreading else 0
+    side = int(math.ceil(size)) + 3 + 2 * margin
+    out = np.zeros((side, side), np.float32)
+    shape = int(p["shape"][k])
+    if shape == rk.SHAPE_IDS["digit"]:
+        rk.resample_sprite(load_digits(config.shape.digits)[int(p["digit"][k])], size, out)
+    else:
+        n = max(int(p["sides"][k]), 0)
+        verts = np.ascontiguousarray(np.nan_to_num(p["vertices"][k]))
+        rk.shape_sprite(shape, 0.5 * size, float(p["aspect"][k]), float(p["thickness"][k]), verts, n, out)
+    return out
+
+
+def reach(p: dict, k: int, t: int, config: RenderConfig) -> float:
+    """How far from its centre object k can have mass at frame t (bounds the pixels the compositor visits)."""
+    half = 0.5 * float(p["size"][k])
+    if p["shape"][k] == rk.SHAPE_IDS["digit"]:
+        half *= math.sqrt(2.0)  # the digit's square box, not a circle, spans `size`
+    it = config.intensity
+    spreading = p["role"][k] == INTENSITY and it.kernel != "delta"
+    return half + 2.0 + ((it.kernel_size // 2) * t if spreading else 0)
+
+
+def _colour(p, k, channels):
+    if channels == 1:
+        return np.array([p["brightness"][k]], np.float32)
+    return np.array([p["colour_r"][k], p["colour_g"][k], p["colour_b"][k]], np.float32)
+
+
+def _texture(p, k, t):
+    return np.array([p["textured"][k], p["tex_frequency"][k], p["tex_orientation"][k],
+                     p["tex_phase"][k] + p["tex_drift"][k] * t, p["tex_contrast"][k]], np.float64)
+
+
+def render_clean(config: RenderConfig, p: dict, want_masks: bool = False, want_map: bool = False):
+    """Float32 (T, C, H, W) clean frames in [0, 1] plus optional masks (T, N, H, W) and property map (T, H, W)."""
+    T, C, H, W = config.frames, config.channels, config.height, config.width
+    n = int(p["num_objects"])
+    additive = config.shape.overlap == "add"
+    wrap = config.motion.boundary == "wrap"
+    frame_scope = config.intensity.scope == "frame"
+    clean = np.zeros((T, C, H, W), np.float32)
+    masks = np.zeros((T, config.max_objects, H, W), np.uint8) if want_masks else None
+    pmap = np.zeros((T, H, W), np.uint8) if want_map else None
+    sprites = [make_sprite(p, k, config) for k in range(n)]
+    kernels = [kernel_for(config.intensity.kernel, config.intensity.kernel_size, p["gain"][k], max(p["spread"][k], 1e-3))
+               if p["role"][k] == INTENSITY and not frame_scope else None for k in range(n)]
+    poses = [trajectory(p, k, T, H, W, config.motion.boundary) for k in range(n)]
+    colours = [_colour(p, k, C) for k in range(n)]
+    roles = np.concatenate([[0], p["role"][:n]]).astype(np.uint8)
+    scratch = np.zeros((1, H, W), np.float32)
+    joint = None
+    if frame_scope and (p["role"][:n] == INTENSITY).any():
+        # One shared kernel evolves the joint layer of all intensity objects (they are static).
+        joint = np.zeros((C, H, W), np.float32)
+        jo, jv = np.zeros((H, W), np.int16), np.zeros((H, W), np.float32)
+        for k in range(n):
+            if p["role"][k] == INTENSITY:
+                cx, cy, th = poses[k][0]
+                rk.draw_object(joint, jo, jv, k + 1, sprites[k], cx, cy, th, reach(p, k, 0, config), colours[k],
+                                   _texture(p, k, 0), wrap, additive)
+        frame_kernel = kernel_for(config.intensity.kernel, config.intensity.kernel_size, p["frame_gain"],
+                                  max(p["frame_spread"], 1e-3))
+    tmp = [np.empty_like(s) for s in sprites]
+    for t in range(T):
+        frame = clean[t]
+        if p["background_level"] > 0:
+            rk.sine_background(frame, p["background_level"], p["background_frequency"], p["background_orientation"],
+                               p["background_phase"] + p["background_drift"] * t, p["background_contrast"])
+        owner = np.zeros((H, W), np.int16)
+        vmax = np.zeros((H, W), np.float32)
+        for k in range(n):
+            if joint is not None and p["role"][k] == INTENSITY:
+                continue
+            if t > 0 and kernels[k] is not None:  # M_t = K * M_{t-1}: the paper's convolution per time step
+                rk.convolve_same(sprites[k], kernels[k], tmp[k])
+                sprites[k], tmp[k] = tmp[k], sprites[k]
+            cx, cy, th = poses[k][t]
+            tex = _texture(p, k, t)
+            extent = reach(p, k, t, config)
+            rk.draw_object(frame, owner, vmax, k + 1, sprites[k], cx, cy, th, extent, colours[k], tex, wrap, additive)
+            if masks is not None:
+                scratch[:] = 0
+                so, sv = np.zeros((H, W), np.int16), np.zeros((H, W), np.float32)
+                rk.draw_object(scratch, so, sv, 1, sprites[k], cx, cy, th, extent, colours[k][:1] * 0 + colours[k].max(),
+                               tex, wrap, False)
+                masks[t, k] = scratch[0] >= VISIBLE
+        if joint is not None:
+            if t > 0:
+                for c in range(C):
+                    out = np.empty((H, W), np.float32)
+                    rk.convolve_same(joint[c], frame_kernel, out)
+                    joint[c] = out
+            jmax = joint.max(axis=0)
+            if additive:
+                frame += joint
+            else:
+                np.maximum(frame, joint, out=frame)
+            hit = jmax > vmax
+            vmax[hit] = jmax[hit]
+            owner[hit] = -1  # marks "the joint intensity layer"
+            if masks is not None:
+                for k in range(n):
+                    if p["role"][k] == INTENSITY:
+                        masks[t, k] = jmax >= VISIBLE
+        if pmap is not None:
+            visible = vmax >= VISIBLE
+            lookup = np.where(owner < 0, INTENSITY, roles[np.clip(owner, 0, n)])
+            pmap[t] = np.where(visible, lookup, 0)
+    np.clip(clean, 0.0, 1.0, out=clean)
+    return clean, masks, pmap
+
+
+@functools.lru_cache(maxsize=4)
+def perlin_bank(octaves, persistence, lacunarity, frequency, speed, depth, height, width) -> np.ndarray:
+    """A fractal Perlin volume (time, y, x), built once per process; every sequence samples a drifting window of it."""
+    from .kernels.perlin import perlin_volume
+
+    return perlin_volume(depth, height, width, frequency, speed, octaves, persistence, lacunarity, 0, 1024, 1024, 1024)
+
+
+def bank_shape(config: RenderConfig) -> tuple[int, int, int]:
+    T, H, W = config.frames, config.height, config.width
+    travel = int(math.ceil(config.noise.perlin_drift * (T - 1))) + 2
+    side = max(H, W)
+    return T + max(T, 32), 2 * side + 2 * travel, 2 * side + 2 * travel
+
+
+def noise_field(config: RenderConfig, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Mixed noise (T, C, H, W) float32: Σ weight · field, each field scaled to unit mean magnitude."""
+    nc = config.noise
+    T, C, H, W = config.frames, config.channels, config.height, config.width
+    total = np.zeros((T, C, H, W), np.float32)
+    buf = np.empty((T, C, H, W), np.float32)
+    key = int(rng.integers(0, 2**63))
+    if nc.gaussian > 0:
+        nk.hash_fill(np.uint64(key), nk.gaussian_table(), buf)
+        total += buf * np.float32(nc.gaussian / math.sqrt(2.0 / math.pi))
+    if nc.white > 0:
+        nk.hash_fill(np.uint64(key ^ 0x5DEECE66D), nk.uniform_table(), buf)
+        total += buf * np.float32(nc.white * 2.0)
+    if nc.perlin > 0:
+        depth, bh, bw = bank_shape(config)
+        bank = perlin_bank(nc.perlin_octaves, nc.perlin_persistence, nc.perlin_lacunarity, nc.perlin_frequency,
+                           nc.perlin_speed, depth, bh, bw)
+        travel = nc.perlin_drift * (T - 1)
+        side = max(H, W)
+        for c in range(C):
+            vx, vy = _vector(rng, (0.0, nc.perlin_drift))
+            oz = int(rng.integers(0, depth - T + 1))
+            # Origins keep every drifting sample strictly inside the bank.
+            ox = float(rng.uniform(travel + 1, bw - side - travel - 2))
+            oy = float(rng.uniform(travel + 1, bh - side - travel - 2))
+            flip_y, flip_x, transpose = (bool(b) for b in rng.integers(0, 2, 3))
+            # Flips and a transpose of the window turn one bank into many distinct fields.
+            field = np.empty((T, W, H) if transpose else (T, H, W), np.float32)
+            nk.perlin_window(bank, oz, oy, ox, vy, vx, field)
+            if transpose:
+                field = field.transpose(0, 2, 1)
+            field = field[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]
+            mag = float(np.abs(field).mean())
+            if mag > 0:
+                total[:, c] += field * np.float32(nc.perlin / mag)
+    return total, {"noise_key": key}
+
+
+def render_sequence(config: RenderConfig, index: int, *, with_clean: bool = True) -> Sequence:
+    """Render sequence `index` of the dataset described by `config`."""
+    scene_rng, noise_rng = sequence_rngs(config.seed, index)
+    p = sample_scene(config, index, scene_rng)
+    clean, masks, pmap = render_clean(config, p, config.masks, config.property_maps)
+    video = np.empty(clean.shape, np.uint8)
+    scale, achieved = 0.0, 0.0
+    if config.noise.ratio > 0:
+        noise, _ = noise_field(config, noise_rng)
+        # Continuous solution first (clipping only), then a correction for what 8-bit quantisation erases, so that the
+        # stored pair (this video, the same sequence rendered with ratio 0) shows the requested ratio (docs/noise.md).
+        scale, _ = nk.solve_noise_scale(clean, noise, config.noise.ratio * float(np.abs(clean, dtype=np.float64).sum()))
+        nk.quantise(clean, clean, 0.0, video)
+        levels = float(video.sum(dtype=np.int64))
+        scale, mass = nk.refine_quantised_scale(clean, noise, config.noise.ratio * levels, scale)
+        achieved = mass / max(levels, 1.0)
+        nk.quantise(clean, noise, scale, video)
+    else:
+        nk.quantise(clean, clean, 0.0, video)
+    p["noise_scale"], p["noise_ratio"] = float(scale), float(achieved)
+    return Sequence(video=video, clean=clean if with_clean else None, params=p, masks=masks, property_map=pmap)
+
+
+def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
+    """Render sequences `indices` -> (video uint8 [n, T, C, H, W], parameters dict of stacked arrays).
+
+    The parameters dict also holds `masks` (n, T, N, H, W) and `property_map` (n, T, H, W) when the config asks for them.
+    """
+    indices = [int(i) for i in np.atleast_1d(np.asarray(indices, dtype=np.int64))]
+    if any(i < 0 for i in indices):
+        from .errors import ConfigError
+
+        raise ConfigError(f"indices must be >= 0, got {min(indices)}")
+    T, C, H, W = config.frames, config.channels, config.height, config.width
+    video = np.empty((len(indices), T, C, H, W), np.uint8)
+    stacked: dict = {}
+    for row, i in enumerate(indices):
+        seq = render_sequence(config, i, with_clean=False)
+        video[row] = seq.video
+        fields = dict(seq.params)
+        if seq.masks is not None:
+            fields["masks"] = seq.masks
+        if seq.property_map is not None:
+            fields["property_map"] = seq.property_map
+        for name, value in fields.items():
+            arr = np.asarray(value)
+            if name not in stacked:
+                stacked[name] = np.empty((len(indices),) + arr.shape, arr.dtype)
+            stacked[name][row] = arr
+    return video, stacked
