@@ -73,14 +73,12 @@ def place_reference(sprite: np.ndarray, cx: float, cy: float, theta: float, heig
                 mode="constant", cval=0.0, preserve_range=True)
 
 
-def texture_reference(height, width, cx, cy, theta, tex) -> np.ndarray:
-    """The object's sine fill at every frame pixel (1 where untextured)."""
+def texture_reference(side: int, tex) -> np.ndarray:
+    """The object's sine fill at the sprite's pixel centres (1 where untextured)."""
     if tex[0] <= 0.5:
-        return np.ones((height, width))
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    dx, dy = x - cx, y - cy
-    ct, st = math.cos(theta), math.sin(theta)
-    u, v = ct * dx - st * dy, st * dx + ct * dy
+        return np.ones((side, side))
+    c = 0.5 * (side - 1)
+    v, u = np.mgrid[0:side, 0:side].astype(np.float64) - c
     phase = 2 * math.pi * tex[1] * (u * math.cos(tex[2]) + v * math.sin(tex[2])) + tex[3]
     return 1.0 - tex[4] * 0.5 * (1.0 - np.sin(phase))
 
@@ -157,17 +155,17 @@ def perlin_field_reference(frames, height, width, nc, z0=0.0, x0=0.0, y0=0.0) ->
 
 # ---------------------------------------------------------------- whole sequences
 def render_clean_reference(config: RenderConfig, p: dict) -> np.ndarray:
-    """Clean frames (T, C, H, W) from the same sampled parameters, drawn with the twins above (object scope only)."""
-    from .render import kernel_for, trajectory, _colour, _texture
+    """Clean frames (T, C, H, W) from the same sampled parameters, drawn with the twins above (object scope only):
+    each sprite (mass × fill) is warped into the frame by scikit-image, one object and one frame at a time."""
+    from .render import _colour, _texture, kernel_for, sprite_side, trajectory
 
     T, C, H, W = config.frames, config.channels, config.height, config.width
     n = int(p["num_objects"])
     out = np.zeros((T, C, H, W))
     it = config.intensity
+    side = max([sprite_side(p, k, config) for k in range(n)] + [3])
     for k in range(n):
         size = float(p["size"][k])
-        spreading = p["role"][k] == INTENSITY and it.kernel != "delta"
-        side = int(math.ceil(size)) + 3 + 2 * ((it.kernel_size // 2) * (T - 1) if spreading else 0)
         if p["shape"][k] == SHAPE_IDS["digit"]:
             sprite = digit_sprite_reference(load_digits(config.shape.digits)[int(p["digit"][k])], size, side)
         else:
@@ -183,11 +181,10 @@ def render_clean_reference(config: RenderConfig, p: dict) -> np.ndarray:
                 sprite = convolve_reference(sprite, kern)
             cx, cy, th = pose[t]
             shifts = [(0, 0)] if config.motion.boundary != "wrap" else [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]
+            filled = sprite * texture_reference(side, _texture(p, k, t))
             layer = np.zeros((H, W))
             for sx, sy in shifts:
-                ox, oy = cx + sx * W, cy + sy * H
-                layer = np.maximum(layer, place_reference(sprite, ox, oy, th, H, W)
-                                   * texture_reference(H, W, ox, oy, th, _texture(p, k, t)))
+                layer = np.maximum(layer, place_reference(filled, cx + sx * W, cy + sy * H, th, H, W))
             for c in range(C):
                 if config.shape.overlap == "add":
                     out[t, c] += layer * colour[c]

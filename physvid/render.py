@@ -191,13 +191,18 @@ def sample_scene(config: RenderConfig, index: int, rng: np.random.Generator) -> 
     return p
 
 
-def make_sprite(p: dict, k: int, config: RenderConfig) -> np.ndarray:
-    """The object's mass image M_0 (coverage in [0, 1]), with room for the intensity kernel to spread over T frames."""
+def sprite_side(p: dict, k: int, config: RenderConfig) -> int:
+    """Side of object k's sprite: its size plus a rim, plus room for the intensity kernel to spread over T frames."""
     it = config.intensity
-    size = float(p["size"][k])
-    spreading = p["role"][k] == INTENSITY and it.kernel != "delta"
+    spreading = p["role"][k] == INTENSITY and it.kernel != "delta" and it.scope == "object"
     margin = (it.kernel_size // 2) * (config.frames - 1) if spreading else 0
-    side = int(math.ceil(size)) + 3 + 2 * margin
+    return int(math.ceil(float(p["size"][k]))) + 3 + 2 * margin
+
+
+def make_sprite(p: dict, k: int, config: RenderConfig, side: int | None = None) -> np.ndarray:
+    """The object's mass image M_0 (coverage in [0, 1]) on a `side`×`side` grid centred on the object."""
+    size = float(p["size"][k])
+    side = sprite_side(p, k, config) if side is None else side
     out = np.zeros((side, side), np.float32)
     shape = int(p["shape"][k])
     if shape == rk.SHAPE_IDS["digit"]:
@@ -236,77 +241,84 @@ def render_clean(config: RenderConfig, p: dict, want_masks: bool = False, want_m
     n = int(p["num_objects"])
     additive = config.shape.overlap == "add"
     wrap = config.motion.boundary == "wrap"
-    frame_scope = config.intensity.scope == "frame"
+    it = config.intensity
+    roles = p["role"][:n]
+    # Under scope "frame" the intensity objects form one joint layer evolved by a shared kernel (drawn below).
+    joint_ids = [k for k in range(n) if roles[k] == INTENSITY] if it.scope == "frame" else []
+    ids = [k for k in range(n) if k not in joint_ids]
+    side = max([sprite_side(p, k, config) for k in range(n)] + [3])
+    m = len(ids)
+    masses = np.zeros((m, side, side), np.float32)
+    kernels = np.zeros((m, it.kernel_size, it.kernel_size), np.float32)
+    evolve = np.zeros(m, np.bool_)
+    tex = np.zeros((m, T, 5))
+    poses = np.zeros((m, T, 3))
+    reaches = np.zeros((m, T))
+    colours = np.zeros((m, C), np.float32)
+    t_axis = np.arange(T)
+    for row, k in enumerate(ids):
+        masses[row] = make_sprite(p, k, config, side)
+        if roles[k] == INTENSITY:
+            kernels[row] = kernel_for(it.kernel, it.kernel_size, p["gain"][k], max(p["spread"][k], 1e-3))
+            evolve[row] = True
+        tex[row] = _texture(p, k, 0)
+        tex[row, :, 3] += p["tex_drift"][k] * t_axis
+        poses[row] = trajectory(p, k, T, H, W, config.motion.boundary)
+        reaches[row] = [reach(p, k, t, config) for t in range(T)]
+        colours[row] = _colour(p, k, C)
+    background = np.zeros((T, 5))
+    if p["background_level"] > 0:
+        background[:] = [p["background_level"], p["background_frequency"], p["background_orientation"],
+                         p["background_phase"], p["background_contrast"]]
+        background[:, 3] += p["background_drift"] * t_axis
     clean = np.zeros((T, C, H, W), np.float32)
+    owner = np.zeros((T, H, W), np.int16)
+    vmax = np.zeros((T, H, W), np.float32)
     masks = np.zeros((T, config.max_objects, H, W), np.uint8) if want_masks else None
-    pmap = np.zeros((T, H, W), np.uint8) if want_map else None
-    sprites = [make_sprite(p, k, config) for k in range(n)]
-    kernels = [kernel_for(config.intensity.kernel, config.intensity.kernel_size, p["gain"][k], max(p["spread"][k], 1e-3))
-               if p["role"][k] == INTENSITY and not frame_scope else None for k in range(n)]
-    poses = [trajectory(p, k, T, H, W, config.motion.boundary) for k in range(n)]
-    colours = [_colour(p, k, C) for k in range(n)]
-    roles = np.concatenate([[0], p["role"][:n]]).astype(np.uint8)
-    scratch = np.zeros((1, H, W), np.float32)
-    joint = None
-    if frame_scope and (p["role"][:n] == INTENSITY).any():
-        # One shared kernel evolves the joint layer of all intensity objects (they are static).
-        joint = np.zeros((C, H, W), np.float32)
-        jo, jv = np.zeros((H, W), np.int16), np.zeros((H, W), np.float32)
-        for k in range(n):
-            if p["role"][k] == INTENSITY:
-                cx, cy, th = poses[k][0]
-                rk.draw_object(joint, jo, jv, k + 1, sprites[k], cx, cy, th, reach(p, k, 0, config), colours[k],
-                                   _texture(p, k, 0), wrap, additive)
-        frame_kernel = kernel_for(config.intensity.kernel, config.intensity.kernel_size, p["frame_gain"],
-                                  max(p["frame_spread"], 1e-3))
-    tmp = [np.empty_like(s) for s in sprites]
-    for t in range(T):
-        frame = clean[t]
-        if p["background_level"] > 0:
-            rk.sine_background(frame, p["background_level"], p["background_frequency"], p["background_orientation"],
-                               p["background_phase"] + p["background_drift"] * t, p["background_contrast"])
-        owner = np.zeros((H, W), np.int16)
-        vmax = np.zeros((H, W), np.float32)
-        for k in range(n):
-            if joint is not None and p["role"][k] == INTENSITY:
-                continue
-            if t > 0 and kernels[k] is not None:  # M_t = K * M_{t-1}: the paper's convolution per time step
-                rk.convolve_same(sprites[k], kernels[k], tmp[k])
-                sprites[k], tmp[k] = tmp[k], sprites[k]
-            cx, cy, th = poses[k][t]
-            tex = _texture(p, k, t)
-            extent = reach(p, k, t, config)
-            rk.draw_object(frame, owner, vmax, k + 1, sprites[k], cx, cy, th, extent, colours[k], tex, wrap, additive)
-            if masks is not None:
-                scratch[:] = 0
-                so, sv = np.zeros((H, W), np.int16), np.zeros((H, W), np.float32)
-                rk.draw_object(scratch, so, sv, 1, sprites[k], cx, cy, th, extent, colours[k][:1] * 0 + colours[k].max(),
-                               tex, wrap, False)
-                masks[t, k] = scratch[0] >= VISIBLE
-        if joint is not None:
-            if t > 0:
-                for c in range(C):
-                    out = np.empty((H, W), np.float32)
-                    rk.convolve_same(joint[c], frame_kernel, out)
-                    joint[c] = out
-            jmax = joint.max(axis=0)
-            if additive:
-                frame += joint
-            else:
-                np.maximum(frame, joint, out=frame)
-            hit = jmax > vmax
-            vmax[hit] = jmax[hit]
-            owner[hit] = -1  # marks "the joint intensity layer"
-            if masks is not None:
-                for k in range(n):
-                    if p["role"][k] == INTENSITY:
-                        masks[t, k] = jmax >= VISIBLE
-        if pmap is not None:
-            visible = vmax >= VISIBLE
-            lookup = np.where(owner < 0, INTENSITY, roles[np.clip(owner, 0, n)])
-            pmap[t] = np.where(visible, lookup, 0)
+    rk.compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, background, additive, wrap, clean, owner,
+                        vmax, masks if want_masks else np.zeros((1, 1, 1, 1), np.uint8), want_masks)
+    if masks is not None and ids != list(range(m)):
+        masks[:, ids] = masks[:, :m].copy()  # kernel rows -> object slots
+        masks[:, [k for k in range(n) if k not in ids]] = 0
+    owner_role = np.concatenate([[0], roles[ids]]).astype(np.uint8)[owner]
+    if joint_ids:
+        _draw_joint_layer(config, p, joint_ids, side, clean, owner_role, vmax, masks, additive, wrap)
     np.clip(clean, 0.0, 1.0, out=clean)
+    pmap = np.where(vmax >= VISIBLE, owner_role, 0).astype(np.uint8) if want_map else None
     return clean, masks, pmap
+
+
+def _draw_joint_layer(config, p, joint_ids, side, clean, owner_role, vmax, masks, additive, wrap):
+    """Scope "frame": the static intensity objects are drawn once into a joint layer that a single kernel of sum
+    `frame_gain` convolves at every step, so their intensity spreads across object boundaries."""
+    T, C, H, W = clean.shape
+    it = config.intensity
+    joint = np.zeros((C, H, W), np.float32)
+    jo, jv = np.zeros((H, W), np.int16), np.zeros((H, W), np.float32)
+    fill = np.empty((side, side), np.float32)
+    for k in joint_ids:
+        rk.texture_sprite(_texture(p, k, 0), fill)
+        cx, cy, th = trajectory(p, k, T, H, W, config.motion.boundary)[0]
+        rk.draw_sprite(joint, jo, jv, k + 1, make_sprite(p, k, config, side) * fill, cx, cy, th, reach(p, k, 0, config),
+                       _colour(p, k, C), wrap, additive)
+    kernel = kernel_for(it.kernel, it.kernel_size, p["frame_gain"], max(p["frame_spread"], 1e-3))
+    out = np.empty((H, W), np.float32)
+    for t in range(T):
+        if t > 0:
+            for c in range(C):
+                rk.convolve_same(joint[c], kernel, out)
+                joint[c] = out
+        if additive:
+            clean[t] += joint
+        else:
+            np.maximum(clean[t], joint, out=clean[t])
+        jmax = joint.max(axis=0)
+        hit = jmax > vmax[t]
+        vmax[t][hit] = jmax[hit]
+        owner_role[t][hit] = INTENSITY
+        if masks is not None:
+            for k in joint_ids:
+                masks[t, k] = jmax >= VISIBLE
 
 
 @functools.lru_cache(maxsize=4)
@@ -329,14 +341,11 @@ def noise_field(config: RenderConfig, rng: np.random.Generator) -> tuple[np.ndar
     nc = config.noise
     T, C, H, W = config.frames, config.channels, config.height, config.width
     total = np.zeros((T, C, H, W), np.float32)
-    buf = np.empty((T, C, H, W), np.float32)
     key = int(rng.integers(0, 2**63))
-    if nc.gaussian > 0:
-        nk.hash_fill(np.uint64(key), nk.gaussian_table(), buf)
-        total += buf * np.float32(nc.gaussian / math.sqrt(2.0 / math.pi))
-    if nc.white > 0:
-        nk.hash_fill(np.uint64(key ^ 0x5DEECE66D), nk.uniform_table(), buf)
-        total += buf * np.float32(nc.white * 2.0)
+    if nc.gaussian > 0:  # table of unit variance: mean |g| = sqrt(2/π)
+        nk.hash_accumulate(np.uint64(key), nk.gaussian_table(), nc.gaussian / math.sqrt(2.0 / math.pi), total)
+    if nc.white > 0:  # uniform on [-1, 1]: mean |u| = 1/2
+        nk.hash_accumulate(np.uint64(key ^ 0x5DEECE66D), nk.uniform_table(), nc.white * 2.0, total)
     if nc.perlin > 0:
         depth, bh, bw = bank_shape(config)
         bank = perlin_bank(nc.perlin_octaves, nc.perlin_persistence, nc.perlin_lacunarity, nc.perlin_frequency,
@@ -355,10 +364,7 @@ def noise_field(config: RenderConfig, rng: np.random.Generator) -> tuple[np.ndar
             nk.perlin_window(bank, oz, oy, ox, vy, vx, field)
             if transpose:
                 field = field.transpose(0, 2, 1)
-            field = field[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]
-            mag = float(np.abs(field).mean())
-            if mag > 0:
-                total[:, c] += field * np.float32(nc.perlin / mag)
+            nk.add_normalised(total[:, c], field[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1], nc.perlin)
     return total, {"noise_key": key}
 
 

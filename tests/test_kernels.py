@@ -57,8 +57,7 @@ def test_placement_matches_skimage_warp(cx, cy, theta, seed):
     rng = np.random.default_rng(seed)
     sprite = rng.random((15, 15)).astype(np.float32)
     fast = np.zeros((36, 36), np.float32)
-    no_tex = np.zeros(5)
-    rk.object_layer(36, 36, sprite, cx, cy, theta, 15.0, no_tex, False, fast)
+    rk.object_layer(36, 36, sprite, cx, cy, theta, 15.0, False, fast)
     slow = ref.place_reference(sprite, cx, cy, theta, 36, 36)
     np.testing.assert_allclose(fast, slow, atol=2e-5)
 
@@ -72,21 +71,20 @@ def test_rotation_matches_skimage_rotate():
     sprite[5:16, 7:14] = rng.random((11, 7))
     for deg in (0.0, 17.0, 90.0, 133.5):
         fast = np.zeros((21, 21), np.float32)
-        rk.object_layer(21, 21, sprite, 10.0, 10.0, math.radians(deg), 30.0, np.zeros(5), False, fast)
+        rk.object_layer(21, 21, sprite, 10.0, 10.0, math.radians(deg), 30.0, False, fast)
         slow = rotate(sprite.astype(np.float64), deg, order=1, mode="constant", cval=0, preserve_range=True)
         np.testing.assert_allclose(fast, slow, atol=1e-5)
 
 
 @SETTINGS
-@given(theta=st.floats(-3.2, 3.2), freq=st.floats(0.05, 0.4), orient=st.floats(0, 3.2), phase=st.floats(0, 6.3),
-       contrast=st.floats(0, 1))
-def test_texture_matches_numpy(theta, freq, orient, phase, contrast):
-    sprite = np.ones((25, 25), np.float32)
-    tex = np.array([1.0, freq, orient, phase, contrast])
-    fast = np.zeros((32, 32), np.float32)
-    rk.object_layer(32, 32, sprite, 15.5, 16.0, theta, 40.0, tex, False, fast)
-    slow = ref.place_reference(sprite, 15.5, 16.0, theta, 32, 32) * ref.texture_reference(32, 32, 15.5, 16.0, theta, tex)
-    np.testing.assert_allclose(fast, slow, atol=2e-5)
+@given(side=st.integers(3, 40), freq=st.floats(0.05, 0.4), orient=st.floats(0, 3.2), phase=st.floats(0, 6.3),
+       contrast=st.floats(0, 1), textured=st.booleans())
+def test_texture_matches_numpy(side, freq, orient, phase, contrast, textured):
+    tex = np.array([float(textured), freq, orient, phase, contrast])
+    fast = np.zeros((side, side), np.float32)
+    rk.texture_sprite(tex, fast)
+    np.testing.assert_allclose(fast, ref.texture_reference(side, tex), atol=1e-6)
+    assert fast.min() >= 1 - contrast - 1e-6 and fast.max() <= 1 + 1e-6
 
 
 @SETTINGS
@@ -175,3 +173,12 @@ def test_perlin_window_is_a_bilinear_crop():
         slow = ((1 - fx) * (1 - fy) * sl[y0, x0] + fx * (1 - fy) * sl[y0, x0 + 1] + (1 - fx) * fy * sl[y0 + 1, x0]
                 + fx * fy * sl[y0 + 1, x0 + 1])
         np.testing.assert_allclose(out[t], slow, atol=1e-6)
+
+
+def test_add_normalised_on_flipped_views():
+    rng = np.random.default_rng(4)
+    field = rng.standard_normal((3, 5, 7)).astype(np.float32)
+    view = field.transpose(0, 2, 1)[:, ::-1, :]
+    out = np.zeros((3, 7, 5), np.float32)
+    nk.add_normalised(out, view, 2.5)
+    np.testing.assert_allclose(out, 2.5 * view / np.abs(view).mean(), rtol=1e-5)

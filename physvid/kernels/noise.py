@@ -41,16 +41,41 @@ def splitmix64(z):
 @njit(cache=True)
 def hash_fill(key, table, out):
     """out.flat[e] = table[16-bit level e % 4 of splitmix64(key + (e // 4) · golden)]."""
+    out_flat = out.reshape(-1)
+    out_flat[:] = 0.0
+    hash_accumulate(key, table, 1.0, out_flat)
+
+
+@njit(cache=True)
+def hash_accumulate(key, table, weight, out):
+    """out.flat[e] += weight · table[level e % 4 of splitmix64(key + (e // 4) · golden)] (no temporary field)."""
     flat = out.reshape(-1)
     n = flat.size
     k = np.uint64(key)
     golden = np.uint64(0x9E3779B97F4A7C15)
+    wt = np.float32(weight)
     for block in range((n + 3) // 4):
         z = splitmix64(k + np.uint64(block) * golden)
         for lane in range(4):
             e = block * 4 + lane
             if e < n:
-                flat[e] = table[(z >> np.uint64(16 * lane)) & np.uint64(0xFFFF)]
+                flat[e] += wt * table[(z >> np.uint64(16 * lane)) & np.uint64(0xFFFF)]
+
+
+@njit(cache=True)
+def add_normalised(out, field, weight):
+    """out += weight · field / mean|field| (a field of unit mean magnitude, so weights mix comparable amounts)."""
+    total = 0.0
+    for v in field.flat:
+        total += abs(v)
+    if total == 0.0:
+        return
+    scale = np.float32(weight * field.size / total)
+    nt, h, w = field.shape
+    for t in range(nt):
+        for y in range(h):
+            for x in range(w):
+                out[t, y, x] += scale * field[t, y, x]
 
 
 @njit(cache=True)
@@ -111,14 +136,13 @@ def solve_noise_scale(clean, noise, target, max_iter=60, rtol=1e-4):
     """
     c = clean.reshape(-1)
     nz = noise.reshape(-1)
-    mag = np.empty(c.size, np.float64)
-    room = np.empty(c.size, np.float64)
+    mag = np.empty(c.size, np.float32)
+    room = np.empty(c.size, np.float32)
     total = 0.0
     m = 0
     for i in range(c.size):
-        ci = np.float64(c[i])
-        ni = np.float64(nz[i])
-        r = (1.0 - ci) if ni > 0 else ci
+        ni = nz[i]
+        r = (np.float32(1.0) - c[i]) if ni > 0 else c[i]
         a = abs(ni)
         total += a
         if r > 0.0 and a > 0.0:
@@ -132,13 +156,11 @@ def solve_noise_scale(clean, noise, target, max_iter=60, rtol=1e-4):
     for _ in range(max_iter):
         f = 0.0
         df = 0.0
-        for i in range(m):
-            a = s * mag[i]
-            if a < room[i]:
-                f += a
-                df += mag[i]
-            else:
-                f += room[i]
+        s32 = np.float32(s)
+        for i in range(m):  # branch-free so that it vectorises
+            a = s32 * mag[i]
+            f += min(a, room[i])
+            df += mag[i] if a < room[i] else np.float32(0.0)
         if f >= target * (1.0 - rtol) or df == 0.0:
             break
         s += (target - f) / df

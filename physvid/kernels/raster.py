@@ -132,22 +132,37 @@ def convolve_same(src, kernel, out):
 
 
 @njit(cache=True)
-def draw_object(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, colour, tex, wrap, additive):
-    """Composite one object's sprite into `frame` (C, H, W) at pose (cx, cy, θ radians).
+def texture_sprite(tex, out):
+    """The object's fill in its own coordinates, sampled at the sprite's pixel centres.
+
+    `tex` = (textured, frequency, orientation, phase, contrast): 1 − contrast·(1 − sin(2π f (u cos φ + v sin φ) + phase))/2,
+    or 1 when untextured. Attached to the object, so it moves and turns with it.
+    """
+    s = out.shape[0]
+    c = 0.5 * (s - 1)
+    if tex[0] <= 0.5:
+        out[:, :] = 1.0
+        return
+    k = 2.0 * math.pi * tex[1]
+    cph, sph = math.cos(tex[2]), math.sin(tex[2])
+    for i in range(s):
+        for j in range(s):
+            out[i, j] = 1.0 - tex[4] * 0.5 * (1.0 - math.sin(k * ((j - c) * cph + (i - c) * sph) + tex[3]))
+
+
+@njit(cache=True)
+def draw_sprite(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, colour, wrap, additive):
+    """Composite one object's sprite into `frame` (C, H, W) at pose (cx, cy, θ radians), bilinear, zeros outside.
 
     Only pixels within `reach` of the centre are visited (the caller knows how far the object's mass extends).
-
-    `tex` = (textured, frequency, orientation, phase, contrast): the object's fill is
-    brightness·(1 − contrast·(1 − sin(2π f (u cos φ + v sin φ) + phase))/2), attached to the object.
     `owner`/`value_max` (H, W) track which object is brightest at each pixel and its value there (property map).
     With `wrap` the object is also drawn shifted by ±W, ±H so that it re-enters on the opposite side.
+    Overlap: `additive` sums (clipped later), otherwise the brightest object wins per pixel and channel.
     """
     nc, h, w = frame.shape
     s = sprite.shape[0]
     c = 0.5 * (s - 1)
     ct, st = math.cos(theta), math.sin(theta)
-    two_pi_f = 2.0 * math.pi * tex[1]
-    cph, sph = math.cos(tex[2]), math.sin(tex[2])
     cmax = colour.max()
     for sy in range(-1, 2):
         for sx in range(-1, 2):
@@ -163,13 +178,19 @@ def draw_object(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, c
                 dy = y - oy
                 for x in range(x_lo, x_hi + 1):
                     dx = x - ox
-                    u = ct * dx - st * dy
-                    v = st * dx + ct * dy
-                    m = bilinear(sprite, u + c, v + c)
+                    su = ct * dx - st * dy + c
+                    sv = st * dx + ct * dy + c
+                    x0f = math.floor(su)
+                    y0f = math.floor(sv)
+                    x0, y0 = int(x0f), int(y0f)
+                    if x0 >= 0 and y0 >= 0 and x0 < s - 1 and y0 < s - 1:  # fast path: all four taps inside
+                        fx, fy = su - x0f, sv - y0f
+                        m = ((1 - fx) * (1 - fy) * sprite[y0, x0] + fx * (1 - fy) * sprite[y0, x0 + 1]
+                             + (1 - fx) * fy * sprite[y0 + 1, x0] + fx * fy * sprite[y0 + 1, x0 + 1])
+                    else:
+                        m = bilinear(sprite, su, sv)
                     if m <= 0.0:
                         continue
-                    if tex[0] > 0.5:
-                        m *= 1.0 - tex[4] * 0.5 * (1.0 - math.sin(two_pi_f * (u * cph + v * sph) + tex[3]))
                     if m * cmax > value_max[y, x]:
                         value_max[y, x] = m * cmax
                         owner[y, x] = obj_id
@@ -182,13 +203,61 @@ def draw_object(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, c
 
 
 @njit(cache=True)
-def object_layer(h, w, sprite, cx, cy, theta, reach, tex, wrap, out):
-    """The object's own layer (brightness 1) at a pose: used for masks and by tests; same sampling as draw_object."""
+def object_layer(h, w, sprite, cx, cy, theta, reach, wrap, out):
+    """One sprite alone at a pose (brightness 1): the same sampling as draw_sprite, for masks and tests."""
     frame = np.zeros((1, h, w), np.float32)
     owner = np.zeros((h, w), np.int16)
     vmax = np.zeros((h, w), np.float32)
-    draw_object(frame, owner, vmax, 1, sprite, cx, cy, theta, reach, np.ones(1, np.float32), tex, wrap, False)
+    draw_sprite(frame, owner, vmax, 1, sprite, cx, cy, theta, reach, np.ones(1, np.float32), wrap, False)
     out[:, :] = frame[0]
+
+
+@njit(cache=True)
+def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, background, additive, wrap,
+                     clean, owner, value_max, masks, want_masks):
+    """Draw all frames of a sequence in one call.
+
+    masses (N, S, S): each object's mass image M_0; evolving objects follow M_t = K * M_{t−1} (paper §3.2: a kernel
+    of sum g per time step). tex (N, T, 5) fill parameters per frame; poses (N, T, 3) (cx, cy, θ); reaches (N, T);
+    colours (N, C); background (T, 5) (level, frequency, orientation, phase, contrast; level 0 = none).
+    Writes clean (T, C, H, W) unclipped, owner/value_max (T, H, W), and masks (T, N', H, W) when want_masks.
+    """
+    n, s, _ = masses.shape
+    nt = clean.shape[0]
+    h, w = clean.shape[2], clean.shape[3]
+    cur = masses.copy()
+    tmp = np.empty((s, s), np.float32)
+    fill = np.empty((n, s, s), np.float32)
+    sprites = np.empty((n, s, s), np.float32)
+    scratch = np.zeros((1, h, w), np.float32)
+    so = np.zeros((h, w), np.int16)
+    sv = np.zeros((h, w), np.float32)
+    one = np.ones(1, np.float32)
+    for t in range(nt):
+        if background[t, 0] > 0:
+            sine_background(clean[t], background[t, 0], background[t, 1], background[t, 2], background[t, 3],
+                            background[t, 4])
+        for k in range(n):
+            new_fill = t == 0 or tex[k, t, 3] != tex[k, t - 1, 3]
+            if new_fill:
+                texture_sprite(tex[k, t], fill[k])
+            if t > 0 and evolve[k]:
+                convolve_same(cur[k], kernels[k], tmp)
+                cur[k, :, :] = tmp
+            if new_fill or (t > 0 and evolve[k]):  # re-bake M_t ⊙ fill only when the mass or the fill changed
+                for i in range(s):
+                    for j in range(s):
+                        sprites[k, i, j] = cur[k, i, j] * fill[k, i, j]
+            cx, cy, th = poses[k, t, 0], poses[k, t, 1], poses[k, t, 2]
+            draw_sprite(clean[t], owner[t], value_max[t], k + 1, sprites[k], cx, cy, th, reaches[k, t], colours[k],
+                        wrap, additive)
+            if want_masks:
+                scratch[:, :, :] = 0.0
+                one[0] = colours[k].max()
+                draw_sprite(scratch, so, sv, 1, sprites[k], cx, cy, th, reaches[k, t], one, wrap, False)
+                for y in range(h):
+                    for x in range(w):
+                        masks[t, k, y, x] = 1 if scratch[0, y, x] >= 1.0 / 255.0 else 0
 
 
 @njit(cache=True)
