@@ -1,0 +1,193 @@
+"""Training objective of the global optimisation stage (paper §3.2, Eq. 7-8) and Barron's general robust loss (paper ref. [4]).
+
+Eq. 7:  L = L_reconst + lambda_s * smo(W) + lambda_e * ent(W)
+Eq. 8:  L = rho(L_reconst, a1, c1) + lambda_e * rho(ent(W), a2, c2) + lambda_m * rho(mag(W), a3, c3)
+
+`compute_loss` implements the union of both equations: every term goes through the robust function rho with its own (alpha, c),
+    total = rho(Y_hat - Y) + lambda_e * rho(ent(W)) + lambda_s * rho(dW/dt) + lambda_m * rho(mag(W)) + sum_k w_k * aux_k.
+
+Reduction (all terms): rho is applied element-wise and then averaged over all elements of its argument (Barron's usual use, and the
+same scale whatever the batch, horizon or image size). The paper writes rho(||Y_hat - Y||) with a norm inside rho; applying rho to a whole
+norm would make the loss scale with the image size and defeat the point of a per-residual robust function, so we apply it per element.
+
+Definitions used for the attention weights W of shape (B, n, m, P, Q) (batch, horizon, experts, feature rows, feature columns):
+- ent(W) = -W log W element-wise, with log evaluated at max(W, eps) so that W = 0 gives 0 and a finite gradient.
+- smo(W) = dW/dt = W[:, 1:] - W[:, :-1] (forward difference along the horizon axis). Eq. 7 uses its L1 norm; here rho is applied to the
+  difference instead. rho is even, and c * rho(x, 1, c) -> |x| as c -> 0, so plain L1 is the alpha = 1, small-c limit.
+- mag(W) = |W| element-wise. The paper names mag(W) in Eq. 8 without defining it; this is our reading (a magnitude/sparsity penalty).
+  Its weight defaults to 0 so that the default objective is Eq. 7 made robust, with the values of the reference setup.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+__all__ = ["LossConfigError", "LossConfig", "robust_loss", "entropy_map", "temporal_difference", "compute_loss"]
+
+
+class LossConfigError(ValueError):
+    """Invalid loss configuration or loss inputs (names the field and the allowed values)."""
+
+
+def robust_loss(x: Tensor, alpha: float, c: float) -> Tensor:
+    """Barron's general robust function rho(x, alpha, c) for a fixed shape alpha, element-wise (paper Eq. 8, ref. [4]).
+
+    rho = |alpha-2|/alpha * [((x/c)^2/|alpha-2| + 1)^(alpha/2) - 1], with its limits
+    alpha=2: 0.5 (x/c)^2 (L2), alpha=0: log(0.5 (x/c)^2 + 1) (Cauchy), alpha=1: sqrt((x/c)^2+1)-1 (Charbonnier),
+    alpha=-inf: 1 - exp(-0.5 (x/c)^2) (Welsch).
+    The general branch is written as expm1/log1p so that it tends continuously to the limits as alpha approaches 0 or 2.
+    """
+    _check_alpha_c(alpha, c, "alpha", "c")
+    z = (x / c) ** 2
+    if alpha == 2.0:
+        return 0.5 * z
+    if alpha == 0.0:
+        return torch.log1p(0.5 * z)
+    if alpha == 1.0:
+        return torch.sqrt(z + 1.0) - 1.0
+    if math.isinf(alpha):  # only -inf passes the check
+        return -torch.expm1(-0.5 * z)
+    b = abs(alpha - 2.0)
+    # (u + 1)^(alpha/2) - 1 == expm1(alpha/2 * log1p(u)): no cancellation when alpha -> 0, no overflow of b/alpha * (...) when alpha -> 2.
+    return (b / alpha) * torch.expm1(0.5 * alpha * torch.log1p(z / b))
+
+
+def entropy_map(weights: Tensor, eps: float = 1e-8) -> Tensor:
+    """ent(W) = -W log W element-wise (paper Eq. 7); log taken at max(W, eps) so W=0 contributes 0 with a finite gradient."""
+    return -weights * torch.log(weights.clamp_min(eps))
+
+
+def temporal_difference(weights: Tensor) -> Tensor:
+    """dW/dt of attention weights (B, n, m, P, Q): forward difference along the horizon axis -> (B, n-1, m, P, Q) (paper Eq. 7, smo)."""
+    return weights[:, 1:] - weights[:, :-1]
+
+
+def _check_alpha_c(alpha: float, c: float, alpha_name: str, c_name: str) -> None:
+    if not isinstance(alpha, (int, float)) or math.isnan(alpha) or alpha == math.inf:
+        raise LossConfigError(f"{alpha_name} must be a finite number or -inf (Welsch), got {alpha!r}")
+    if not isinstance(c, (int, float)) or not (c > 0) or math.isinf(c):
+        raise LossConfigError(f"{c_name} must be a positive finite scale, got {c!r}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Per-term shape alpha, scale c and weight lambda of the global objective (paper Eq. 7-8).
+
+    Defaults reproduce the reference setup (REFERENCE-NOTES): alpha = 0 (Cauchy) in every term; c = 0.9 for the reconstruction,
+    0.3 for the entropy and 0.75 for the temporal difference; weight 0.01 for the two W terms; magnitude term off.
+    """
+
+    recon_alpha: float = 0.0
+    recon_c: float = 0.9  # residuals on [0,1] frames are well below c, so rho stays near-quadratic there and robust to outliers
+    entropy_alpha: float = 0.0
+    entropy_c: float = 0.3  # -W log W peaks at 1/e ~ 0.37; c of that order keeps the term informative over its whole range
+    entropy_weight: float = 0.01
+    smooth_alpha: float = 0.0
+    smooth_c: float = 0.75
+    smooth_weight: float = 0.01
+    magnitude_alpha: float = 0.0
+    magnitude_c: float = 1.0
+    magnitude_weight: float = 0.0  # mag(W) is undefined in the paper; off unless asked for
+    entropy_eps: float = 1e-8
+    # Weights of named auxiliary losses returned by the models (e.g. PhyDNet "moment", ADDL "divergence"); keys not listed get
+    # default_aux_weight. Stored as sorted (name, weight) pairs so the config stays hashable; a dict is accepted.
+    aux_weights: Any = field(default=())
+    default_aux_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        for term in ("recon", "entropy", "smooth", "magnitude"):
+            _check_alpha_c(getattr(self, f"{term}_alpha"), getattr(self, f"{term}_c"), f"{term}_alpha", f"{term}_c")
+        for name in ("entropy_weight", "smooth_weight", "magnitude_weight", "default_aux_weight"):
+            _check_weight(getattr(self, name), name)
+        if not (isinstance(self.entropy_eps, (int, float)) and 0 < self.entropy_eps < 1):
+            raise LossConfigError(f"entropy_eps must be in (0, 1), got {self.entropy_eps!r}")
+        pairs = self.aux_weights.items() if isinstance(self.aux_weights, Mapping) else self.aux_weights
+        try:
+            pairs = tuple(sorted((str(k), float(v)) for k, v in pairs))
+        except (TypeError, ValueError):
+            raise LossConfigError(
+                f"aux_weights must be a mapping name -> weight or (name, weight) pairs, got {self.aux_weights!r}"
+            ) from None
+        for k, v in pairs:
+            _check_weight(v, f"aux_weights[{k!r}]")
+        object.__setattr__(self, "aux_weights", pairs)
+
+    def aux_weight(self, name: str) -> float:
+        return dict(self.aux_weights).get(name, self.default_aux_weight)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (aux_weights as a dict); `LossConfig(**d)` rebuilds it."""
+        d = asdict(self)
+        d["aux_weights"] = dict(self.aux_weights)
+        return d
+
+
+def _check_weight(value: Any, name: str) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise LossConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def compute_loss(
+    pred: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    aux: Mapping[str, Tensor] | None = None,
+    config: LossConfig | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Global objective (paper Eq. 7-8) -> (total, terms).
+
+    pred, target: (B, n, C, H, W) predicted and ground-truth frames. weights: attention weights W (B, n, m, P, Q) or None for models
+    without a gate (then the W terms are absent). aux: named auxiliary losses of the model; non-scalar values are mean-reduced.
+    terms holds the unweighted mean terms ("reconstruction", "entropy", "smoothness", "magnitude", "aux/<name>") as tensors still
+    attached to the graph, and "total". Terms whose weight is 0 are not computed (and not reported).
+    """
+    cfg = config if config is not None else LossConfig()
+    if not isinstance(cfg, LossConfig):
+        raise LossConfigError(f"config must be a LossConfig, got {type(cfg).__name__}")
+    if pred.shape != target.shape:
+        raise LossConfigError(f"pred and target must have the same shape (B, n, C, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}")
+    if pred.ndim != 5:
+        raise LossConfigError(f"pred must be (B, n, C, H, W), got {pred.ndim} dims {tuple(pred.shape)}")
+
+    terms: dict[str, Tensor] = {}
+    recon = robust_loss(pred - target, cfg.recon_alpha, cfg.recon_c).mean()
+    terms["reconstruction"] = recon
+    total = recon
+
+    if weights is not None:
+        if weights.ndim != 5 or weights.shape[0] != pred.shape[0] or weights.shape[1] != pred.shape[1]:
+            raise LossConfigError(
+                f"weights must be (B, n, m, P, Q) with B, n of pred {tuple(pred.shape[:2])}, got {tuple(weights.shape)}"
+            )
+        if cfg.entropy_weight > 0:
+            ent = robust_loss(entropy_map(weights, cfg.entropy_eps), cfg.entropy_alpha, cfg.entropy_c).mean()
+            terms["entropy"] = ent
+            total = total + cfg.entropy_weight * ent
+        if cfg.smooth_weight > 0:
+            if weights.shape[1] > 1:
+                smo = robust_loss(temporal_difference(weights), cfg.smooth_alpha, cfg.smooth_c).mean()
+            else:  # a one-frame horizon has no temporal difference
+                smo = weights.sum() * 0.0
+            terms["smoothness"] = smo
+            total = total + cfg.smooth_weight * smo
+        if cfg.magnitude_weight > 0:
+            mag = robust_loss(weights.abs(), cfg.magnitude_alpha, cfg.magnitude_c).mean()
+            terms["magnitude"] = mag
+            total = total + cfg.magnitude_weight * mag
+
+    for name, value in sorted((aux or {}).items()):
+        if not isinstance(value, Tensor):
+            raise LossConfigError(f"aux[{name!r}] must be a tensor, got {type(value).__name__}")
+        w = cfg.aux_weight(name)
+        if w == 0:
+            continue
+        value = value.mean() if value.ndim else value
+        terms[f"aux/{name}"] = value
+        total = total + w * value
+
+    terms["total"] = total
+    return total, terms

@@ -1,0 +1,191 @@
+"""Barron's robust loss and the global objective (paper Eq. 7-8) against hand-written formulas."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from stmoe.losses import LossConfig, LossConfigError, compute_loss, entropy_map, robust_loss, temporal_difference
+
+X = torch.linspace(-5.0, 5.0, 201, dtype=torch.float64)
+
+
+def naive_general(x: torch.Tensor, alpha: float, c: float) -> torch.Tensor:
+    """The textbook closed form, valid away from alpha in {0, 2}."""
+    b = abs(alpha - 2.0)
+    return b / alpha * (((x / c) ** 2 / b + 1.0) ** (alpha / 2.0) - 1.0)
+
+
+@pytest.mark.parametrize("c", [0.3, 0.75, 0.9, 2.0])
+def test_special_cases(c):
+    z = (X / c) ** 2
+    torch.testing.assert_close(robust_loss(X, 2.0, c), 0.5 * z)
+    torch.testing.assert_close(robust_loss(X, 0.0, c), torch.log(0.5 * z + 1.0))
+    torch.testing.assert_close(robust_loss(X, 1.0, c), torch.sqrt(z + 1.0) - 1.0)
+    torch.testing.assert_close(robust_loss(X, float("-inf"), c), 1.0 - torch.exp(-0.5 * z))
+
+
+@pytest.mark.parametrize("alpha", [-4.0, -1.0, -0.5, 0.5, 1.0, 1.5, 3.0, 4.0])
+def test_general_alpha_matches_textbook_form(alpha):
+    torch.testing.assert_close(robust_loss(X, alpha, 0.7), naive_general(X, alpha, 0.7))
+
+
+@pytest.mark.parametrize("special", [0.0, 1.0, 2.0])
+@pytest.mark.parametrize("delta", [1e-3, -1e-3, 1e-6, -1e-6])
+def test_continuous_near_special_cases(special, delta):
+    exact = robust_loss(X, special, 0.9)
+    near = robust_loss(X, special + delta, 0.9)
+    assert torch.isfinite(near).all()
+    # d rho / d alpha is bounded on this range, so the gap shrinks linearly with delta
+    assert (near - exact).abs().max().item() < 20 * abs(delta) * (1 + exact.abs().max().item())
+
+
+def test_welsch_is_the_large_negative_limit():
+    far = robust_loss(X, -1e5, 0.9)
+    torch.testing.assert_close(far, robust_loss(X, float("-inf"), 0.9), atol=1e-4, rtol=1e-4)
+
+
+def test_float32_near_alpha_two_is_finite_and_close():
+    x = X.float()
+    a = robust_loss(x, 2.0 - 1e-4, 0.5)
+    assert torch.isfinite(a).all()
+    torch.testing.assert_close(a, robust_loss(x, 2.0, 0.5), rtol=2e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [float("-inf"), -2.0, 0.0, 0.5, 1.0, 2.0, 3.0])
+def test_gradient_is_finite_at_zero_and_zero_there(alpha):
+    x = torch.tensor([0.0, 0.1, -2.0], dtype=torch.float64, requires_grad=True)
+    robust_loss(x, alpha, 0.9).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert x.grad[0].item() == 0.0
+    assert x.grad[1].item() > 0 and x.grad[2].item() < 0
+
+
+@pytest.mark.parametrize("alpha,c", [(float("nan"), 1.0), (float("inf"), 1.0), (0.0, 0.0), (0.0, -1.0), (0.0, float("inf"))])
+def test_bad_alpha_or_scale(alpha, c):
+    with pytest.raises(LossConfigError, match="alpha|c must"):
+        robust_loss(X, alpha, c)
+
+
+def test_entropy_on_hand_made_weights():
+    w = torch.tensor([0.0, 0.5, 1.0, 1.0 / math.e, 0.25], dtype=torch.float64, requires_grad=True)
+    ent = entropy_map(w)
+    expected = torch.tensor([0.0, 0.5 * math.log(2.0), 0.0, 1.0 / math.e, 0.25 * math.log(4.0)], dtype=torch.float64)
+    torch.testing.assert_close(ent.detach(), expected)
+    ent.sum().backward()
+    assert torch.isfinite(w.grad).all()  # W = 0 must not give an infinite gradient
+
+
+def hand_weights() -> torch.Tensor:
+    """W (B=1, n=3, m=2, P=1, Q=2) with known temporal differences."""
+    w = torch.zeros(1, 3, 2, 1, 2, dtype=torch.float64)
+    w[0, :, 0, 0, 0] = torch.tensor([0.2, 0.5, 0.5])
+    w[0, :, 1, 0, 0] = torch.tensor([0.8, 0.5, 0.5])
+    w[0, :, 0, 0, 1] = torch.tensor([1.0, 0.0, 1.0])
+    w[0, :, 1, 0, 1] = torch.tensor([0.0, 1.0, 0.0])
+    return w
+
+
+def test_temporal_difference_along_horizon():
+    d = temporal_difference(hand_weights())
+    assert d.shape == (1, 2, 2, 1, 2)
+    torch.testing.assert_close(d[0, :, 0, 0, 0], torch.tensor([0.3, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(d[0, :, 1, 0, 1], torch.tensor([1.0, -1.0], dtype=torch.float64))
+
+
+def quadratic_config(**kw) -> LossConfig:
+    """alpha = 2, c = 1 everywhere, so every term is 0.5 x^2 and easy to compute by hand."""
+    base = dict(recon_alpha=2.0, recon_c=1.0, entropy_alpha=2.0, entropy_c=1.0, smooth_alpha=2.0, smooth_c=1.0,
+                magnitude_alpha=2.0, magnitude_c=1.0)
+    base.update(kw)
+    return LossConfig(**base)
+
+
+def test_compute_loss_terms_by_hand():
+    pred = torch.zeros(1, 3, 1, 2, 2, dtype=torch.float64)
+    target = torch.full_like(pred, 0.5)
+    target[0, 0, 0, 0, 0] = 1.0
+    w = hand_weights()
+    cfg = quadratic_config(entropy_weight=0.1, smooth_weight=0.2, magnitude_weight=0.3, aux_weights={"moment": 2.0})
+    aux = {"moment": torch.tensor(0.25, dtype=torch.float64), "other": torch.tensor([1.0, 3.0], dtype=torch.float64)}
+    total, terms = compute_loss(pred, target, w, aux, cfg)
+
+    recon = (11 * 0.5 * 0.25 + 0.5 * 1.0) / 12
+    ent_vals = [(-v * math.log(v)) if v > 0 else 0.0 for v in w.flatten().tolist()]
+    ent = sum(0.5 * e * e for e in ent_vals) / len(ent_vals)
+    diffs = [0.3, 0.0, -0.3, 0.0, -1.0, 1.0, 1.0, -1.0]
+    smo = sum(0.5 * d * d for d in diffs) / len(diffs)
+    mag = sum(0.5 * v * v for v in w.flatten().tolist()) / w.numel()
+    assert terms["reconstruction"].item() == pytest.approx(recon)
+    assert terms["entropy"].item() == pytest.approx(ent)
+    assert terms["smoothness"].item() == pytest.approx(smo)
+    assert terms["magnitude"].item() == pytest.approx(mag)
+    assert terms["aux/moment"].item() == pytest.approx(0.25)
+    assert terms["aux/other"].item() == pytest.approx(2.0)  # non-scalar aux is mean-reduced, default weight 1
+    expected = recon + 0.1 * ent + 0.2 * smo + 0.3 * mag + 2.0 * 0.25 + 1.0 * 2.0
+    assert total.item() == pytest.approx(expected)
+    assert terms["total"] is total
+
+
+def test_default_config_is_the_reference_setup():
+    cfg = LossConfig()
+    assert (cfg.recon_alpha, cfg.entropy_alpha, cfg.smooth_alpha) == (0.0, 0.0, 0.0)
+    assert (cfg.recon_c, cfg.entropy_c, cfg.smooth_c) == (0.9, 0.3, 0.75)
+    assert (cfg.entropy_weight, cfg.smooth_weight, cfg.magnitude_weight) == (0.01, 0.01, 0.0)
+    pred = torch.rand(2, 4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    target = torch.rand(2, 4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    w = torch.softmax(torch.randn(2, 4, 3, 2, 2, generator=torch.Generator().manual_seed(2)), dim=2)
+    total, terms = compute_loss(pred, target, w)
+    recon = torch.log1p(0.5 * ((pred - target) / 0.9) ** 2).mean()
+    ent = torch.log1p(0.5 * ((-w * torch.log(w)) / 0.3) ** 2).mean()
+    smo = torch.log1p(0.5 * ((w[:, 1:] - w[:, :-1]) / 0.75) ** 2).mean()
+    torch.testing.assert_close(total, recon + 0.01 * ent + 0.01 * smo)
+    assert "magnitude" not in terms
+
+
+def test_without_weights_only_reconstruction_and_aux():
+    pred, target = torch.zeros(1, 2, 1, 2, 2), torch.ones(1, 2, 1, 2, 2)
+    total, terms = compute_loss(pred, target, None, {"div": torch.tensor(1.0)}, LossConfig(aux_weights={"div": 0.5}))
+    assert set(terms) == {"reconstruction", "aux/div", "total"}
+    assert total.item() == pytest.approx(math.log1p(0.5 / 0.81) + 0.5)
+
+
+def test_single_frame_horizon_has_zero_smoothness():
+    w = torch.full((1, 1, 2, 2, 2), 0.5, requires_grad=True)
+    _, terms = compute_loss(torch.zeros(1, 1, 1, 4, 4), torch.zeros(1, 1, 1, 4, 4), w)
+    assert terms["smoothness"].item() == 0.0
+
+
+def test_gradients_flow_to_pred_and_weights():
+    pred = torch.rand(1, 3, 1, 4, 4, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
+    w = torch.zeros(1, 3, 2, 2, 2)
+    w[:, :, 1] = 1.0  # hard 0/1 gate: the entropy's log must stay finite at W = 0
+    w.requires_grad_(True)
+    total, _ = compute_loss(pred, torch.zeros(1, 3, 1, 4, 4), w)
+    total.backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+    assert torch.isfinite(w.grad).all()
+
+
+def test_config_validation_and_json_round_trip():
+    with pytest.raises(LossConfigError, match="entropy_c"):
+        LossConfig(entropy_c=0.0)
+    with pytest.raises(LossConfigError, match="smooth_weight"):
+        LossConfig(smooth_weight=-1.0)
+    with pytest.raises(LossConfigError, match=r"aux_weights\['x'\]"):
+        LossConfig(aux_weights={"x": -2.0})
+    with pytest.raises(LossConfigError, match="recon_alpha"):
+        LossConfig(recon_alpha=float("nan"))
+    cfg = LossConfig(recon_alpha=1.0, aux_weights={"moment": 0.1, "div": 2.0})
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert LossConfig(**d) == cfg
+    assert cfg.aux_weight("moment") == 0.1 and cfg.aux_weight("unknown") == 1.0
+
+
+def test_bad_shapes_name_the_problem():
+    with pytest.raises(LossConfigError, match="same shape"):
+        compute_loss(torch.zeros(1, 2, 1, 4, 4), torch.zeros(1, 3, 1, 4, 4))
+    with pytest.raises(LossConfigError, match=r"\(B, n, m, P, Q\)"):
+        compute_loss(torch.zeros(1, 2, 1, 4, 4), torch.zeros(1, 2, 1, 4, 4), torch.zeros(1, 3, 2, 2, 2))
