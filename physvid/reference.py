@@ -118,20 +118,22 @@ def hash_fill_reference(key: int, table: np.ndarray, shape) -> np.ndarray:
     return table[idx].reshape(shape)
 
 
-def noise_scale_reference(clean: np.ndarray, noise: np.ndarray, target: float, iters: int = 200) -> float:
-    """Bisection for Σ|clip(c + s·n, 0, 1) − c| = target."""
+def noise_scale_reference(clean: np.ndarray, noise: np.ndarray, ratio: float, iters: int = 100) -> float:
+    """Bisection for Σ|q(c + s·n) − q(c)| = ratio · Σ q(c) on the 8-bit quantised values."""
     c, n = clean.astype(np.float64), noise.astype(np.float64)
+    qc = quantise_reference(c, c, 0.0).astype(np.int64)
+    target = ratio * qc.sum()
 
-    def f(s):
-        return np.abs(np.clip(c + s * n, 0, 1) - c).sum()
+    def g(s):
+        return np.abs(quantise_reference(c, n, s).astype(np.int64) - qc).sum()
 
     lo, hi = 0.0, 1e-6
-    while f(hi) < target and hi < 1e6:
+    while g(hi) < target and hi < 1e6:
         hi *= 2
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
-    return 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if g(mid) < target else (lo, mid)
+    return hi
 
 
 def quantise_reference(clean, noise, scale) -> np.ndarray:
@@ -220,5 +222,5 @@ def render_reference(config: RenderConfig, index: int) -> np.ndarray:
             field = perlin_field_reference(shape[0], shape[2], shape[3], nc, z0=float(noise_rng.uniform(0, 100)),
                                            x0=float(noise_rng.uniform(0, 100)), y0=float(noise_rng.uniform(0, 100)))
             noise[:, c] += nc.perlin * field / max(np.abs(field).mean(), 1e-12)
-    scale = noise_scale_reference(clean, noise, nc.ratio * np.abs(clean).sum(), iters=40)
+    scale = noise_scale_reference(clean, noise, nc.ratio, iters=40)
     return quantise_reference(clean, noise, scale)

@@ -54,29 +54,61 @@ def sequence_rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random
     return np.random.Generator(np.random.PCG64(scene)), np.random.Generator(np.random.PCG64(noise))
 
 
-def _u(rng, rng_range):
-    lo, hi = rng_range
-    return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+class Uniforms:
+    """Parameters from a pre-drawn block of uniforms: one NumPy call per object instead of dozens.
+
+    Every method consumes a fixed number of draws whatever the outcome, so switching a feature on or off (a texture, a
+    property) never shifts the values of the other parameters of that object.
+    """
+
+    def __init__(self, values: np.ndarray):
+        self.values = values.tolist()
+        self.pos = 0
+
+    def next(self) -> float:
+        x = self.values[self.pos]
+        self.pos += 1
+        return x
+
+    def u(self, rng_range) -> float:
+        lo, hi = rng_range
+        return lo + (hi - lo) * self.next()
+
+    def chance(self, p: float) -> bool:
+        return self.next() < p
+
+    def signed(self, rng_range) -> float:
+        mag = self.u(rng_range)
+        return mag if self.next() < 0.5 else -mag
+
+    def vector(self, rng_range) -> tuple[float, float]:
+        mag, ang = self.u(rng_range), 2.0 * math.pi * self.next()
+        return mag * math.cos(ang), mag * math.sin(ang)
+
+    def integer(self, lo: int, hi: int) -> int:
+        """Uniform on {lo, ..., hi}."""
+        return lo + min(int(self.next() * (hi - lo + 1)), hi - lo)
+
+    def gain(self, cfg) -> float:
+        lo, hi = cfg.gain
+        grow_lo, decay_hi = max(lo, 1.0 + cfg.min_change), min(hi, 1.0 - cfg.min_change)
+        grow = self.next() < cfg.grow_probability
+        x = self.next()
+        if grow and grow_lo > hi:
+            grow = False
+        if not grow and decay_hi < lo:
+            grow = True
+        return grow_lo + (hi - grow_lo) * x if grow else lo + (decay_hi - lo) * x
 
 
-def _signed(rng, rng_range):
-    return _u(rng, rng_range) * (1.0 if rng.random() < 0.5 else -1.0)
+OBJECT_DRAWS = 40  # uniforms per object (fixed, see Uniforms)
+VERTEX_DRAWS = 2 * MAX_VERTICES + 1
+SEQUENCE_DRAWS = 12
 
 
 def _vector(rng, rng_range):
-    mag, ang = _u(rng, rng_range), float(rng.uniform(0.0, 2.0 * math.pi))
+    mag, ang = float(rng.uniform(*rng_range)), float(rng.uniform(0.0, 2.0 * math.pi))
     return mag * math.cos(ang), mag * math.sin(ang)
-
-
-def _gain(rng, cfg):
-    lo, hi = cfg.gain
-    grow_lo, decay_hi = max(lo, 1.0 + cfg.min_change), min(hi, 1.0 - cfg.min_change)
-    grow = rng.random() < cfg.grow_probability
-    if grow and grow_lo > hi:
-        grow = False
-    if not grow and decay_hi < lo:
-        grow = True
-    return _u(rng, (grow_lo, hi)) if grow else _u(rng, (lo, decay_hi))
 
 
 def kernel_for(kind: str, size: int, gain: float, spread: float) -> np.ndarray:
@@ -93,38 +125,49 @@ def kernel_for(kind: str, size: int, gain: float, spread: float) -> np.ndarray:
     return (k / k.sum() * gain).astype(np.float32)
 
 
-def _polygon(rng, n, radius, irregular):
+def _polygon(draws: np.ndarray, n: int, radius: float, irregular: bool) -> np.ndarray:
+    """Vertices (n, 2) of a regular polygon (random phase) or a star-shaped irregular one, from VERTEX_DRAWS uniforms."""
     if irregular:
-        angles = np.sort(rng.uniform(0.0, 2.0 * math.pi, n))
-        radii = rng.uniform(0.45, 1.0, n) * radius
+        angles = np.sort(draws[:n] * 2.0 * math.pi)
+        radii = (0.45 + 0.55 * draws[MAX_VERTICES:MAX_VERTICES + n]) * radius
     else:
-        angles = np.arange(n) * (2.0 * math.pi / n) + float(rng.uniform(0.0, 2.0 * math.pi))
+        angles = np.arange(n) * (2.0 * math.pi / n) + draws[-1] * 2.0 * math.pi
         radii = np.full(n, radius)
     return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
 
 
 def _fold(x, lo, hi):
-    """Reflect an unconstrained coordinate into [lo, hi]: an exact elastic bounce off both walls."""
-    span = hi - lo
-    if span <= 0:
-        return np.full_like(x, 0.5 * (lo + hi))
+    """Reflect an unconstrained coordinate into [lo, hi] (arrays broadcast): an exact elastic bounce off both walls.
+    An object larger than the frame (hi <= lo) stays at the centre."""
+    span = np.maximum(hi - lo, 1e-12)
     y = np.mod(x - lo, 2.0 * span)
-    return lo + np.where(y <= span, y, 2.0 * span - y)
+    folded = lo + np.where(y <= span, y, 2.0 * span - y)
+    return np.where(hi - lo > 0, folded, 0.5 * (lo + hi))
 
 
-def trajectory(p: dict, k: int, frames: int, height: int, width: int, boundary: str) -> np.ndarray:
-    """(T, 3) array of (cx, cy, θ radians) for object k: x(t) = x0 + v t + a t²/2 + j t³/6, likewise for the angle."""
+def trajectories(p: dict, n: int, frames: int, height: int, width: int, boundary: str) -> np.ndarray:
+    """(n, T, 3) poses (cx, cy, θ radians) of the first n objects: x(t) = x0 + v t + a t²/2 + j t³/6, likewise for
+    y and the angle (degrees in the parameters), then the boundary rule."""
     t = np.arange(frames, dtype=np.float64)
-    poly = np.stack([np.ones_like(t), t, t * t / 2.0, t ** 3 / 6.0])
-    cx = np.array([p["x0"][k], p["vx"][k], p["ax"][k], p["jx"][k]]) @ poly
-    cy = np.array([p["y0"][k], p["vy"][k], p["ay"][k], p["jy"][k]]) @ poly
-    th = np.array([p["angle0"][k], p["angular_velocity"][k], p["angular_acceleration"][k], p["angular_jerk"][k]]) @ poly
-    r = 0.5 * p["size"][k]
+    poly = np.stack([np.ones_like(t), t, t * t / 2.0, t ** 3 / 6.0])  # (4, T)
+
+    def integrate(*names):
+        return np.stack([p[name][:n] for name in names], axis=1) @ poly  # (n, T)
+
+    cx = integrate("x0", "vx", "ax", "jx")
+    cy = integrate("y0", "vy", "ay", "jy")
+    th = np.deg2rad(integrate("angle0", "angular_velocity", "angular_acceleration", "angular_jerk"))
+    r = 0.5 * p["size"][:n, None]
     if boundary == "bounce":
         cx, cy = _fold(cx, r, width - 1 - r), _fold(cy, r, height - 1 - r)
     elif boundary == "wrap":
         cx, cy = np.mod(cx, width), np.mod(cy, height)
-    return np.stack([cx, cy, np.deg2rad(th)], axis=1)
+    return np.stack([cx, cy, th], axis=2)
+
+
+def trajectory(p: dict, k: int, frames: int, height: int, width: int, boundary: str) -> np.ndarray:
+    """(T, 3) poses of object k (see `trajectories`)."""
+    return trajectories(p, k + 1, frames, height, width, boundary)[k]
 
 
 def sample_scene(config: RenderConfig, index: int, rng: np.random.Generator) -> dict:
@@ -137,57 +180,56 @@ def sample_scene(config: RenderConfig, index: int, rng: np.random.Generator) -> 
     plan = PROPERTIES[config.property].plan(index, rng, config)
     roles = {r for r, _ in plan}
     n_digits = len(load_digits(s.digits)) if any(sh == "digit" for _, sh in plan) else 0
+    blocks = rng.random((len(plan), OBJECT_DRAWS + VERTEX_DRAWS))
     for k, (role, shape) in enumerate(plan):
-        size = _u(rng, s.size)
+        d = Uniforms(blocks[k, :OBJECT_DRAWS])
+        size = d.u(s.size)
         p["role"][k], p["shape"][k], p["size"][k] = role, rk.SHAPE_IDS[shape], size
-        p["aspect"][k], p["thickness"][k] = _u(rng, s.aspect), min(_u(rng, s.thickness), size)
+        p["aspect"][k], p["thickness"][k] = d.u(s.aspect), min(d.u(s.thickness), size)
+        sides = d.integer(s.sides[0], s.sides[1])
+        digit = d.integer(0, max(n_digits - 1, 0))
         if shape in ("polygon", "irregular"):
-            n = int(rng.integers(s.sides[0], s.sides[1] + 1))
-            p["sides"][k] = n
-            p["vertices"][k, :n] = _polygon(rng, n, 0.5 * size, shape == "irregular")
+            p["sides"][k] = sides
+            p["vertices"][k, :sides] = _polygon(blocks[k, OBJECT_DRAWS:], sides, 0.5 * size, shape == "irregular")
         if shape == "digit":
-            p["digit"][k] = int(rng.integers(0, n_digits))
-        b = _u(rng, s.brightness)
+            p["digit"][k] = digit
+        b = d.u(s.brightness)
         p["brightness"][k] = b
+        hue, sat = d.next(), 0.3 + 0.7 * d.next()
         if config.channels == 3:
-            rgb = colorsys.hsv_to_rgb(float(rng.random()), float(rng.uniform(0.3, 1.0)), b)
-            p["colour_r"][k], p["colour_g"][k], p["colour_b"][k] = rgb
-        # Start fully inside the frame; intensity objects keep their spread halo inside too.
-        r = 0.5 * size
-        p["x0"][k] = _u(rng, (r, max(r, config.width - 1 - r)))
-        p["y0"][k] = _u(rng, (r, max(r, config.height - 1 - r)))
-        p["angle0"][k] = _u(rng, mo.angle)
-        zero = (0.0, 0.0)
-        moving = role == TRANSLATION
-        p["vx"][k], p["vy"][k] = _vector(rng, mo.speed) if moving else zero
-        p["ax"][k], p["ay"][k] = _vector(rng, mo.acceleration) if moving else zero
-        p["jx"][k], p["jy"][k] = _vector(rng, mo.jerk) if moving else zero
-        spinning = role == ROTATION
-        p["angular_velocity"][k] = _signed(rng, mo.angular_speed) if spinning else 0.0
-        p["angular_acceleration"][k] = _signed(rng, mo.angular_acceleration) if spinning else 0.0
-        p["angular_jerk"][k] = _signed(rng, mo.angular_jerk) if spinning else 0.0
+            p["colour_r"][k], p["colour_g"][k], p["colour_b"][k] = colorsys.hsv_to_rgb(hue, sat, b)
+        r = 0.5 * size  # start fully inside the frame
+        p["x0"][k] = d.u((r, max(r, config.width - 1 - r)))
+        p["y0"][k] = d.u((r, max(r, config.height - 1 - r)))
+        p["angle0"][k] = d.u(mo.angle)
+        moving, spinning = role == TRANSLATION, role == ROTATION
         changing = role == INTENSITY and it.scope == "object"
-        p["gain"][k] = _gain(rng, it) if changing else 1.0
-        p["spread"][k] = _u(rng, it.spread) if changing else 0.0
-        textured = rng.random() < tx.object_probability
+        for names, value in ((("vx", "vy"), d.vector(mo.speed)), (("ax", "ay"), d.vector(mo.acceleration)),
+                             (("jx", "jy"), d.vector(mo.jerk))):
+            p[names[0]][k], p[names[1]][k] = value if moving else (0.0, 0.0)
+        for name, rng_range in (("angular_velocity", mo.angular_speed), ("angular_acceleration", mo.angular_acceleration),
+                                ("angular_jerk", mo.angular_jerk)):
+            value = d.signed(rng_range)
+            p[name][k] = value if spinning else 0.0
+        gain, spread = d.gain(it), d.u(it.spread)
+        p["gain"][k], p["spread"][k] = (gain, spread) if changing else (1.0, 0.0)
+        textured = d.chance(tx.object_probability)
+        fill = (d.u(tx.frequency), math.pi * d.next(), 2.0 * math.pi * d.next(), d.u(tx.contrast), d.signed(tx.drift))
         p["textured"][k] = int(textured)
-        p["tex_frequency"][k] = _u(rng, tx.frequency) if textured else 0.0
-        p["tex_orientation"][k] = float(rng.uniform(0.0, math.pi)) if textured else 0.0
-        p["tex_phase"][k] = float(rng.uniform(0.0, 2.0 * math.pi)) if textured else 0.0
-        p["tex_contrast"][k] = _u(rng, tx.contrast) if textured else 0.0
-        p["tex_drift"][k] = _signed(rng, tx.drift) if textured else 0.0
+        for name, value in zip(("tex_frequency", "tex_orientation", "tex_phase", "tex_contrast", "tex_drift"), fill):
+            p[name][k] = value if textured else 0.0
     p["num_objects"] = len(plan)
     p["sequence_role"] = plan[0][0] if len(roles) == 1 else 0  # 0: several properties in one sequence
-    has_bg = rng.random() < tx.background_probability
-    p["background_level"] = _u(rng, tx.background_level) if has_bg else 0.0
-    p["background_frequency"] = _u(rng, tx.frequency) if has_bg else 0.0
-    p["background_orientation"] = float(rng.uniform(0.0, math.pi)) if has_bg else 0.0
-    p["background_phase"] = float(rng.uniform(0.0, 2.0 * math.pi)) if has_bg else 0.0
-    p["background_contrast"] = _u(rng, tx.contrast) if has_bg else 0.0
-    p["background_drift"] = _signed(rng, tx.drift) if has_bg else 0.0
+    d = Uniforms(rng.random(SEQUENCE_DRAWS))
+    has_bg = d.chance(tx.background_probability)
+    background = (d.u(tx.background_level), d.u(tx.frequency), math.pi * d.next(), 2.0 * math.pi * d.next(),
+                  d.u(tx.contrast), d.signed(tx.drift))
+    for name, value in zip(("background_level", "background_frequency", "background_orientation", "background_phase",
+                            "background_contrast", "background_drift"), background):
+        p[name] = value if has_bg else 0.0
     frame_scope = it.scope == "frame" and INTENSITY in roles
-    p["frame_gain"] = _gain(rng, it) if frame_scope else 1.0
-    p["frame_spread"] = _u(rng, it.spread) if frame_scope else 0.0
+    gain, spread = d.gain(it), d.u(it.spread)
+    p["frame_gain"], p["frame_spread"] = (gain, spread) if frame_scope else (1.0, 0.0)
     return p
 
 
@@ -195,7 +237,7 @@ def sprite_side(p: dict, k: int, config: RenderConfig) -> int:
     """Side of object k's sprite: its size plus a rim, plus room for the intensity kernel to spread over T frames."""
     it = config.intensity
     spreading = p["role"][k] == INTENSITY and it.kernel != "delta" and it.scope == "object"
-    margin = (it.kernel_size // 2) * (config.frames - 1) if spreading else 0
+    margin = (it.kernel_size // 2) * config.frames if spreading else 0  # one step more than needed: taps stay inside
     return int(math.ceil(float(p["size"][k]))) + 3 + 2 * margin
 
 
@@ -209,19 +251,19 @@ def make_sprite(p: dict, k: int, config: RenderConfig, side: int | None = None) 
         rk.resample_sprite(load_digits(config.shape.digits)[int(p["digit"][k])], size, out)
     else:
         n = max(int(p["sides"][k]), 0)
-        verts = np.ascontiguousarray(np.nan_to_num(p["vertices"][k]))
+        verts = np.where(np.isnan(p["vertices"][k]), 0.0, p["vertices"][k])
         rk.shape_sprite(shape, 0.5 * size, float(p["aspect"][k]), float(p["thickness"][k]), verts, n, out)
     return out
 
 
-def reach(p: dict, k: int, t: int, config: RenderConfig) -> float:
-    """How far from its centre object k can have mass at frame t (bounds the pixels the compositor visits)."""
-    half = 0.5 * float(p["size"][k])
-    if p["shape"][k] == rk.SHAPE_IDS["digit"]:
-        half *= math.sqrt(2.0)  # the digit's square box, not a circle, spans `size`
+def reaches(p: dict, n: int, config: RenderConfig) -> np.ndarray:
+    """(n, T): how far from its centre each object can have mass at each frame (bounds the pixels visited)."""
+    half = 0.5 * p["size"][:n].astype(np.float64)
+    half = np.where(p["shape"][:n] == rk.SHAPE_IDS["digit"], half * math.sqrt(2.0), half)  # a digit's box spans `size`
     it = config.intensity
-    spreading = p["role"][k] == INTENSITY and it.kernel != "delta"
-    return half + 2.0 + ((it.kernel_size // 2) * t if spreading else 0)
+    spreading = (p["role"][:n] == INTENSITY) & (it.kernel != "delta")
+    step = np.where(spreading, it.kernel_size // 2, 0)
+    return half[:, None] + 2.0 + step[:, None] * np.arange(config.frames)[None, :]
 
 
 def _colour(p, k, channels):
@@ -252,8 +294,9 @@ def render_clean(config: RenderConfig, p: dict, want_masks: bool = False, want_m
     kernels = np.zeros((m, it.kernel_size, it.kernel_size), np.float32)
     evolve = np.zeros(m, np.bool_)
     tex = np.zeros((m, T, 5))
-    poses = np.zeros((m, T, 3))
-    reaches = np.zeros((m, T))
+    all_poses = trajectories(p, n, T, H, W, config.motion.boundary)
+    all_reaches = reaches(p, n, config)
+    poses, extents = all_poses[ids], all_reaches[ids]
     colours = np.zeros((m, C), np.float32)
     t_axis = np.arange(T)
     for row, k in enumerate(ids):
@@ -263,8 +306,6 @@ def render_clean(config: RenderConfig, p: dict, want_masks: bool = False, want_m
             evolve[row] = True
         tex[row] = _texture(p, k, 0)
         tex[row, :, 3] += p["tex_drift"][k] * t_axis
-        poses[row] = trajectory(p, k, T, H, W, config.motion.boundary)
-        reaches[row] = [reach(p, k, t, config) for t in range(T)]
         colours[row] = _colour(p, k, C)
     background = np.zeros((T, 5))
     if p["background_level"] > 0:
@@ -275,20 +316,24 @@ def render_clean(config: RenderConfig, p: dict, want_masks: bool = False, want_m
     owner = np.zeros((T, H, W), np.int16)
     vmax = np.zeros((T, H, W), np.float32)
     masks = np.zeros((T, config.max_objects, H, W), np.uint8) if want_masks else None
-    rk.compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, background, additive, wrap, clean, owner,
+    rk.compose_sequence(masses, kernels, evolve, tex, poses, extents, colours, background, additive, wrap, clean, owner,
                         vmax, masks if want_masks else np.zeros((1, 1, 1, 1), np.uint8), want_masks)
     if masks is not None and ids != list(range(m)):
         masks[:, ids] = masks[:, :m].copy()  # kernel rows -> object slots
         masks[:, [k for k in range(n) if k not in ids]] = 0
-    owner_role = np.concatenate([[0], roles[ids]]).astype(np.uint8)[owner]
-    if joint_ids:
-        _draw_joint_layer(config, p, joint_ids, side, clean, owner_role, vmax, masks, additive, wrap)
-    np.clip(clean, 0.0, 1.0, out=clean)
-    pmap = np.where(vmax >= VISIBLE, owner_role, 0).astype(np.uint8) if want_map else None
+    pmap = None
+    if want_map or joint_ids:
+        owner_role = np.concatenate([[0], roles[ids]]).astype(np.uint8)[owner]
+        if joint_ids:
+            _draw_joint_layer(config, p, joint_ids, side, clean, owner_role, vmax, masks, additive, wrap, all_poses,
+                              all_reaches)
+            np.clip(clean, 0.0, 1.0, out=clean)
+        if want_map:
+            pmap = np.where(vmax >= VISIBLE, owner_role, 0).astype(np.uint8)
     return clean, masks, pmap
 
 
-def _draw_joint_layer(config, p, joint_ids, side, clean, owner_role, vmax, masks, additive, wrap):
+def _draw_joint_layer(config, p, joint_ids, side, clean, owner_role, vmax, masks, additive, wrap, poses, extents):
     """Scope "frame": the static intensity objects are drawn once into a joint layer that a single kernel of sum
     `frame_gain` convolves at every step, so their intensity spreads across object boundaries."""
     T, C, H, W = clean.shape
@@ -298,8 +343,8 @@ def _draw_joint_layer(config, p, joint_ids, side, clean, owner_role, vmax, masks
     fill = np.empty((side, side), np.float32)
     for k in joint_ids:
         rk.texture_sprite(_texture(p, k, 0), fill)
-        cx, cy, th = trajectory(p, k, T, H, W, config.motion.boundary)[0]
-        rk.draw_sprite(joint, jo, jv, k + 1, make_sprite(p, k, config, side) * fill, cx, cy, th, reach(p, k, 0, config),
+        cx, cy, th = poses[k, 0]
+        rk.draw_sprite(joint, jo, jv, k + 1, make_sprite(p, k, config, side) * fill, cx, cy, th, extents[k, 0],
                        _colour(p, k, C), wrap, additive)
     kernel = kernel_for(it.kernel, it.kernel_size, p["frame_gain"], max(p["frame_spread"], 1e-3))
     out = np.empty((H, W), np.float32)
@@ -377,13 +422,8 @@ def render_sequence(config: RenderConfig, index: int, *, with_clean: bool = True
     scale, achieved = 0.0, 0.0
     if config.noise.ratio > 0:
         noise, _ = noise_field(config, noise_rng)
-        # Continuous solution first (clipping only), then a correction for what 8-bit quantisation erases, so that the
-        # stored pair (this video, the same sequence rendered with ratio 0) shows the requested ratio (docs/noise.md).
-        scale, _ = nk.solve_noise_scale(clean, noise, config.noise.ratio * float(np.abs(clean, dtype=np.float64).sum()))
-        nk.quantise(clean, clean, 0.0, video)
-        levels = float(video.sum(dtype=np.int64))
-        scale, mass = nk.refine_quantised_scale(clean, noise, config.noise.ratio * levels, scale)
-        achieved = mass / max(levels, 1.0)
+        # The ratio is met on the stored bytes, after clipping and quantisation (docs/noise.md).
+        scale, achieved = nk.noise_scale(clean, noise, config.noise.ratio)
         nk.quantise(clean, noise, scale, video)
     else:
         nk.quantise(clean, clean, 0.0, video)

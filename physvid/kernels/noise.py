@@ -105,71 +105,12 @@ def perlin_window(bank, oz, oy, ox, vy, vx, out):
                 out[t, y, x] = (w00 * r0[x0 + x] + w01 * r0[x0 + x + 1]) + (w10 * r1[x0 + x] + w11 * r1[x0 + x + 1])
 
 
-@njit(cache=True)
-def clipped_noise_mass(clean, noise, scale):
-    """f(s) = Σ|clip(c + s·n, 0, 1) − c| and its derivative Σ_{unclipped}|n| (float64)."""
-    c = clean.reshape(-1)
-    nz = noise.reshape(-1)
-    f = 0.0
-    df = 0.0
-    for i in range(c.size):
-        ci = np.float64(c[i])
-        ni = np.float64(nz[i])
-        room = (1.0 - ci) if ni > 0 else ci
-        a = scale * abs(ni)
-        if a < room:
-            f += a
-            df += abs(ni)
-        else:
-            f += max(room, 0.0)
-    return f, df
-
-
-@njit(cache=True)
-def solve_noise_scale(clean, noise, target, max_iter=60, rtol=1e-4):
-    """Smallest s with Σ|clip(c + s·n, 0, 1) − c| = target, by Newton's method from below.
-
-    f(s) = Σ min(s·|n_i|, room_i) is concave and non-decreasing, so Newton steps from s0 = target / Σ|n| (a lower
-    bound, reached when nothing clips) never overshoot and converge monotonically (2-4 steps in practice). Returns
-    (s, f(s)); f(s) < target only when the target is unreachable (the noise would have to push saturated pixels further).
-    Pixels whose noise points into the clipping bound they sit on (room 0) are dropped before iterating.
-    """
-    c = clean.reshape(-1)
-    nz = noise.reshape(-1)
-    mag = np.empty(c.size, np.float32)
-    room = np.empty(c.size, np.float32)
-    total = 0.0
-    m = 0
-    for i in range(c.size):
-        ni = nz[i]
-        r = (np.float32(1.0) - c[i]) if ni > 0 else c[i]
-        a = abs(ni)
-        total += a
-        if r > 0.0 and a > 0.0:
-            mag[m] = a
-            room[m] = r
-            m += 1
-    if target <= 0.0 or total == 0.0:
-        return 0.0, 0.0
-    s = target / total
-    f = 0.0
-    for _ in range(max_iter):
-        f = 0.0
-        df = 0.0
-        s32 = np.float32(s)
-        for i in range(m):  # branch-free so that it vectorises
-            a = s32 * mag[i]
-            f += min(a, room[i])
-            df += mag[i] if a < room[i] else np.float32(0.0)
-        if f >= target * (1.0 - rtol) or df == 0.0:
-            break
-        s += (target - f) / df
-    return s, f
 
 
 @njit(cache=True)
 def _level(v):
-    return math.floor(min(1.0, max(0.0, v)) * 255.0 + 0.5)
+    """The uint8 quantiser as an integer: round-half-up of 255·clip(v, 0, 1) (truncation is floor for v >= 0)."""
+    return np.int64(min(1.0, max(0.0, v)) * 255.0 + 0.5)
 
 
 @njit(cache=True)
@@ -177,38 +118,54 @@ def quantised_noise_mass(clean, noise, scale):
     """g(s) = Σ|q(c + s·n) − q(c)| in grey levels, q = the uint8 quantiser of `quantise`."""
     c = clean.reshape(-1)
     nz = noise.reshape(-1)
-    g = 0.0
-    for i in range(c.size):
+    g = 0
+    for i in range(c.size):  # integer levels: exact, order-free sums
         ci = np.float64(c[i])
         g += abs(_level(ci + scale * np.float64(nz[i])) - _level(ci))
-    return g
+    return np.float64(g)
 
 
 @njit(cache=True)
-def refine_quantised_scale(clean, noise, target, s0, rtol=0.02, max_iter=40):
-    """Adjust s so that the noise that survives clipping *and* 8-bit quantisation, g(s), is within rtol of `target`.
+def noise_scale(clean, noise, ratio, rtol=0.01, max_iter=60):
+    """The scale s at which the noise that survives clipping *and* 8-bit quantisation is `ratio` times the signal:
 
-    Quantisation erases noise smaller than half a grey level on pixels that sit on the grid (a black background),
-    so on dim sequences the continuous solution under-delivers. g is non-decreasing in s (a step function): bracket the
-    target by doubling, then use the Illinois variant of regula falsi. Returns (s, g(s)).
+        g(s) = Σ|q(c + s·n) − q(c)| = ratio · Σ q(c)      (grey levels, q the quantiser of `quantise`)
+
+    within `rtol`. Clipping at a black background removes about half of zero-mean noise and quantisation erases noise
+    under half a grey level, so the naive s = ratio·Σc / Σ|n| under-delivers. g is non-decreasing in s (a step function):
+    start from s0 = ratio·Σc / Σ_{n points into free room}|n| (a lower bound of the clipped continuous solution),
+    bracket the target by doubling, then refine with the Illinois variant of regula falsi (3-6 passes in practice).
+    Returns (s, g(s) / Σ q(c)), the achieved ratio; (0, 0) when the clean signal is empty.
     """
-    g0 = quantised_noise_mass(clean, noise, s0)
-    if target <= 0.0 or abs(g0 - target) <= rtol * target:
-        return s0, g0
-    lo, glo, hi, ghi = 0.0, 0.0, s0, g0
-    if g0 < target:
-        lo, glo = s0, g0
-        hi = s0 * 2.0 if s0 > 0 else 1e-3
+    c = clean.reshape(-1)
+    nz = noise.reshape(-1)
+    levels = 0
+    signal = 0.0
+    free = 0.0
+    for i in range(c.size):
+        ci = c[i]
+        ni = nz[i]
+        levels += _level(np.float64(ci))
+        signal += ci
+        room = (np.float32(1.0) - ci) if ni > 0 else ci
+        free += abs(ni) if room > 0 else np.float32(0.0)
+    target = ratio * levels
+    if target <= 0.0 or free == 0.0:
+        return 0.0, 0.0
+    lo, glo = 0.0, 0.0
+    hi = ratio * signal / free
+    ghi = quantised_noise_mass(clean, noise, hi)
+    for _ in range(60):
+        if ghi >= target:
+            break
+        lo, glo = hi, ghi
+        hi *= 2.0
         ghi = quantised_noise_mass(clean, noise, hi)
-        for _ in range(60):
-            if ghi >= target:
-                break
-            lo, glo = hi, ghi
-            hi *= 2.0
-            ghi = quantised_noise_mass(clean, noise, hi)
     s, g = hi, ghi
     side = 0
     for _ in range(max_iter):
+        if abs(g - target) <= rtol * target:
+            break
         if ghi == glo:
             s = 0.5 * (lo + hi)
         else:
@@ -216,8 +173,6 @@ def refine_quantised_scale(clean, noise, target, s0, rtol=0.02, max_iter=40):
             if s <= lo or s >= hi:
                 s = 0.5 * (lo + hi)
         g = quantised_noise_mass(clean, noise, s)
-        if abs(g - target) <= rtol * target:
-            break
         if g < target:
             lo, glo = s, g
             if side == -1:
@@ -228,7 +183,7 @@ def refine_quantised_scale(clean, noise, target, s0, rtol=0.02, max_iter=40):
             if side == 1:
                 glo = target - 0.5 * (target - glo)
             side = 1
-    return s, g
+    return s, g / levels
 
 
 @njit(cache=True)
@@ -238,6 +193,4 @@ def quantise(clean, noise, scale, out):
     nz = noise.reshape(-1)
     o = out.reshape(-1)
     for i in range(c.size):
-        v = np.float64(c[i]) + scale * np.float64(nz[i])
-        v = min(1.0, max(0.0, v))
-        o[i] = np.uint8(math.floor(v * 255.0 + 0.5))
+        o[i] = np.uint8(_level(np.float64(c[i]) + scale * np.float64(nz[i])))

@@ -68,11 +68,17 @@ def signed_distance(shape, u, v, radius, aspect, thickness, verts, n_verts):
 
 @njit(cache=True)
 def shape_sprite(shape, radius, aspect, thickness, verts, n_verts, out):
-    """Anti-aliased coverage of a geometric shape: clamp(0.5 − signed distance, 0, 1) per pixel (a 1-pixel box filter)."""
+    """Anti-aliased coverage of a geometric shape: clamp(0.5 − signed distance, 0, 1) per pixel (a 1-pixel box filter).
+
+    Every shape lies inside its bounding circle of `radius`, so only that square is evaluated; the rest is set to 0.
+    """
     s = out.shape[0]
     c = 0.5 * (s - 1)
-    for i in range(s):
-        for j in range(s):
+    lo = max(0, int(math.floor(c - radius - 2.0)))
+    hi = min(s, int(math.ceil(c + radius + 2.0)) + 1)
+    out[:, :] = 0.0
+    for i in range(lo, hi):
+        for j in range(lo, hi):
             d = signed_distance(shape, j - c, i - c, radius, aspect, thickness, verts, n_verts)
             out[i, j] = min(1.0, max(0.0, 0.5 - d))
 
@@ -119,6 +125,9 @@ def convolve_same(src, kernel, out):
     rh, rw = kh // 2, kw // 2
     for i in range(h):
         for j in range(w):
+            if rh <= i < h - rh and rw <= j < w - rw:
+                out[i, j] = _correlate_at(src, kernel, i, j)
+                continue
             acc = 0.0
             for a in range(kh):
                 ii = i + a - rh
@@ -132,21 +141,48 @@ def convolve_same(src, kernel, out):
 
 
 @njit(cache=True)
-def texture_sprite(tex, out):
-    """The object's fill in its own coordinates, sampled at the sprite's pixel centres.
+def _correlate_at(src, kernel, i, j):
+    """Correlation at an interior pixel (every tap inside): no bounds checks."""
+    kh, kw = kernel.shape
+    rh, rw = kh // 2, kw // 2
+    acc = 0.0
+    for a in range(kh):
+        row = src[i + a - rh]
+        for b in range(kw):
+            acc += kernel[a, b] * row[j + b - rw]
+    return acc
+
+
+@njit(cache=True)
+def convolve_window(src, kernel, out, lo, hi):
+    """`convolve_same` restricted to rows and columns [lo, hi), which must keep every tap inside the image.
+
+    Used for the intensity step: the mass can only have spread `kernel radius` pixels per frame from the object, and
+    the sprite's margin guarantees it never reaches the border, so the rest of `out` stays zero.
+    """
+    for i in range(lo, hi):
+        for j in range(lo, hi):
+            out[i, j] = _correlate_at(src, kernel, i, j)
+
+
+@njit(cache=True)
+def texture_sprite(tex, out, lo=0, hi=-1):
+    """The object's fill in its own coordinates, sampled at the sprite's pixel centres (rows/columns [lo, hi) only).
 
     `tex` = (textured, frequency, orientation, phase, contrast): 1 − contrast·(1 − sin(2π f (u cos φ + v sin φ) + phase))/2,
     or 1 when untextured. Attached to the object, so it moves and turns with it.
     """
     s = out.shape[0]
     c = 0.5 * (s - 1)
+    if hi < 0:
+        hi = s
     if tex[0] <= 0.5:
         out[:, :] = 1.0
         return
     k = 2.0 * math.pi * tex[1]
     cph, sph = math.cos(tex[2]), math.sin(tex[2])
-    for i in range(s):
-        for j in range(s):
+    for i in range(lo, hi):
+        for j in range(lo, hi):
             out[i, j] = 1.0 - tex[4] * 0.5 * (1.0 - math.sin(k * ((j - c) * cph + (i - c) * sph) + tex[3]))
 
 
@@ -220,33 +256,41 @@ def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, back
     masses (N, S, S): each object's mass image M_0; evolving objects follow M_t = K * M_{t−1} (paper §3.2: a kernel
     of sum g per time step). tex (N, T, 5) fill parameters per frame; poses (N, T, 3) (cx, cy, θ); reaches (N, T);
     colours (N, C); background (T, 5) (level, frequency, orientation, phase, contrast; level 0 = none).
-    Writes clean (T, C, H, W) unclipped, owner/value_max (T, H, W), and masks (T, N', H, W) when want_masks.
+    Writes clean (T, C, H, W) clipped to [0, 1], owner/value_max (T, H, W), and masks (T, N', H, W) when want_masks.
     """
     n, s, _ = masses.shape
     nt = clean.shape[0]
     h, w = clean.shape[2], clean.shape[3]
     cur = masses.copy()
     tmp = np.empty((s, s), np.float32)
-    fill = np.empty((n, s, s), np.float32)
+    fill = np.zeros((n, s, s), np.float32)
     sprites = np.empty((n, s, s), np.float32)
     scratch = np.zeros((1, h, w), np.float32)
     so = np.zeros((h, w), np.int16)
     sv = np.zeros((h, w), np.float32)
     one = np.ones(1, np.float32)
+    tmp[:, :] = 0.0
+    c = 0.5 * (s - 1)
     for t in range(nt):
         if background[t, 0] > 0:
             sine_background(clean[t], background[t, 0], background[t, 1], background[t, 2], background[t, 3],
                             background[t, 4])
         for k in range(n):
             new_fill = t == 0 or tex[k, t, 3] != tex[k, t - 1, 3]
-            if new_fill:
-                texture_sprite(tex[k, t], fill[k])
+            if new_fill:  # the fill only matters where the mass can ever be
+                texture_sprite(tex[k, t], fill[k], max(0, int(math.floor(c - reaches[k, nt - 1]))),
+                               min(s, int(math.ceil(c + reaches[k, nt - 1])) + 1))
+            lo, hi = 0, s
             if t > 0 and evolve[k]:
-                convolve_same(cur[k], kernels[k], tmp)
-                cur[k, :, :] = tmp
+                # The mass lies within reaches[k, t] of the centre: convolve and re-bake only that window.
+                r = kernels.shape[1] // 2
+                lo = max(r, int(math.floor(c - reaches[k, t])))
+                hi = min(s - r, int(math.ceil(c + reaches[k, t])) + 1)
+                convolve_window(cur[k], kernels[k], tmp, lo, hi)
+                cur[k, lo:hi, lo:hi] = tmp[lo:hi, lo:hi]
             if new_fill or (t > 0 and evolve[k]):  # re-bake M_t ⊙ fill only when the mass or the fill changed
-                for i in range(s):
-                    for j in range(s):
+                for i in range(lo, hi):
+                    for j in range(lo, hi):
                         sprites[k, i, j] = cur[k, i, j] * fill[k, i, j]
             cx, cy, th = poses[k, t, 0], poses[k, t, 1], poses[k, t, 2]
             draw_sprite(clean[t], owner[t], value_max[t], k + 1, sprites[k], cx, cy, th, reaches[k, t], colours[k],
@@ -258,6 +302,11 @@ def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, back
                 for y in range(h):
                     for x in range(w):
                         masks[t, k, y, x] = 1 if scratch[0, y, x] >= 1.0 / 255.0 else 0
+        frame = clean[t]
+        for ch in range(frame.shape[0]):  # growth and additive overlap can exceed 1: saturate
+            for y in range(h):
+                for x in range(w):
+                    frame[ch, y, x] = min(max(frame[ch, y, x], np.float32(0.0)), np.float32(1.0))
 
 
 @njit(cache=True)
