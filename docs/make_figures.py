@@ -39,9 +39,28 @@ def main() -> None:
         save_preview(OUT / f"{name}.png", video, scale=2)
         save_preview(OUT / f"{name}-map.png", video, params["property_map"], scale=2)
         print("wrote", OUT / f"{name}.png")
+    # the README's picture: one sequence per property (the mixed one with its property map)
+    import numpy as np
+
+    from physvid.preview import grid, to_rgb
+    from PIL import Image
+
+    rows = []
+    for name in ("translation", "rotation", "intensity", "mixed", "dynamic-mnist"):
+        if name == "dynamic-mnist" and not DIGITS.exists():
+            continue
+        video, params = pv.render(strip(name, PRESETS[name]), [4])
+        rows.append(to_rgb(video, params["property_map"] if name == "mixed" else None))
+    rgb = np.concatenate(rows)  # (rows, T, H, W, 3)
+    gap = 2
+    n, t, h, w, _ = rgb.shape
+    canvas = np.full((n * (h + gap) - gap, t * (w + gap) - gap, 3), 128, np.uint8)
+    for i in range(n):
+        for j in range(t):
+            canvas[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = rgb[i, j]
+    Image.fromarray(canvas.repeat(2, 0).repeat(2, 1)).save(OUT / "readme-strips.png")
     # noise ratios of the paper's ablation (§4.5) on one sequence
     base = strip("mixed", {"shape.num_objects": (3, 3), "texture.background_probability": 1.0})
-    import numpy as np
 
     rows = [pv.render(base.replace(**{"noise.ratio": r}), [1])[0] for r in (0.0, 0.26, 0.70)]
     save_preview(OUT / "noise-ratios.png", np.concatenate(rows), scale=2)

@@ -205,7 +205,7 @@ def render_reference(config: RenderConfig, index: int) -> np.ndarray:
     uniform noise from NumPy, Perlin from `noise.pnoise3` per pixel, ratio by bisection. Returns uint8 (T, C, H, W)."""
     from .render import sample_scene, sequence_rngs
 
-    scene_rng, noise_rng = sequence_rngs(config.seed, index)
+    scene_rng, noise_rng = sequence_rngs(config.seed, index, config.property)
     p = sample_scene(config, index, scene_rng)
     clean = render_clean_reference(config, p)
     nc = config.noise

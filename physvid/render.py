@@ -9,6 +9,7 @@ from __future__ import annotations
 import colorsys
 import functools
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,9 +49,13 @@ class Sequence:
     property_map: np.ndarray | None  # uint8 (T, H, W): 0 background, 1 translation, 2 rotation, 3 intensity
 
 
-def sequence_rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """(scene, noise) generators of sequence `index`: independent streams, so noise settings never touch the scene."""
-    scene, noise = np.random.SeedSequence(int(seed), spawn_key=(int(index),)).spawn(2)
+def sequence_rngs(seed: int, index: int, preset: str = "") -> tuple[np.random.Generator, np.random.Generator]:
+    """(scene, noise) generators of sequence `index`: independent streams, so noise settings never touch the scene.
+
+    The preset's name is part of the key, so D^translation and D^rotation made with one seed do not share scenes.
+    """
+    key = (int(index), zlib.crc32(preset.encode())) if preset else (int(index),)
+    scene, noise = np.random.SeedSequence(int(seed), spawn_key=key).spawn(2)
     return np.random.Generator(np.random.PCG64(scene)), np.random.Generator(np.random.PCG64(noise))
 
 
@@ -415,7 +420,7 @@ def noise_field(config: RenderConfig, rng: np.random.Generator) -> tuple[np.ndar
 
 def render_sequence(config: RenderConfig, index: int, *, with_clean: bool = True) -> Sequence:
     """Render sequence `index` of the dataset described by `config`."""
-    scene_rng, noise_rng = sequence_rngs(config.seed, index)
+    scene_rng, noise_rng = sequence_rngs(config.seed, index, config.property)
     p = sample_scene(config, index, scene_rng)
     clean, masks, pmap = render_clean(config, p, config.masks, config.property_maps)
     video = np.empty(clean.shape, np.uint8)

@@ -22,7 +22,7 @@ def digits(shared_data):
 
 
 def _clean(cfg, index):
-    scene, _ = sequence_rngs(cfg.seed, index)
+    scene, _ = sequence_rngs(cfg.seed, index, cfg.property)
     p = sample_scene(cfg, index, scene)
     clean, _, _ = render_clean(cfg, p)
     return clean, p
@@ -174,6 +174,12 @@ def test_same_seed_same_bytes_and_order_independence():
     assert not np.array_equal(a[0], a[1])
     other = pv.render(cfg.replace(seed=1), [0])[0]
     assert not np.array_equal(a[0], other[0])
+
+
+def test_presets_do_not_share_scenes():
+    a = pv.render(pv.RenderConfig(property="translation", frames=2), [0])[1]
+    b = pv.render(pv.RenderConfig(property="rotation", frames=2), [0])[1]
+    assert a["x0"][0, 0] != b["x0"][0, 0]
 
 
 def test_clean_signal_does_not_depend_on_noise_settings():
