@@ -1,0 +1,140 @@
+"""ADDL, advection-diffusion deep learning (de Bézenac et al., ICLR 2018), the paper's translation expert (§4, STMoE-Id).
+
+A convolutional encoder-decoder (the U-Net body of unet.py) looks at the last l frames and estimates a motion field
+w(x) at full resolution; the prediction is the last frame transported by the field, the discretised solution of the
+advection-diffusion equation dI/dt + (w . grad) I = D lap I (de Bézenac et al. Eq. 4-5):
+
+* ``warp="bilinear"`` (default): I_{t+1}(x) = I_t(x - w(x)), bilinear sampling (D = 0, the usual practical choice);
+* ``warp="gaussian"``: I_{t+1}(x) = sum_y k(x - w(x) - y) I_t(y) / sum_y k(.), k(d) = exp(-|d|^2 / (4 D dt)), the
+  Gaussian kernel of de Bézenac et al. gathered over a small window of integer offsets (one gather per offset).
+
+The field's divergence, smoothness and magnitude (de Bézenac et al. §3.2 regularisers) are returned by ``aux_losses``.
+With patching, the field is estimated on the P x Q grid with 2*p*p channels and depth-to-space'd to H x W, and the
+warp runs on the full-resolution frame, so patching never breaks the physics. The flow head starts at zero: a fresh
+ADDL predicts "nothing moves", the last frame.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import (Expert, ModelConfig, State, check_choice, check_float, init_window, patchify, push_window,
+                   stack_window, unpatchify)
+from .errors import ModelConfigError
+from .registry import register_model
+from .unet import UNetBody
+
+WARPS = ("bilinear", "gaussian")
+
+
+@dataclass(frozen=True)
+class ADDLConfig(ModelConfig):
+    warp: str = "bilinear"  # "bilinear" (D = 0) or "gaussian" (advection + diffusion with coefficient `diffusion`)
+    diffusion: float = 0.25  # D * dt in pixels^2 for the Gaussian kernel (std sqrt(2 D dt) ~ 0.7 px)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self, "warp", WARPS)
+        check_float(self, "diffusion", low=0.0, low_open=True, high=16.0)
+        if self.out_channels != self.frame_channels:
+            raise ModelConfigError("out_channels", f"ADDL's Z~ is the warped frame: out_channels must be "
+                                                   f"in_channels*patch_size**2 = {self.frame_channels}, got {self.out_channels}")
+
+
+def warp_bilinear(frame: Tensor, flow: Tensor) -> Tensor:
+    """I(x - w(x)) by bilinear sampling with border padding. frame (B, C, H, W); flow (B, 2, H, W) = (u_x, u_y) in pixels."""
+    B, _, H, W = frame.shape
+    ys = torch.arange(H, device=frame.device, dtype=flow.dtype).view(1, H, 1)
+    xs = torch.arange(W, device=frame.device, dtype=flow.dtype).view(1, 1, W)
+    sx = xs - flow[:, 0]  # (B, H, W) source coordinates
+    sy = ys - flow[:, 1]
+    # align_corners=True: -1 and +1 are the centres of the first and last pixels.
+    grid = torch.stack([2 * sx / max(W - 1, 1) - 1, 2 * sy / max(H - 1, 1) - 1], dim=-1)  # (B, H, W, 2)
+    return F.grid_sample(frame, grid.to(frame.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def warp_gaussian(frame: Tensor, flow: Tensor, diffusion: float) -> Tensor:
+    """sum_y k(x - w(x) - y) I(y) / sum_y k(.), k(d) = exp(-|d|^2 / (4 D)): advection plus diffusion (de Bézenac Eq. 5).
+
+    The sum runs over the 2r x 2r integer points around the source point x - w(x), r = ceil(3 sqrt(2 D)) (at least three
+    standard deviations each way); outside the frame the border value is used, as in the bilinear warp.
+    """
+    B, C, H, W = frame.shape
+    r = max(1, math.ceil(3 * math.sqrt(2 * diffusion)))
+    ys = torch.arange(H, device=frame.device, dtype=flow.dtype).view(1, H, 1)
+    xs = torch.arange(W, device=frame.device, dtype=flow.dtype).view(1, 1, W)
+    sx = xs - flow[:, 0]  # (B, H, W)
+    sy = ys - flow[:, 1]
+    x0 = torch.floor(sx).detach()
+    y0 = torch.floor(sy).detach()
+    flat = frame.reshape(B, C, H * W)
+    num = torch.zeros_like(flat)
+    den = torch.zeros(B, 1, H * W, device=frame.device, dtype=flat.dtype)
+    for dy in range(-r + 1, r + 1):
+        for dx in range(-r + 1, r + 1):
+            yi = y0 + dy
+            xi = x0 + dx
+            k = torch.exp(-((sy - yi) ** 2 + (sx - xi) ** 2) / (4 * diffusion)).reshape(B, 1, H * W).to(flat.dtype)
+            idx = (yi.clamp(0, H - 1) * W + xi.clamp(0, W - 1)).long().reshape(B, 1, H * W).expand(B, C, H * W)
+            num = num + k * torch.gather(flat, 2, idx)
+            den = den + k
+    return (num / den).reshape(B, C, H, W)
+
+
+def flow_regularisers(flow: Tensor) -> dict[str, Tensor]:
+    """de Bézenac et al. §3.2: mean (div w)^2, mean |grad w|^2 (smoothness) and mean |w|^2 (magnitude); flow (B, 2, H, W)."""
+    u, v = flow[:, 0], flow[:, 1]
+    du_dx = u[:, :, 1:] - u[:, :, :-1]
+    du_dy = u[:, 1:, :] - u[:, :-1, :]
+    dv_dx = v[:, :, 1:] - v[:, :, :-1]
+    dv_dy = v[:, 1:, :] - v[:, :-1, :]
+    div = du_dx[:, :-1, :] + dv_dy[:, :, :-1]  # forward differences on the common (H-1) x (W-1) grid
+    smooth = du_dx.pow(2).mean() + du_dy.pow(2).mean() + dv_dx.pow(2).mean() + dv_dy.pow(2).mean()
+    return {"divergence": div.pow(2).mean(), "smoothness": smooth, "magnitude": flow.pow(2).sum(1).mean()}
+
+
+@register_model("addl")
+class ADDL(Expert):
+    """Motion field from the last l frames, last frame warped by it. State: {"window": (B, l, C*p*p, P, Q),
+    "flow": the latest field (B, 2, H, W)}."""
+
+    config_class = ADDLConfig
+
+    def __init__(self, config: ADDLConfig) -> None:
+        super().__init__(config)
+        p = config.patch_size
+        self.body = UNetBody(config.input_frames * config.frame_channels, config.num_hidden, config.num_layers,
+                             config.filter_size)
+        self.flow_head = nn.Conv2d(config.num_hidden, 2 * p * p, 1)  # (u_x, u_y) for each pixel of a patch
+        nn.init.zeros_(self.flow_head.weight)
+        nn.init.zeros_(self.flow_head.bias)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> State:
+        c = self.config
+        return {"window": init_window(c, batch_size, device, dtype),
+                "flow": torch.zeros(batch_size, 2, c.height, c.width, device=device, dtype=dtype)}
+
+    def observe(self, x: Tensor, state: State) -> State:
+        return {"window": push_window(state["window"], x), "flow": state["flow"]}
+
+    def motion_field(self, window: Tensor) -> Tensor:
+        """(B, l, C*p*p, P, Q) -> w (B, 2, H, W) in pixels per frame."""
+        return unpatchify(self.flow_head(self.body(stack_window(window))), self.config.patch_size)
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        c = self.config
+        window = push_window(state["window"], x)  # X_t
+        flow = self.motion_field(window)  # (B, 2, H, W)
+        last = unpatchify(x, c.patch_size)  # (B, C, H, W), full resolution
+        if c.warp == "bilinear":
+            nxt = warp_bilinear(last, flow)
+        else:
+            nxt = warp_gaussian(last, flow, c.diffusion)
+        return patchify(nxt, c.patch_size), {"window": window, "flow": flow}  # Z~_t = the warped frame, patched
+
+    def aux_losses(self, state: State) -> dict[str, Tensor]:
+        return flow_regularisers(state["flow"])

@@ -1,0 +1,232 @@
+"""STMoE, the Spatio-Temporal Mixture of Experts of the paper (§3.1, Eq. 4-6; Fig. 1) and its gating network STGN.
+
+    X_t --+--> F^1 --> Z~_t^1 --\\
+          +--> F^2 --> Z~_t^2 ---+--> Z_t = sum_k W_t^k . Z~_t^k  (Eq. 4, 6) --> H --> Y^_t
+          +--> F^m --> Z~_t^m --/            ^
+          +--> G' --> U_t (m' ch.) --> G''^k over R(i, j) + SE across experts --> W_t^k in [0, 1]^{P x Q}  (Eq. 5)
+
+* Experts F^k are any registered Expert models (``experts`` names them; default m = 3 for translation, rotation and
+  intensity, §4). They share the frame/patch/grid sizes and C_Z; per-expert fields go in ``expert_configs``.
+* STGN (:class:`STGN`): G' is a small CNN over X_t (the last l frames stacked as channels) giving U_t with m' =
+  ``gate_channels`` channels at P x Q; G''^k is a ``gate_kernel`` x ``gate_kernel`` convolution over the neighbourhood
+  R(i, j) of U_t, one output channel per expert (all m of them in one convolution); a squeeze-and-excitation branch
+  (global pooling of U_t -> MLP -> one excitation per expert) weighs the experts against each other.
+  ``normalization="softmax"`` (default): W^k = s_k exp(A_k) / sum_j s_j exp(A_j), i.e. the SE excitation s_k = sig(e_k)
+  scales each expert's positive gate exp(A_k) before the pixel-wise normalisation, so W sums to 1 per pixel;
+  ``"sigmoid"``: W^k = s_k sig(A_k), independent weights in [0, 1].
+* ``attention`` (Table 6): ``"pixel"`` (the STGN above), ``"uniform"`` (one scalar per expert from the SE branch alone,
+  conventional MoE), ``"none"`` (no gating network, W^k = 1/m).
+* H: ``stmoe-id`` uses the identity (experts output frames, Z is the frame); ``stmoe-conv`` one convolutional decoder
+  shared by all experts (§4).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import (ModelConfig, State, as_tuple, check_choice, check_int, check_odd, conv2d, init_window, push_window,
+                   shared_fields, stack_window)
+from .errors import ModelConfigError
+from .predictor import Predictor, Step
+from .registry import create_expert, list_experts, make_config, model_config_class, register_model
+
+ATTENTIONS = ("pixel", "uniform", "none")
+NORMALIZATIONS = ("softmax", "sigmoid")
+# Fields every expert must share with the mixture: they fix the input frames, the grid P x Q and C_Z of Eq. 4.
+MUST_MATCH = ("in_channels", "height", "width", "patch_size", "out_channels", "input_frames")
+
+
+@dataclass(frozen=True)
+class STMoEConfig(ModelConfig):
+    """STMoE config. The shared size fields (num_layers, num_hidden, filter_size) are the experts' defaults."""
+
+    experts: tuple[str, ...] = ("addl", "mim", "mim")  # F^1..F^m: translation, rotation, intensity (§4, STMoE-Id)
+    expert_configs: tuple[dict, ...] = ()  # () or one dict of config overrides per expert, e.g. ({}, {"num_layers": 2}, {})
+    gate_channels: int = 16  # m', channels of U_t
+    gate_layers: int = 2  # depth of G' (3x3 convolutions)
+    gate_kernel: int = 5  # size of the neighbourhood R(i, j) seen by G''^k
+    attention: str = "pixel"  # "pixel" (STGN), "uniform" (one scalar per expert), "none" (W = 1/m); Table 6
+    normalization: str = "softmax"  # "softmax" over experts per pixel after the SE scaling, or independent "sigmoid"s
+    decoder: str = "identity"
+
+    def __post_init__(self) -> None:
+        experts = self.experts
+        if isinstance(experts, str) or not isinstance(experts, (list, tuple)):
+            raise ModelConfigError("experts", f"must be a list of expert names, got {experts!r}; "
+                                              f"allowed names: {', '.join(list_experts())}")
+        object.__setattr__(self, "experts", tuple(experts))
+        if len(self.experts) == 0:
+            raise ModelConfigError("experts", f"needs at least one expert (m >= 1), got m = 0; "
+                                              f"allowed names: {', '.join(list_experts())}")
+        known = list_experts()
+        for name in self.experts:
+            if name not in known:
+                raise ModelConfigError("experts", f"unknown expert {name!r}; allowed: {', '.join(known)}")
+        overrides = self.expert_configs
+        if overrides is None:
+            overrides = ()
+        if isinstance(overrides, Mapping) or not isinstance(overrides, (list, tuple)) or \
+                not all(isinstance(o, Mapping) for o in overrides):
+            raise ModelConfigError("expert_configs", "must be a list of dicts, one per expert (or empty)")
+        if len(overrides) not in (0, len(self.experts)):
+            raise ModelConfigError("expert_configs", f"needs one dict per expert ({len(self.experts)}) or none, "
+                                                     f"got {len(overrides)}")
+        object.__setattr__(self, "expert_configs", tuple({str(k): as_tuple(v) for k, v in o.items()} for o in overrides))
+        super().__post_init__()
+        for name in ("gate_channels", "gate_layers"):
+            check_int(self, name)
+        check_odd(self, "gate_kernel")
+        check_choice(self, "attention", ATTENTIONS)
+        check_choice(self, "normalization", NORMALIZATIONS)
+        for k in range(len(self.experts)):
+            self.expert_config(k)  # raises on a bad override or a channel mismatch
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.experts)
+
+    def expert_config(self, k: int) -> ModelConfig:
+        """The config of expert k: the shared fields of this config, then ``expert_configs[k]`` on top."""
+        name = self.experts[k]
+        override = self.expert_configs[k] if self.expert_configs else {}
+        allowed = {f.name for f in dataclasses.fields(model_config_class(name)) if f.init}
+        for key, value in override.items():
+            where = f"expert_configs[{k}].{key}"
+            if key not in allowed:
+                raise ModelConfigError(where, f"not a field of expert {k} ({name!r}); allowed: {', '.join(sorted(allowed))}")
+            if key in MUST_MATCH and value != getattr(self, key):
+                raise ModelConfigError(where, f"must equal the mixture's {key}={getattr(self, key)!r} (all experts share "
+                                              f"frames, grid and C_Z for Eq. 4), got {value!r}")
+        kwargs = {**shared_fields(self), **override}
+        try:
+            return make_config(name, "experts", **kwargs)
+        except ModelConfigError as err:
+            field = f"expert_configs[{k}].{err.field}" if err.field in override else err.field
+            raise ModelConfigError(field, f"expert {k} ({name!r}) rejects it: {str(err).split(': ', 1)[-1]}") from None
+
+
+@dataclass(frozen=True)
+class STMoEIdConfig(STMoEConfig):
+    """STMoE-Id (§4): identity decoder, ADDL for translation and MIM for rotation and intensity."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.decoder != "identity":
+            raise ModelConfigError("decoder", f"stmoe-id has the identity decoder; got {self.decoder!r} "
+                                              f"(use stmoe-conv for a convolutional decoder)")
+
+
+@dataclass(frozen=True)
+class STMoEConvConfig(STMoEConfig):
+    """STMoE-conv (§4): one convolutional decoder H shared by all experts, MIM for all three experts."""
+
+    experts: tuple[str, ...] = ("mim", "mim", "mim")
+    decoder: str = "conv"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.decoder != "conv":
+            raise ModelConfigError("decoder", f"stmoe-conv has a convolutional decoder; got {self.decoder!r} "
+                                              f"(use stmoe-id for the identity decoder)")
+
+
+class STGN(nn.Module):
+    """Spatio-Temporal Gating Network (Eq. 5, Fig. 1b): X_t stacked (B, l*C*p*p, P, Q) -> W_t (B, m, P, Q) in [0, 1]."""
+
+    def __init__(self, in_channels: int, num_experts: int, gate_channels: int = 16, gate_layers: int = 2,
+                 gate_kernel: int = 5, attention: str = "pixel", normalization: str = "softmax") -> None:
+        super().__init__()
+        self.num_experts = num_experts
+        self.attention = attention
+        self.normalization = normalization
+        if attention == "none":
+            return  # no gating network at all: W^k = 1/m
+        layers: list[nn.Module] = []
+        for i in range(gate_layers):  # G': U_t = G'(X_t)
+            layers += [conv2d(in_channels if i == 0 else gate_channels, gate_channels, 3), nn.ReLU(inplace=True)]
+        self.g_prime = nn.Sequential(*layers)
+        # Squeeze U_t over the grid, excite one logit per expert: weighs the experts against each other.
+        self.se = nn.Sequential(nn.Linear(gate_channels, gate_channels), nn.ReLU(inplace=True),
+                                nn.Linear(gate_channels, num_experts))
+        if attention == "pixel":
+            self.g_second = conv2d(gate_channels, num_experts, gate_kernel)  # G''^k over R(i, j): channel k = expert k
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, _, P, Q = x.shape
+        m = self.num_experts
+        if self.attention == "none":
+            return x.new_full((B, m, P, Q), 1.0 / m)
+        u = self.g_prime(x)  # U_t (B, m', P, Q)
+        e = self.se(u.mean(dim=(2, 3)))  # (B, m) expert-wise excitation logits
+        if self.attention == "uniform":
+            w = torch.softmax(e, dim=1) if self.normalization == "softmax" else torch.sigmoid(e)
+            return w[:, :, None, None].expand(B, m, P, Q)
+        a = self.g_second(u)  # (B, m, P, Q) pixel-wise gate logits A_k
+        if self.normalization == "softmax":
+            return torch.softmax(a + F.logsigmoid(e)[:, :, None, None], dim=1)  # prop. to s_k exp(A_k)
+        return torch.sigmoid(a) * torch.sigmoid(e)[:, :, None, None]
+
+
+class STMoE(Predictor):
+    """m experts F^k, the STGN G and the decoder H (Eq. 6). State: {"experts": [state_k], "window": X_t (B, l, C*p*p, P, Q)}.
+
+    ``experts`` (nn.ModuleList), ``gate`` (STGN) and ``decoder`` (H) are the parts the two-step optimisation of §3.2
+    trains or freezes separately; ``experts[k].load_state_dict(baseline.experts[0].state_dict())`` loads an expert
+    trained alone.
+    """
+
+    config_class = STMoEConfig
+
+    def __init__(self, config: STMoEConfig) -> None:
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        super().__init__(config)
+        for k, name in enumerate(config.experts):
+            self.experts.append(create_expert(name, config.expert_config(k)))
+        self.gate = STGN(config.input_frames * config.frame_channels, config.num_experts, config.gate_channels,
+                         config.gate_layers, config.gate_kernel, config.attention, config.normalization)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> State:
+        return {"experts": [e.init_state(batch_size, device, dtype) for e in self.experts],
+                "window": init_window(self.config, batch_size, device, dtype)}
+
+    def observe(self, x: Tensor, state: State) -> State:
+        return {"experts": [e.observe(x, s) for e, s in zip(self.experts, state["experts"])],
+                "window": push_window(state["window"], x)}
+
+    def step(self, x: Tensor, state: State, return_expert_z: bool = False) -> Step:
+        window = push_window(state["window"], x)  # X_t
+        zs, states = [], []
+        for expert, s in zip(self.experts, state["experts"]):
+            z, s = expert.step(x, s)
+            zs.append(z)
+            states.append(s)
+        z_k = torch.stack(zs, dim=1)  # Z~_t^k, (B, m, C_Z, P, Q)
+        w = self.gate(stack_window(window))  # W_t^k, (B, m, P, Q)
+        z = (w.unsqueeze(2).to(z_k.dtype) * z_k).sum(dim=1)  # Eq. 4/6: sum_k W^k . Z~^k, (B, C_Z, P, Q)
+        return Step(z, w, z_k if return_expert_z else None, {"experts": states, "window": window})
+
+    def aux_losses(self, state: State) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for k, (expert, s) in enumerate(zip(self.experts, state["experts"])):
+            out.update({f"experts.{k}.{key}": v for key, v in expert.aux_losses(s).items()})
+        return out
+
+
+@register_model("stmoe-id")
+class STMoEId(STMoE):
+    """STMoE-Id (§4): Z_t is the predicted (patched) frame."""
+
+    config_class = STMoEIdConfig
+
+
+@register_model("stmoe-conv")
+class STMoEConv(STMoE):
+    """STMoE-conv (§4): H is one convolution shared by all experts."""
+
+    config_class = STMoEConvConfig
