@@ -36,6 +36,8 @@ def tiny(name: str, **kw):
     cfg = dict(height=16, width=16, patch_size=4, num_layers=2, num_hidden=8, filter_size=3, input_frames=3)
     if name in MIX:
         cfg.update(experts=TINY_EXPERTS, gate_channels=8)
+    if name == "phydnet":  # the PhyCell's own defaults (64 channels, 7x7) dominate a tiny model's cost
+        cfg.update(phy_channels=8, phy_kernel=3)
     cfg.update(kw)
     return cfg
 
