@@ -147,9 +147,8 @@ def _correlate_at(src, kernel, i, j):
     rh, rw = kh // 2, kw // 2
     acc = 0.0
     for a in range(kh):
-        row = src[i + a - rh]
         for b in range(kw):
-            acc += kernel[a, b] * row[j + b - rw]
+            acc += kernel[a, b] * src[i + a - rh, j + b - rw]
     return acc
 
 
@@ -158,11 +157,21 @@ def convolve_window(src, kernel, out, lo, hi):
     """`convolve_same` restricted to rows and columns [lo, hi), which must keep every tap inside the image.
 
     Used for the intensity step: the mass can only have spread `kernel radius` pixels per frame from the object, and
-    the sprite's margin guarantees it never reaches the border, so the rest of `out` stays zero.
+    the sprite's margin guarantees it never reaches the border, so the rest of `out` stays zero. Taps are the outer
+    loops so that the inner loop runs along contiguous rows (vectorised).
     """
+    kh, kw = kernel.shape
+    rh, rw = kh // 2, kw // 2
     for i in range(lo, hi):
         for j in range(lo, hi):
-            out[i, j] = _correlate_at(src, kernel, i, j)
+            out[i, j] = 0.0
+        for a in range(kh):
+            for b in range(kw):
+                kv = kernel[a, b]
+                ii = i + a - rh
+                off = b - rw
+                for j in range(lo, hi):
+                    out[i, j] += kv * src[ii, j + off]
 
 
 @njit(cache=True)
@@ -200,6 +209,7 @@ def draw_sprite(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, c
     c = 0.5 * (s - 1)
     ct, st = math.cos(theta), math.sin(theta)
     cmax = colour.max()
+    last = s - 1.0
     for sy in range(-1, 2):
         for sx in range(-1, 2):
             if (sx != 0 or sy != 0) and not wrap:
@@ -216,13 +226,13 @@ def draw_sprite(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, c
                     dx = x - ox
                     su = ct * dx - st * dy + c
                     sv = st * dx + ct * dy + c
-                    x0f = math.floor(su)
-                    y0f = math.floor(sv)
-                    x0, y0 = int(x0f), int(y0f)
-                    if x0 >= 0 and y0 >= 0 and x0 < s - 1 and y0 < s - 1:  # fast path: all four taps inside
-                        fx, fy = su - x0f, sv - y0f
-                        m = ((1 - fx) * (1 - fy) * sprite[y0, x0] + fx * (1 - fy) * sprite[y0, x0 + 1]
-                             + (1 - fx) * fy * sprite[y0 + 1, x0] + fx * fy * sprite[y0 + 1, x0 + 1])
+                    if su >= 0.0 and sv >= 0.0 and su < last and sv < last:
+                        # fast path, all four taps inside: truncation is floor for non-negative coordinates
+                        x0, y0 = int(su), int(sv)
+                        fx, fy = su - x0, sv - y0
+                        top = sprite[y0, x0] + fx * (sprite[y0, x0 + 1] - sprite[y0, x0])
+                        bottom = sprite[y0 + 1, x0] + fx * (sprite[y0 + 1, x0 + 1] - sprite[y0 + 1, x0])
+                        m = top + fy * (bottom - top)
                     else:
                         m = bilinear(sprite, su, sv)
                     if m <= 0.0:
