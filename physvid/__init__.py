@@ -15,3 +15,8 @@ __all__ = [
     "__version__", "RenderConfig", "ShapeConfig", "TextureConfig", "MotionConfig", "IntensityConfig", "NoiseConfig",
     "ConfigError", "DatasetError", "DigitsError", "PhysvidError", "PROPERTIES", "Sequence", "render", "render_sequence",
 ]
+
+# Datasets on disk (docs/FORMAT.md): write, resume, read back, verify.
+from .dataset import Dataset, finalize_dataset, generate, open_dataset, verify_dataset, write_dataset  # noqa: E402
+
+__all__ += ["Dataset", "open_dataset", "generate", "write_dataset", "finalize_dataset", "verify_dataset"]

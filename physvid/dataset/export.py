@@ -1,0 +1,170 @@
+"""Other formats for other tools: a Moving-MNIST style .npy, one .mp4 or one PNG folder per sequence, and previews."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import ConfigError, DatasetError
+from .reader import Dataset, open_dataset
+
+EXPORT_FORMATS = ("npy", "mp4", "png")
+NPY_LAYOUTS = ("tnhw", "nthwc", "ntchw")
+BLOCK = 256  # sequences per read while streaming into the .npy
+
+
+def _indices(ds: Dataset, indices: Iterable[int] | None) -> list[int]:
+    if indices is None:
+        return list(range(len(ds)))
+    out = []
+    for i in indices:
+        i = int(i)
+        if not -len(ds) <= i < len(ds):
+            raise ConfigError(f"--index {i} is out of range for a dataset of {len(ds)} sequences (0..{len(ds) - 1})")
+        out.append(i % len(ds))
+    if not out:
+        raise ConfigError("no sequences selected; give --index I (repeatable) or leave it out for all")
+    return out
+
+
+def default_export_path(path: str | os.PathLike, fmt: str) -> Path:
+    p = Path(path)
+    base = p if p.is_dir() else p.with_suffix("")
+    return base.parent / (f"{base.name}.npy" if fmt == "npy" else f"{base.name}-{fmt}")
+
+
+def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, *,
+                   indices: Iterable[int] | None = None, layout: str = "tnhw", fps: int = 5,
+                   scale: int = 1) -> list[Path]:
+    """Write the sequences of a dataset in `fmt`; returns the paths written.
+
+    npy:  one array; layout `tnhw` is Moving-MNIST's (T, N, H, W) (channels last, (T, N, H, W, C), when C = 3),
+          `nthwc` is (N, T, H, W, C) and `ntchw` physvid's own (N, T, C, H, W).
+    mp4:  OUT/seq-<index>.mp4 per sequence (H.264, lossy; sizes padded to even).
+    png:  OUT/seq-<index>/frame-<t>.png per sequence (lossless).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
+    if scale < 1:
+        raise ConfigError(f"--scale must be >= 1, got {scale}")
+    ds = open_dataset(path)
+    idx = _indices(ds, indices)
+    out = Path(out) if out is not None else default_export_path(path, fmt)
+    try:
+        with ds:
+            if fmt == "npy":
+                return [_export_npy(ds, idx, out, layout)]
+            return _export_frames(ds, idx, out, fmt, fps, scale)
+    except OSError as exc:
+        raise DatasetError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
+def _export_npy(ds: Dataset, idx: list[int], out: Path, layout: str) -> Path:
+    if layout not in NPY_LAYOUTS:
+        raise ConfigError(f"unknown layout {layout!r}; allowed: {', '.join(NPY_LAYOUTS)}")
+    T, C, H, W = ds.shape[1:]
+    n = len(idx)
+    if layout == "tnhw":
+        shape = (T, n, H, W) if C == 1 else (T, n, H, W, C)
+    elif layout == "nthwc":
+        shape = (n, T, H, W, C)
+    else:
+        shape = (n, T, C, H, W)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npy")
+    try:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        for lo in range(0, n, BLOCK):
+            v = ds.read_video(idx[lo:lo + BLOCK])  # (b, T, C, H, W)
+            hi = lo + v.shape[0]
+            if layout == "tnhw":
+                arr[:, lo:hi] = v.transpose(1, 0, 3, 4, 2)[..., 0] if C == 1 else v.transpose(1, 0, 3, 4, 2)
+            elif layout == "nthwc":
+                arr[lo:hi] = v.transpose(0, 1, 3, 4, 2)
+            else:
+                arr[lo:hi] = v
+        arr.flush()
+        del arr
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _rgb_frames(video: np.ndarray, scale: int) -> np.ndarray:
+    """(T, C, H, W) uint8 -> (T, H', W', 3) uint8, nearest-neighbour upscaled."""
+    v = np.moveaxis(video, 1, -1)
+    if v.shape[-1] == 1:
+        v = np.repeat(v, 3, axis=-1)
+    if scale > 1:
+        v = v.repeat(scale, axis=1).repeat(scale, axis=2)
+    return np.ascontiguousarray(v)
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+    try:
+        import av
+    except ImportError:
+        raise DatasetError("mp4 export needs PyAV: pip install av (or physvid[train])") from None
+    t, h, w, _ = frames.shape
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # yuv420p needs even sizes
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "12"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _export_frames(ds: Dataset, idx: list[int], out: Path, fmt: str, fps: int, scale: int) -> list[Path]:
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    width = max(7, len(str(ds.first_index + len(ds) - 1)))
+    written = []
+    for i in idx:
+        frames = _rgb_frames(ds[i], scale)
+        name = f"seq-{ds.first_index + i:0{width}d}"
+        if fmt == "mp4":
+            path = out / f"{name}.mp4"
+            _write_mp4(path, frames, fps)
+        else:
+            path = out / name
+            path.mkdir(exist_ok=True)
+            digits = max(2, len(str(len(frames) - 1)))
+            for t, frame in enumerate(frames):
+                Image.fromarray(frame).save(path / f"frame-{t:0{digits}d}.png")
+        written.append(path)
+    return written
+
+
+def preview_dataset(path: str | os.PathLike, out: str | os.PathLike, *, indices: Iterable[int] | None = None,
+                    property_map: bool = False, scale: int = 2, fps: int = 5, count: int = 4) -> Path:
+    """A PNG grid (rows = sequences, columns = frames) or an animated GIF of some sequences (default: the first 4)."""
+    from ..preview import save_preview
+
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".png", ".gif"):
+        raise ConfigError(f"preview output must end in .png or .gif, got {Path(out).name!r}")
+    ds = open_dataset(path)
+    with ds:
+        idx = _indices(ds, indices) if indices else list(range(min(count, len(ds))))
+        video = ds.read_video(idx)
+        pmap = None
+        if property_map:
+            if not ds.has_property_maps:
+                raise ConfigError(f"{path} stores no property maps; regenerate it with --property-maps, or drop "
+                                  "--property-map")
+            pmap = np.stack([ds.get(i, fields=["property_map"])["property_map"] for i in idx])
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        return save_preview(out, video, pmap, scale=scale, fps=fps)
+    except OSError as exc:
+        raise DatasetError(f"cannot write {out}: {exc.strerror or exc}") from None

@@ -1,0 +1,197 @@
+"""Checking a dataset against its manifest (`physvid verify`) and describing it (`physvid info`)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import DatasetError
+from .layout import FORMAT_VERSION, SHARD_RE, TMP_RE, sha256_file
+from .manifest import load_manifest
+from .reader import _shard_manifest
+
+
+@dataclass
+class VerifyReport:
+    """`problems` maps a shard file name (or "manifest") to what is wrong with it; empty means the dataset is sound."""
+
+    path: Path
+    shards: int
+    sequences: int
+    bytes: int
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def bad_shards(self) -> list[str]:
+        return sorted(k for k in self.problems if k != "manifest")
+
+    def describe(self) -> str:
+        if self.ok:
+            lines = [f"OK: {self.path}: {self.shards} shard(s), {self.sequences} sequences, {self.bytes:,} bytes; every "
+                     "sha256 matches the manifest and every shard opens with the expected shapes and dtypes"]
+        else:
+            lines = [f"BAD: {self.path}: {len(self.bad_shards)} of {self.shards} shard(s) failed"
+                     + (" and the manifest is inconsistent" if "manifest" in self.problems else "")]
+            for name in sorted(self.problems):
+                for p in self.problems[name]:
+                    lines.append(f"  {name}: {p}")
+            lines.append("  fix: re-run the same `physvid generate` command; it regenerates every shard that does not "
+                         "verify")
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _check_shard(path: Path, entry: dict[str, Any], manifest: dict[str, Any], deep: bool) -> list[str]:
+    import h5py
+
+    problems: list[str] = []
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        return [f"cannot be opened as HDF5 ({str(exc).splitlines()[0]})"]
+    with f:
+        attrs = f.attrs
+        for key, want in (("first_index", entry["first_index"]), ("count", entry["count"])):
+            got = attrs.get(key)
+            if got is None or int(got) != int(want):
+                problems.append(f"attribute {key} is {got!r}, manifest says {want}")
+        try:
+            if json.loads(attrs.get("config", "null")) != manifest["config"]:
+                problems.append("attribute config differs from the manifest's config")
+        except (TypeError, ValueError):
+            problems.append("attribute config is not valid JSON")
+        count = int(entry["count"])
+        for name, spec in manifest["datasets"].items():
+            if name not in f:
+                problems.append(f"dataset {name} is missing")
+                continue
+            d = f[name]
+            want_shape = (count,) + tuple(spec["shape"])
+            if d.shape != want_shape or str(d.dtype) != spec["dtype"]:
+                problems.append(f"dataset {name} is {d.dtype} {d.shape}, manifest says {spec['dtype']} {want_shape}")
+        if "index" in f and f["index"].shape == (count,):
+            try:
+                if not np.array_equal(f["index"][()], np.arange(entry["first_index"], entry["first_index"] + count)):
+                    problems.append("dataset index does not hold the shard's global indices")
+            except OSError as exc:
+                problems.append(f"dataset index is unreadable ({str(exc).splitlines()[0]})")
+        if deep:  # decompress every chunk: HDF5 checks each one's fletcher32
+            for name in manifest["datasets"]:
+                if name in f:
+                    try:
+                        d = f[name]
+                        for lo in range(0, d.shape[0], 256):
+                            d[lo:lo + 256]
+                    except OSError as exc:
+                        problems.append(f"dataset {name} has a corrupt chunk ({str(exc).splitlines()[0]})")
+    return problems
+
+
+def verify_dataset(path: str | Path, *, deep: bool = False) -> VerifyReport:
+    """Recompute every shard's sha256, open every shard and check its shapes, dtypes and indices against the manifest.
+
+    `deep` also decompresses every chunk (HDF5 then checks each chunk's fletcher32), which the sha256 already implies
+    for files written by physvid; it helps on a dataset whose manifest was rebuilt by hand.
+    """
+    root = Path(path)
+    manifest = load_manifest(root)
+    shards = manifest["shards"]
+    report = VerifyReport(path=root, shards=len(shards), sequences=int(manifest["total_sequences"]), bytes=0)
+    expected_first = 0
+    for entry in shards:
+        if entry.get("first_index") != expected_first:
+            report.problems.setdefault("manifest", []).append(
+                f"{entry.get('file')} starts at {entry.get('first_index')}, expected {expected_first}")
+        expected_first = int(entry.get("first_index", 0)) + int(entry.get("count", 0))
+    if expected_first != manifest["total_sequences"]:
+        report.problems.setdefault("manifest", []).append(
+            f"shards hold {expected_first} sequences, total_sequences says {manifest['total_sequences']}")
+    listed = set()
+    for entry in shards:
+        name = entry["file"]
+        listed.add(name)
+        p = root / name
+        if not p.is_file():
+            report.problems[name] = ["missing"]
+            continue
+        sha, size = sha256_file(p)
+        report.bytes += size
+        problems = []
+        if size != entry["size"]:
+            problems.append(f"size {size} bytes, manifest says {entry['size']}")
+        if sha != entry["sha256"]:
+            problems.append(f"sha256 {sha[:16]}... does not match the manifest's {entry['sha256'][:16]}...")
+        problems += _check_shard(p, entry, manifest, deep)
+        if problems:
+            report.problems[name] = problems
+    for p in sorted(root.iterdir()):
+        if SHARD_RE.match(p.name) and p.name not in listed:
+            report.warnings.append(f"{p.name} is not listed in the manifest (left over from another run?)")
+        elif TMP_RE.match(p.name):
+            report.warnings.append(f"{p.name} is an unfinished temporary file (a generate run is in progress or was "
+                                   "killed); it is never read")
+    return report
+
+
+def describe_dataset(path: str | Path, *, verify: bool = False) -> dict[str, Any]:
+    """What `physvid info` prints: config, counts, shapes, sizes, property, versions, checksum status."""
+    p = Path(path)
+    if p.is_dir():
+        manifest = load_manifest(p)
+        files = [p / s["file"] for s in manifest["shards"]]
+        kind = "dataset folder"
+    elif p.is_file():
+        manifest = _shard_manifest(p)
+        files = [p]
+        kind = "single shard"
+    else:
+        raise DatasetError(f"no dataset at {p}: give the folder written by `physvid generate` or one shard file")
+    sequences = sum(int(s["count"]) for s in manifest["shards"])
+    on_disk = sum(f.stat().st_size for f in files if f.is_file())
+    video = manifest["datasets"]["video"]
+    frames = int(video["shape"][0]) if video["shape"] else 0
+    per_seq = {name: int(np.prod(spec["shape"], dtype=np.int64)) * np.dtype(spec["dtype"]).itemsize
+               for name, spec in manifest["datasets"].items()}
+    raw = sum(per_seq.values()) * sequences
+    info: dict[str, Any] = {
+        "path": str(p),
+        "kind": kind,
+        "format": manifest["format"],
+        "format_version": manifest["format_version"],
+        "reader_format_version": FORMAT_VERSION,
+        "written_by": manifest.get("software") or {"physvid": manifest.get("physvid_version")},
+        "reader_physvid_version": __version__,
+        "source": manifest.get("source"),
+        "property": manifest["config"].get("property") if isinstance(manifest["config"], dict) else None,
+        "seed": manifest.get("seed"),
+        "sequences": sequences,
+        "total_sequences": manifest.get("total_sequences"),
+        "frames": sequences * frames,
+        "shards": len(manifest["shards"]),
+        "shard_size": manifest.get("shard_size"),
+        "compression": manifest.get("compression"),
+        "bytes_on_disk": on_disk,
+        "bytes_uncompressed": raw,
+        "compression_ratio": round(raw / on_disk, 3) if on_disk else None,
+        "datasets": {name: {"dtype": spec["dtype"], "shape": [sequences] + list(spec["shape"])}
+                     for name, spec in manifest["datasets"].items()},
+        "config": manifest["config"],
+    }
+    if verify and kind == "dataset folder":
+        report = verify_dataset(p)
+        info["checksums"] = "verified: all match" if report.ok else f"FAILED: {', '.join(report.problems)}"
+        info["checksums_ok"] = report.ok
+    elif kind == "dataset folder":
+        info["checksums"] = "not verified by this command (pass --verify, or run `physvid verify DIR`)"
+    else:
+        info["checksums"] = "a single shard carries no sha256 (its folder's manifest does); fletcher32 guards its chunks"
+    return info

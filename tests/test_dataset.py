@@ -1,0 +1,293 @@
+"""physvid.dataset: the HDF5 format, resume, shard ranges, verification, reading (also under a DataLoader), export."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from physvid import RenderConfig, ShapeConfig, render
+from physvid.dataset import (FORMAT_NAME, FORMAT_VERSION, estimate, export_dataset, finalize_dataset, generate,
+                             open_dataset, preview_dataset, verify_dataset, write_dataset)
+from physvid.errors import ConfigError, DatasetError
+
+TINY = RenderConfig(property="all", height=16, width=16, frames=3, shape=ShapeConfig(num_objects=(1, 2)))
+MAPS = TINY.replace(masks=True, property_maps=True)
+
+
+def files(d: Path) -> dict[str, bytes]:
+    """Every file of a dataset folder (hidden bookkeeping included) by name -> bytes."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def flip_byte(path: Path, offset: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2 if offset is None else offset
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", "none"])
+def test_round_trip_equals_the_renderer(tmp_path, compression):
+    out = tmp_path / "ds"
+    summary = generate(MAPS, 7, out, shard_size=3, workers=1, compression=compression)
+    assert summary.sequences_written == 7 and summary.shards_written == 3 and summary.finalized
+    assert sorted(os.listdir(out)) == ["manifest.json", "shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
+
+    video, params = render(MAPS, range(7))
+    ds = open_dataset(out)
+    assert len(ds) == 7 and ds.shape == (7, 3, 1, 16, 16)
+    np.testing.assert_array_equal(ds[0:7], video)
+    np.testing.assert_array_equal(ds[5], video[5])
+    np.testing.assert_array_equal(ds[[6, 0, 4]], video[[6, 0, 4]])
+    np.testing.assert_array_equal(ds[-1], video[6])
+    for name in ds.param_names:
+        np.testing.assert_array_equal(ds.params[name], params[name])
+    one = ds.get(4)
+    np.testing.assert_array_equal(one["masks"], params["masks"][4])
+    np.testing.assert_array_equal(one["property_map"], params["property_map"][4])
+    assert one["index"] == 4 and np.isnan(one["x0"][-1]) == (params["num_objects"][4] < 2)
+    assert ds.render_config == MAPS and ds.seed == 0
+    with pytest.raises(IndexError):
+        ds[7]
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == FORMAT_NAME and manifest["format_version"] == FORMAT_VERSION
+    assert manifest["total_sequences"] == 7 and manifest["config"] == MAPS.to_dict()
+    assert [(s["file"], s["first_index"], s["count"]) for s in manifest["shards"]] == [
+        ("shard-00000.h5", 0, 3), ("shard-00001.h5", 3, 3), ("shard-00002.h5", 6, 1)]
+    assert manifest["datasets"]["params/x0"]["fill_value"] == "NaN"
+    assert manifest["datasets"]["params/role"]["fill_value"] == -1
+    assert manifest["datasets"]["masks"]["shape"] == [3, 2, 16, 16]
+
+    with h5py.File(out / "shard-00001.h5", "r") as f:  # what another team sees with plain h5py
+        v = f["video"]
+        assert v.dtype == np.uint8 and v.shape == (3, 3, 1, 16, 16) and v.chunks == (1, 3, 1, 16, 16)
+        assert v.fletcher32
+        assert v.compression == {"gzip": "gzip", "lzf": "lzf", "none": None}[compression]
+        assert v.shuffle == (compression != "none")
+        np.testing.assert_array_equal(f["index"][()], [3, 4, 5])
+        assert json.loads(f.attrs["config"]) == MAPS.to_dict()
+        assert f.attrs["format_version"] == FORMAT_VERSION and f.attrs["seed"] == 0
+        assert f.attrs["first_index"] == 3 and f.attrs["count"] == 3
+        assert np.isnan(f["params/x0"].attrs["fill_value"]) and f["params/role"].attrs["fill_value"] == -1
+
+
+def test_a_single_shard_file_opens_with_global_indices(tmp_path):
+    generate(TINY, 5, tmp_path / "ds", shard_size=2, workers=1)
+    ds = open_dataset(tmp_path / "ds" / "shard-00001.h5")
+    assert len(ds) == 2 and list(ds.indices) == [2, 3]
+    np.testing.assert_array_equal(ds[1], render(TINY, [3])[0][0])
+
+
+class Clips:
+    """A non-renderer source, as `stmoe prepare` will use: deterministic in the index, with per-object padding."""
+
+    name = "test.clips"
+
+    def __call__(self, indices):
+        video = np.stack([np.full((2, 1, 8, 8), i % 251, np.uint8) for i in indices])
+        boxes = np.full((len(indices), 2), np.nan)
+        boxes[:, 0] = indices
+        return video, {"boxes": boxes, "flag": np.asarray(indices) % 2 == 0, "label": np.asarray(indices) * 10}
+
+
+def test_write_dataset_takes_any_source(tmp_path):
+    write_dataset(tmp_path / "clips", Clips(), 5, {"clips": "street", "fps": 5}, shard_size=2, workers=1)
+    ds = open_dataset(tmp_path / "clips")
+    assert ds.config == {"clips": "street", "fps": 5} and ds.seed is None
+    assert ds[3][0, 0, 0, 0] == 3 and list(ds.params["label"]) == [0, 10, 20, 30, 40]
+    assert list(ds.params["flag"]) == [1, 0, 1, 0, 1] and np.isnan(ds.params["boxes"][:, 1]).all()
+    with pytest.raises(DatasetError, match="not the renderer"):
+        ds.render_config
+
+    def bad(indices):
+        return np.zeros((len(indices), 2, 1, 8, 8), np.float32), {}
+
+    with pytest.raises(DatasetError, match="uint8"):
+        write_dataset(tmp_path / "bad", bad, 3, {}, workers=1)
+    assert not (tmp_path / "bad").exists()  # nothing partial left
+
+
+def test_resume_keeps_verified_shards_and_is_byte_identical(tmp_path):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    generate(TINY, 9, ref, shard_size=3, workers=1)
+    # An interrupted run: every shard recorded but no manifest yet; then one shard lost, one corrupt, a stale temp file.
+    generate(TINY, 9, run, shard_size=3, workers=1, finalize=False)
+    assert not (run / "manifest.json").exists()
+    (run / "shard-00001.h5").unlink()
+    flip_byte(run / "shard-00002.h5")
+    (run / "shard-00000.host-1.h5.tmp").write_bytes(b"partial")
+    summary = generate(TINY, 9, run, shard_size=3, workers=1)
+    assert (summary.shards_kept, summary.shards_written, summary.sequences_kept) == (1, 2, 3)
+    assert files(run) == files(ref)  # manifest included; the bookkeeping folder is gone
+    # A finished dataset whose shard was damaged later: the manifest's checksums decide what is redone.
+    flip_byte(run / "shard-00000.h5")
+    again = generate(TINY, 9, run, shard_size=3, workers=1)
+    assert (again.shards_kept, again.shards_written) == (2, 1) and files(run) == files(ref)
+    done = generate(TINY, 9, run, shard_size=3, workers=1)
+    assert (done.shards_kept, done.shards_written) == (3, 0) and files(run) == files(ref)
+
+
+def test_shard_range_halves_then_finalize_equal_one_run(tmp_path):
+    ref, arr = tmp_path / "ref", tmp_path / "array"
+    generate(TINY, 8, ref, shard_size=3, workers=1)
+    first = generate(TINY, 8, arr, shard_size=3, workers=1, shard_range="0:2")
+    assert not first.finalized and not (arr / "manifest.json").exists()
+    with pytest.raises(DatasetError, match="shard-00002.h5"):
+        finalize_dataset(arr)
+    generate(TINY, 8, arr, shard_size=3, workers=1, shard_range=(2, 3))
+    finalize_dataset(arr)
+    assert files(arr) == files(ref)
+    with pytest.raises(ConfigError, match="shard"):
+        generate(TINY, 8, arr, shard_size=3, workers=1, shard_range="3:5")
+
+
+def test_a_folder_with_another_dataset_is_refused(tmp_path):
+    out = tmp_path / "ds"
+    generate(TINY, 4, out, shard_size=2, workers=1)
+    with pytest.raises(ConfigError, match=r"different dataset.*seed.*--overwrite"):
+        generate(TINY.replace(seed=1), 4, out, shard_size=2, workers=1)
+    with pytest.raises(ConfigError, match="total_sequences"):
+        generate(TINY, 6, out, shard_size=2, workers=1)
+    generate(TINY.replace(seed=1), 4, out, shard_size=2, workers=1, overwrite=True)
+    np.testing.assert_array_equal(open_dataset(out)[0:4], render(TINY.replace(seed=1), range(4))[0])
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="todo.txt"):
+        generate(TINY, 2, foreign, workers=1)
+    assert os.listdir(foreign) == ["todo.txt"]
+
+
+def test_verify_names_the_bad_shard(tmp_path):
+    out = tmp_path / "ds"
+    generate(TINY, 6, out, shard_size=2, workers=1)
+    assert verify_dataset(out).ok
+    flip_byte(out / "shard-00001.h5")
+    report = verify_dataset(out)
+    assert not report.ok and report.bad_shards == ["shard-00001.h5"]
+    assert "sha256" in report.problems["shard-00001.h5"][0]
+    (out / "shard-00002.h5").unlink()
+    assert verify_dataset(out).bad_shards == ["shard-00001.h5", "shard-00002.h5"]
+
+
+def test_failed_shard_leaves_no_temp_file_and_finished_shards_resume(tmp_path, monkeypatch):
+    real_setitem = h5py.Dataset.__setitem__
+    fail_from = {"index": 0}
+
+    def disk_full(self, key, value):  # HDF5 failing to write a chunk, as on a full disk
+        if self.name == "/video" and self.file.attrs["first_index"] >= fail_from["index"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_setitem(self, key, value)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", disk_full)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(DatasetError, match="no space left on device while writing .*shard-00000.h5"):
+        write_dataset(fresh, Clips(), 4, {}, shard_size=2, workers=1)
+    assert not fresh.exists()  # nothing partial left
+
+    part = tmp_path / "part"
+    fail_from["index"] = 4
+    with pytest.raises(DatasetError, match="no space left"):
+        write_dataset(part, Clips(), 6, {}, shard_size=2, workers=1)
+    assert sorted(p.name for p in part.iterdir() if not p.name.startswith(".")) == ["shard-00000.h5", "shard-00001.h5"]
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", real_setitem)
+    summary = write_dataset(part, Clips(), 6, {}, shard_size=2, workers=1)
+    assert (summary.shards_kept, summary.shards_written) == (2, 1) and verify_dataset(part).ok
+
+    def broken(indices):
+        raise OSError(errno.ENOENT, "No such file or directory", "clip-7.mp4")
+
+    with pytest.raises(DatasetError, match="source failed on sequences 0..1.*clip-7.mp4"):
+        write_dataset(tmp_path / "src", broken, 2, {}, workers=1)
+
+
+def test_dataset_pickles_without_handles_and_reopens_per_process(tmp_path):
+    generate(TINY, 4, tmp_path / "ds", shard_size=2, workers=1)
+    ds = open_dataset(tmp_path / "ds")
+    first = ds[3].copy()
+    assert ds._handles  # opened lazily by the read above
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._handles == {}
+    np.testing.assert_array_equal(clone[3], first)
+    ds.close()
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_open_dataset_under_a_dataloader_with_two_workers(tmp_path, start_method):
+    torch = pytest.importorskip("torch")
+    out = tmp_path / "ds"
+    generate(TINY, 10, out, shard_size=3, workers=1)
+    ds = open_dataset(out)
+    ds[0]  # the parent has handles open before the workers fork
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=False, num_workers=2,
+                                         multiprocessing_context=start_method)
+    got = torch.cat(list(loader)).numpy()
+    np.testing.assert_array_equal(got, render(TINY, range(10))[0])
+
+
+def test_export_npy_png_mp4(tmp_path):
+    out = tmp_path / "ds"
+    generate(TINY, 5, out, shard_size=2, workers=1)
+    video = render(TINY, range(5))[0]
+    (npy,) = export_dataset(out, "npy")
+    assert npy == tmp_path / "ds.npy"
+    arr = np.load(npy)
+    assert arr.shape == (3, 5, 16, 16)  # Moving-MNIST layout (T, N, H, W)
+    np.testing.assert_array_equal(arr, video[:, :, 0].transpose(1, 0, 2, 3))
+    (nthwc,) = export_dataset(out, "npy", tmp_path / "x.npy", layout="nthwc", indices=[4, 1])
+    np.testing.assert_array_equal(np.load(nthwc), video[[4, 1]].transpose(0, 1, 3, 4, 2))
+
+    pngs = export_dataset(out, "png", tmp_path / "png", indices=[2])
+    from PIL import Image
+
+    frame = np.asarray(Image.open(pngs[0] / "frame-01.png"))
+    np.testing.assert_array_equal(frame[..., 0], video[2, 1, 0])
+
+    av = pytest.importorskip("av")
+    (mp4,) = export_dataset(out, "mp4", tmp_path / "mp4", indices=[0], scale=2)
+    with av.open(str(mp4)) as container:
+        frames = [f.to_ndarray(format="gray") for f in container.decode(video=0)]
+    assert len(frames) == 3 and frames[0].shape == (32, 32)
+    assert np.abs(frames[1][::2, ::2].astype(int) - video[0, 1, 0]).mean() < 12  # lossy but the same picture
+
+    gif = preview_dataset(out, tmp_path / "p.gif", indices=[0, 1])
+    assert Image.open(gif).n_frames == 3
+    with pytest.raises(ConfigError, match="property maps"):
+        preview_dataset(out, tmp_path / "p.png", property_map=True)
+
+
+def test_estimate_writes_nothing(tmp_path):
+    plan = estimate(TINY, 25, tmp_path / "nope", shard_size=10, workers=2)
+    assert (plan.shards, plan.shards_todo, plan.sequences_todo, plan.workers) == (3, 3, 25, 2)
+    assert plan.estimated_bytes > 0 and plan.estimated_seconds > 0 and plan.raw_bytes == 25 * 3 * 16 * 16
+    assert not (tmp_path / "nope").exists()
+
+
+def test_bad_arguments_are_config_errors(tmp_path):
+    for kwargs, match in [({"n": 0}, "n must be"), ({"n": 3, "shard_size": 0}, "shard_size"),
+                          ({"n": 3, "compression": "zstd"}, "gzip, lzf, none"), ({"n": 3, "workers": 0}, "workers")]:
+        with pytest.raises(ConfigError, match=match):
+            generate(TINY, out=tmp_path / "x", **kwargs)
+    assert not (tmp_path / "x").exists()
+
+
+class DiesAtThree:
+    """A source whose worker process dies (as if killed for memory) on sequence 3."""
+
+    def __call__(self, indices):
+        if 3 in indices:
+            os._exit(9)
+        return Clips()(indices)
+
+
+def test_a_dead_worker_fails_the_run_instead_of_hanging(tmp_path):
+    with pytest.raises(DatasetError, match="worker process died"):
+        write_dataset(tmp_path / "ds", DiesAtThree(), 6, {}, shard_size=2, workers=2)
+    assert not list(tmp_path.rglob("*.tmp"))
