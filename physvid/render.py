@@ -390,12 +390,11 @@ def noise_field(config: RenderConfig, rng: np.random.Generator) -> tuple[np.ndar
     """Mixed noise (T, C, H, W) float32: Σ weight · field, each field scaled to unit mean magnitude."""
     nc = config.noise
     T, C, H, W = config.frames, config.channels, config.height, config.width
-    total = np.zeros((T, C, H, W), np.float32)
+    total = np.empty((T, C, H, W), np.float32)
     key = int(rng.integers(0, 2**63))
-    if nc.gaussian > 0:  # table of unit variance: mean |g| = sqrt(2/π)
-        nk.hash_accumulate(np.uint64(key), nk.gaussian_table(), nc.gaussian / math.sqrt(2.0 / math.pi), total)
-    if nc.white > 0:  # uniform on [-1, 1]: mean |u| = 1/2
-        nk.hash_accumulate(np.uint64(key ^ 0x5DEECE66D), nk.uniform_table(), nc.white * 2.0, total)
+    # Gaussian table: unit variance, mean |g| = sqrt(2/π); uniform on [-1, 1]: mean |u| = 1/2.
+    nk.hash_mix(np.uint64(key), nk.gaussian_table(), nc.gaussian / math.sqrt(2.0 / math.pi),
+                np.uint64(key ^ 0x5DEECE66D), nk.uniform_table(), nc.white * 2.0, total)
     if nc.perlin > 0:
         depth, bh, bw = bank_shape(config)
         bank = perlin_bank(nc.perlin_octaves, nc.perlin_persistence, nc.perlin_lacunarity, nc.perlin_frequency,

@@ -123,6 +123,14 @@ def test_hash_noise_matches_numpy(key, n):
         np.testing.assert_array_equal(fast, ref.hash_fill_reference(key, table, (n, 3)))
 
 
+def test_hash_mix_is_the_weighted_sum_of_two_fields():
+    g, u = nk.gaussian_table(), nk.uniform_table()
+    out = np.empty((5, 7), np.float32)
+    nk.hash_mix(np.uint64(11), g, 0.7, np.uint64(99), u, -1.5, out)
+    expect = 0.7 * ref.hash_fill_reference(11, g, (5, 7)) - 1.5 * ref.hash_fill_reference(99, u, (5, 7))
+    np.testing.assert_allclose(out, expect, rtol=1e-6, atol=1e-6)
+
+
 def test_hash_noise_distributions():
     from scipy import stats
 

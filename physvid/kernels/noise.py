@@ -41,25 +41,34 @@ def splitmix64(z):
 @njit(cache=True)
 def hash_fill(key, table, out):
     """out.flat[e] = table[16-bit level e % 4 of splitmix64(key + (e // 4) · golden)]."""
-    out_flat = out.reshape(-1)
-    out_flat[:] = 0.0
-    hash_accumulate(key, table, 1.0, out_flat)
+    hash_mix(key, table, 1.0, key, table, 0.0, out)
 
 
 @njit(cache=True)
-def hash_accumulate(key, table, weight, out):
-    """out.flat[e] += weight · table[level e % 4 of splitmix64(key + (e // 4) · golden)] (no temporary field)."""
+def hash_mix(key_a, table_a, weight_a, key_b, table_b, weight_b, out):
+    """out.flat[e] = weight_a · A[e] + weight_b · B[e], A and B two hashed fields (see `hash_fill`), in one pass.
+
+    A field whose weight is 0 is not hashed at all.
+    """
     flat = out.reshape(-1)
     n = flat.size
-    k = np.uint64(key)
+    ka, kb = np.uint64(key_a), np.uint64(key_b)
     golden = np.uint64(0x9E3779B97F4A7C15)
-    wt = np.float32(weight)
+    wa, wb = np.float32(weight_a), np.float32(weight_b)
+    use_a, use_b = weight_a != 0.0, weight_b != 0.0
     for block in range((n + 3) // 4):
-        z = splitmix64(k + np.uint64(block) * golden)
+        za = splitmix64(ka + np.uint64(block) * golden) if use_a else np.uint64(0)
+        zb = splitmix64(kb + np.uint64(block) * golden) if use_b else np.uint64(0)
         for lane in range(4):
             e = block * 4 + lane
             if e < n:
-                flat[e] += wt * table[(z >> np.uint64(16 * lane)) & np.uint64(0xFFFF)]
+                shift = np.uint64(16 * lane)
+                v = np.float32(0.0)
+                if use_a:
+                    v += wa * table_a[(za >> shift) & np.uint64(0xFFFF)]
+                if use_b:
+                    v += wb * table_b[(zb >> shift) & np.uint64(0xFFFF)]
+                flat[e] = v
 
 
 @njit(cache=True)
