@@ -1,0 +1,481 @@
+"""`stmoe` command line: parse options, build one config, call stmoe.train. No logic lives here.
+
+Config precedence: --preset < --config FILE < options typed on the command line (--epochs, --set KEY=VALUE, ...).
+Every option defaults to None and only options the user typed override (click's parameter source), so `--seed 0` or
+`--no-compile` override a file and an option left out never does. In `stmoe train STAGE` the shortcuts (--epochs,
+--lr, ...) set that stage's section (stages.<stage>.*), in `stmoe pipeline` the shared top-level sections.
+
+Errors print `error: <one line>` and exit 2 (usage: bad option, config or data shape) or 1 (runtime: unreadable
+file, NaN loss). The same command runs under torchrun for DDP: `torchrun --nproc_per_node 4 $(which stmoe) pipeline ...`.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import click
+from click.core import ParameterSource
+
+from physvid._version import __version__
+
+
+# --------------------------------------------------------------------------- errors: one line, no traceback
+def fail(message: str, code: int) -> None:
+    rank = os.environ.get("RANK")
+    prefix = f"[rank {rank}] " if rank not in (None, "0") and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+    click.echo(f"{prefix}error: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def handle_errors(f: Callable) -> Callable:
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        from physvid.errors import PhysvidError
+
+        from stmoe.data.errors import DataError
+        from stmoe.losses import LossConfigError
+        from stmoe.metrics import MetricsError
+        from stmoe.models.errors import ModelConfigError, ModelInputError
+        from stmoe.train.distributed import cleanup
+        from stmoe.train.errors import TrainError, one_line
+
+        try:
+            return f(*args, **kwargs)
+        except TrainError as exc:
+            fail(one_line(exc), exc.exit_code)
+        except (DataError, ModelConfigError, ModelInputError, LossConfigError, MetricsError) as exc:
+            fail(one_line(exc), 2)
+        except PhysvidError as exc:
+            fail(one_line(exc), exc.exit_code)
+        except OSError as exc:  # anything the library did not translate: still one line
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            fail(f"{exc.strerror or one_line(exc)}{where}", 1)
+        except KeyboardInterrupt:
+            fail("interrupted; checkpoints of finished epochs are kept - re-run the same command with --resume", 130)
+        finally:
+            cleanup()
+
+    return wrapper
+
+
+def examples(*lines: str) -> str:
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# --------------------------------------------------------------------------- shared options, defined once
+@dataclass(frozen=True)
+class Shortcut:
+    """An option that sets one dotted config key (relative to the stage section in `stmoe train STAGE`)."""
+
+    decls: tuple[str, ...]
+    key: str
+    type: Any
+    help: str
+    flag: bool = False
+    convert: Callable[[Any], Any] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.key.replace(".", "__")
+
+    def option(self) -> Callable:
+        if self.flag:
+            return click.option(*self.decls, self.dest, default=None, help=self.help)
+        return click.option(*self.decls, self.dest, type=self.type, default=None, help=self.help)
+
+
+SHORTCUTS = (
+    Shortcut(("--epochs",), "optim.epochs", click.IntRange(min=1), "Epochs (optim.epochs)."),
+    Shortcut(("--lr",), "optim.lr", click.FloatRange(min=0, min_open=True), "Adam learning rate (optim.lr)."),
+    Shortcut(("--schedule",), "optim.schedule", click.Choice(("none", "cosine", "onecycle", "plateau")),
+             "Learning-rate schedule (optim.schedule)."),
+    Shortcut(("--max-steps",), "optim.max_steps_per_epoch", click.IntRange(min=1),
+             "Cap the steps of an epoch (optim.max_steps_per_epoch)."),
+    Shortcut(("--batch-size", "-b"), "data.batch_size", click.IntRange(min=1), "Clips per step and process."),
+    Shortcut(("--input-frames", "-l"), "data.input_frames", click.IntRange(min=1), "l, observed frames."),
+    Shortcut(("--output-frames", "-n"), "data.output_frames", click.IntRange(min=1), "n, predicted frames."),
+    Shortcut(("--workers", "-j"), "data.num_workers", click.IntRange(min=0), "DataLoader worker processes."),
+    Shortcut(("--seed",), "run.seed", click.IntRange(min=0), "Seed of everything (run.seed)."),
+    Shortcut(("--device",), "run.device", str, "auto, cpu, cuda or cuda:N (run.device)."),
+    Shortcut(("--precision",), "run.precision", click.Choice(("auto", "fp32", "bf16")),
+             "auto = bf16 autocast on GPU, fp32 on CPU (run.precision)."),
+    Shortcut(("--threads",), "run.threads", click.IntRange(min=1), "torch CPU threads (run.threads)."),
+    Shortcut(("--compile/--no-compile",), "run.compile", None, "torch.compile the model (run.compile).", flag=True),
+    Shortcut(("--progress/--no-progress",), "run.progress", None, "Progress bar on stderr (default: when a terminal).",
+             flag=True, convert=lambda v: "on" if v else "off"),
+)
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Was the option typed (or set through the environment)? Defaults never count, whatever their value."""
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def config_options(f: Callable) -> Callable:
+    """--preset, --config, --set and the shortcuts."""
+    for s in reversed(SHORTCUTS):
+        f = s.option()(f)
+    f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Set any config key (dotted, value as YAML), e.g. --set loss.entropy_weight=0.05; "
+                          "repeatable.")(f)
+    f = click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="YAML config file (see `stmoe config`); the command line wins.")(f)
+    f = click.option("--preset", type=click.Choice(("tiny", "small", "paper")), default=None,
+                     help="Start from a preset: tiny (CPU, minutes), small (one GPU), paper (§4 setting).")(f)
+    return f
+
+
+def data_options(f: Callable) -> Callable:
+    f = click.option("--all", "all_dirs", default=None, metavar="DIR,...",
+                     help="D^all for the decoder stage [default: the --synthetic folders together].")(f)
+    f = click.option("--real", default=None, metavar="DIR", help="The real dataset (a physvid folder, see "
+                                                                  "`stmoe prepare`).")(f)
+    f = click.option("--synthetic", default=None, metavar="DIR,DIR,...",
+                     help="D^1..D^m, one physvid folder per expert, in the model's expert order.")(f)
+    return f
+
+
+def run_options(f: Callable) -> Callable:
+    f = click.option("--resume", is_flag=True, help="Continue a killed run from OUT/checkpoints/last.pt.")(f)
+    f = click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder.")(f)
+    return f
+
+
+def build_config(ctx: click.Context, preset, config_file, sets, options: dict[str, Any], stage: str | None,
+                 extra: dict[str, Any] | None = None):
+    """preset < file < command line -> stmoe.train.Config."""
+    from stmoe.train.config import load_config, parse_assignment
+
+    overrides: dict[str, Any] = {}
+    prefix = f"stages.{stage}." if stage else ""
+    for s in SHORTCUTS:
+        if given(ctx, s.dest):
+            value = options[s.dest]
+            overrides[prefix + s.key] = s.convert(value) if s.convert else value
+    for name, key in (("synthetic", "synthetic"), ("real", "real"), ("all_dirs", "all")):
+        if name in ctx.params and given(ctx, name):
+            overrides[key] = ctx.params[name]
+    overrides.update(extra or {})
+    for text in sets:
+        key, value = parse_assignment(text)
+        overrides[key] = value
+    return load_config(preset, config_file, overrides)
+
+
+def shortcut_values(options: dict[str, Any]) -> dict[str, Any]:
+    return {s.dest: options.pop(s.dest) for s in SHORTCUTS}
+
+
+# --------------------------------------------------------------------------- commands
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+             epilog=examples("stmoe pipeline --preset tiny --synthetic d/translation,d/rotation,d/intensity "
+                             "--real d/real --out runs/tiny",
+                             "stmoe evaluate --checkpoint runs/tiny/global/checkpoints/best.pt --data d/real "
+                             "--out metrics.json",
+                             "stmoe predict --checkpoint runs/tiny/global/checkpoints/best.pt --data d/real --out pred",
+                             "stmoe plot runs/tiny"))
+@click.version_option(__version__, "--version", "-V", prog_name="stmoe")
+def cli() -> None:
+    """Spatio-Temporal Mixture of Experts: training stages (paper §3.2), evaluation, prediction pictures."""
+
+
+@cli.group()
+def train() -> None:
+    """Train one stage (paper §3.2) or a baseline; `stmoe pipeline` runs stages 1-4 in one go."""
+
+
+@train.command("decoder", epilog=examples(
+    "stmoe train decoder --preset tiny --synthetic d/translation,d/rotation,d/intensity --out runs/x/decoder"))
+@data_options
+@run_options
+@config_options
+@click.pass_context
+@handle_errors
+def train_decoder_cmd(ctx, synthetic, real, all_dirs, out, resume, preset, config_file, sets, **options) -> None:
+    """Stage 1: a generalist F^0 with the decoder H on D^all; keeps theta_H (skipped for STMoE-Id)."""
+    from stmoe.train import train_decoder
+
+    cfg = build_config(ctx, preset, config_file, sets, options, "decoder")
+    path = train_decoder(cfg, out, resume=resume)
+    _report(path if path else "the identity decoder (STMoE-Id) has no parameters: stage 1 skipped")
+
+
+@train.command("experts", epilog=examples(
+    "stmoe train experts --preset tiny --synthetic d/translation,d/rotation,d/intensity "
+    "--decoder-checkpoint runs/x/decoder/checkpoints/best.pt --out runs/x/experts",
+    "stmoe train experts ... --expert 1 --device cuda:1     # one expert per process / GPU"))
+@click.option("--decoder-checkpoint", type=click.Path(exists=True, dir_okay=False),
+              help="Stage-1 checkpoint holding H (needed by stmoe-conv).")
+@click.option("--expert", "expert_ids", type=click.IntRange(min=0), multiple=True,
+              help="Train only expert K (repeatable) [default: all, one after the other].")
+@data_options
+@run_options
+@config_options
+@click.pass_context
+@handle_errors
+def train_experts_cmd(ctx, decoder_checkpoint, expert_ids, synthetic, real, all_dirs, out, resume, preset, config_file,
+                      sets, **options) -> None:
+    """Stage 2: each expert F^k alone on its D^k, with H frozen; writes OUT/expert-<k>."""
+    from stmoe.train import train_experts
+
+    cfg = build_config(ctx, preset, config_file, sets, options, "experts")
+    paths = train_experts(cfg, out, decoder_checkpoint=decoder_checkpoint, experts=expert_ids or None, resume=resume)
+    _report(*paths)
+
+
+@train.command("gating", epilog=examples(
+    "stmoe train gating --preset tiny --real d/real --experts-dir runs/x/experts "
+    "--decoder-checkpoint runs/x/decoder/checkpoints/best.pt --out runs/x/gating"))
+@click.option("--expert-checkpoint", "expert_checkpoints", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="Stage-2 checkpoint of each expert, in order (repeat once per expert).")
+@click.option("--experts-dir", type=click.Path(exists=True, file_okay=False),
+              help="The stage-2 folder: uses EXPERTS_DIR/expert-<k>/checkpoints/best.pt.")
+@click.option("--decoder-checkpoint", type=click.Path(exists=True, dir_okay=False),
+              help="Stage-1 checkpoint holding H [default: the experts' frozen copy].")
+@data_options
+@run_options
+@config_options
+@click.pass_context
+@handle_errors
+def train_gating_cmd(ctx, expert_checkpoints, experts_dir, decoder_checkpoint, synthetic, real, all_dirs, out, resume,
+                     preset, config_file, sets, **options) -> None:
+    """Stage 3: the gating networks (STGN) on real data, experts and H frozen."""
+    from stmoe.train import train_gating
+
+    cfg = build_config(ctx, preset, config_file, sets, options, "gating")
+    ckpts = list(expert_checkpoints)
+    if experts_dir:
+        if ckpts:
+            raise click.UsageError("give --expert-checkpoint or --experts-dir, not both")
+        ckpts = [os.path.join(experts_dir, f"expert-{k}", "checkpoints", "best.pt") for k in range(cfg.num_experts)]
+    if not ckpts:
+        raise click.UsageError("give the stage-2 experts: --experts-dir DIR or --expert-checkpoint CKPT per expert")
+    _report(train_gating(cfg, out, expert_checkpoints=ckpts, decoder_checkpoint=decoder_checkpoint, resume=resume))
+
+
+@train.command("global", epilog=examples(
+    "stmoe train global --preset tiny --real d/real --checkpoint runs/x/gating/checkpoints/best.pt --out runs/x/global"))
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The stage-3 (gating) checkpoint.")
+@data_options
+@run_options
+@config_options
+@click.pass_context
+@handle_errors
+def train_global_cmd(ctx, checkpoint, synthetic, real, all_dirs, out, resume, preset, config_file, sets,
+                     **options) -> None:
+    """Stage 4: the whole STMoE on real data, from the stage-3 checkpoint."""
+    from stmoe.train import train_global
+
+    cfg = build_config(ctx, preset, config_file, sets, options, "global")
+    _report(train_global(cfg, out, checkpoint=checkpoint, resume=resume))
+
+
+@train.command("end-to-end", epilog=examples("stmoe train end-to-end --preset tiny --real d/real --out runs/e2e"))
+@data_options
+@run_options
+@config_options
+@click.pass_context
+@handle_errors
+def train_end_to_end_cmd(ctx, synthetic, real, all_dirs, out, resume, preset, config_file, sets, **options) -> None:
+    """Ablation (Table 5): the STMoE architecture trained from scratch on real data only."""
+    from stmoe.train import train_end_to_end
+
+    cfg = build_config(ctx, preset, config_file, sets, options, "end_to_end")
+    _report(train_end_to_end(cfg, out, resume=resume))
+
+
+@train.command("baseline", epilog=examples("stmoe train baseline --preset tiny --model convlstm --real d/real "
+                                            "--out runs/convlstm"))
+@click.option("--model", "model_name", default=None, help="Registered model name (see `stmoe models`) [default: mim].")
+@data_options
+@run_options
+@config_options
+@click.pass_context
+@handle_errors
+def train_baseline_cmd(ctx, model_name, synthetic, real, all_dirs, out, resume, preset, config_file, sets,
+                       **options) -> None:
+    """Any registered model alone on the real data (the §4 baselines)."""
+    from stmoe.train import train_baseline
+
+    extra = {"stages.baseline.model.name": model_name} if given(ctx, "model_name") else None
+    cfg = build_config(ctx, preset, config_file, sets, options, "baseline", extra)
+    _report(train_baseline(cfg, out, resume=resume))
+
+
+@cli.command(epilog=examples(
+    "stmoe pipeline --preset tiny --synthetic d/translation,d/rotation,d/intensity --real d/real --out runs/tiny",
+    "stmoe pipeline --config exp.yaml --out runs/exp --resume          # continue after a crash",
+    "torchrun --nproc_per_node 4 $(which stmoe) pipeline --config exp.yaml --out runs/exp"))
+@data_options
+@run_options
+@config_options
+@click.pass_context
+@handle_errors
+def pipeline(ctx, synthetic, real, all_dirs, out, resume, preset, config_file, sets, **options) -> None:
+    """Stages 1-4 (decoder, experts, gating, global) from one config into OUT/<stage>; finished stages are skipped."""
+    from stmoe.train import run_pipeline
+
+    cfg = build_config(ctx, preset, config_file, sets, options, None)
+    ckpts = run_pipeline(cfg, out, resume=resume)
+    _report(ckpts["final"])
+
+
+@cli.command("config", epilog=examples("stmoe config --preset tiny > exp.yaml",
+                                       "stmoe config --config exp.yaml --set optim.lr=0.01 --stage gating"))
+@click.option("--stage", type=click.Choice(("decoder", "experts", "gating", "global", "end_to_end", "baseline")),
+              default=None, help="Print the resolved config of one stage instead of the whole document.")
+@config_options
+@click.pass_context
+@handle_errors
+def config_cmd(ctx, stage, preset, config_file, sets, **options) -> None:
+    """Print the merged config (preset < file < command line) as YAML."""
+    from stmoe.train.config import dump_yaml
+
+    cfg = build_config(ctx, preset, config_file, sets, options, None)
+    if stage is None:
+        doc = cfg.to_dict()
+    elif stage == "experts":
+        doc = {f"expert-{k}": cfg.expert(k).to_dict() for k in range(cfg.num_experts)}
+    else:
+        doc = cfg.stage(stage).to_dict()
+    click.echo(dump_yaml(doc), nl=False)
+
+
+@cli.command(epilog=examples(
+    "stmoe prepare ../shared/data/video/traffic-highway-video02.avi --frames 10 --size 64 --out data/traffic",
+    "stmoe prepare ../shared/data/texture/fish-frames --frames 8 --stride 1 --size 64 --out data/fish",
+    "stmoe prepare ../shared/data/radar/mch/20160711 --kind radar --frames 8 --size 128 --out data/radar"))
+@click.argument("source", nargs=-1, required=True)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Dataset folder to write.")
+@click.option("--frames", "-t", "clip_length", type=click.IntRange(min=2), required=True,
+              help="Frames per clip (at least l + n of the runs that will read it).")
+@click.option("--stride", type=click.IntRange(min=1), default=None,
+              help="Frames between clip starts [default: --frames, no overlap].")
+@click.option("--frame-step", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Keep every k-th source frame.")
+@click.option("--size", default="64", show_default=True, metavar="N|HxW", help="Output frame size.")
+@click.option("--channels", type=click.Choice(("1", "3")), default="1", show_default=True, help="1 grey, 3 RGB.")
+@click.option("--kind", type=click.Choice(("auto", "video", "frames", "array", "radar")), default="auto",
+              show_default=True, help="Source kind.")
+@click.option("--layout", default="auto", show_default=True, help="Array layout (NTHW, TNHW, ...; see docs).")
+@click.option("--allow-upscale", is_flag=True, help="Allow enlarging frames smaller than --size.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Read at most this many source frames.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True, help="Clips per shard.")
+@click.option("--compression", type=click.Choice(("gzip", "lzf", "none")), default="gzip", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace a dataset already in --out.")
+@handle_errors
+def prepare(source, out, clip_length, stride, frame_step, size, channels, kind, layout, allow_upscale, max_frames,
+            shard_size, compression, overwrite) -> None:
+    """Convert videos, frame folders, .npy/.npz arrays or radar files into a physvid dataset folder of clips."""
+    from stmoe.train import prepare_dataset
+
+    try:
+        parts = [int(p) for p in size.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts, default=0) < 1:
+        raise click.BadParameter(f"{size!r} is not N or HxW", param_hint="--size")
+    src = source[0] if len(source) == 1 else list(source)
+    summary = prepare_dataset(src, out, clip_length=clip_length, stride=stride, frame_step=frame_step,
+                              size=tuple(parts * 2 if len(parts) == 1 else parts), channels=int(channels), kind=kind,
+                              layout=layout, allow_upscale=allow_upscale, max_frames=max_frames, shard_size=shard_size,
+                              compression=compression, overwrite=overwrite)
+    click.echo(summary.describe())
+
+
+@cli.command(epilog=examples(
+    "stmoe evaluate --checkpoint runs/tiny/global/checkpoints/best.pt --data d/real --out metrics.json",
+    "stmoe evaluate --checkpoint best.pt --data ../shared/data/video/street-bikes.mp4 --out bikes.json --metrics mse,ssim"))
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", required=True, help="A physvid folder (its --split) or a video / frame folder / array / radar.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="metrics JSON [default: print only].")
+@click.option("--split", type=click.Choice(("train", "val", "test", "all")), default="test", show_default=True)
+@click.option("--metrics", default=None, metavar="A,B,...",
+              help="Metric names (mse, mse_pixel, mae, mae_pixel, ssim, psnr, bmse, bmae, flow_mse) "
+                   "[default: all but flow_mse].")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None)
+@click.option("--output-frames", "-n", type=click.IntRange(min=1), default=None, help="Predict n frames "
+                                                                                          "[default: as trained].")
+@click.option("--kind", type=click.Choice(("auto", "video", "frames", "array", "radar")), default="auto")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--max-clips", type=click.IntRange(min=1), default=None, help="Evaluate at most this many clips.")
+@handle_errors
+def evaluate(checkpoint, data, out, split, metrics, batch_size, output_frames, kind, device, max_clips) -> None:
+    """Metrics per predicted frame and their mean (docs/METRICS.md), printed and written as JSON."""
+    from stmoe.train import evaluate as run_evaluate
+
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    res = run_evaluate(checkpoint, data, out, split=split, batch_size=batch_size, metrics=names,
+                       output_frames=output_frames, device=device, kind=kind, max_clips=max_clips,
+                       progress=sys.stderr.isatty())
+    mean = ", ".join(f"{k} {v:.4g}" if v is not None else f"{k} -" for k, v in res["mean"].items())
+    click.echo(f"{res['count']} clips, {res['output_frames']} frames each: {mean}" + (f"  -> {out}" if out else ""))
+
+
+@cli.command(epilog=examples(
+    "stmoe predict --checkpoint runs/tiny/global/checkpoints/best.pt --data d/real --out pred -i 0 -i 1",
+    "stmoe predict --checkpoint best.pt --data clip.mp4 --out pred --format gif"))
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", required=True, help="A physvid folder (its --split) or a video / frame folder / array / radar.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--index", "-i", "indices", type=click.IntRange(min=0), multiple=True,
+              help="Clip index in the split (repeatable) [default: 0].")
+@click.option("--split", type=click.Choice(("train", "val", "test", "all")), default="test", show_default=True)
+@click.option("--format", "formats", default="h5,gif,png", show_default=True, metavar="A,B",
+              help="Any of h5 (arrays), gif (truth | prediction), png (strips and attention overlays).")
+@click.option("--output-frames", "-n", type=click.IntRange(min=1), default=None)
+@click.option("--scale", type=click.IntRange(min=1), default=4, show_default=True, help="Pixel upscaling of pictures.")
+@click.option("--fps", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--kind", type=click.Choice(("auto", "video", "frames", "array", "radar")), default="auto")
+@click.option("--device", default="auto", show_default=True)
+@handle_errors
+def predict(checkpoint, data, out, indices, split, formats, output_frames, scale, fps, kind, device) -> None:
+    """Predictions as HDF5, GIFs and PNG strips, with attention-weight overlays per expert (Fig. 4b, 9)."""
+    from stmoe.train import predict as run_predict
+
+    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    res = run_predict(checkpoint, data, out, indices=indices or (0,), split=split, formats=fmts,
+                      output_frames=output_frames, scale=scale, fps=fps, device=device, kind=kind)
+    click.echo("\n".join(f"wrote {f}" for f in res["files"]))
+
+
+@cli.command(epilog=examples("stmoe plot runs/tiny", "stmoe plot runs/tiny/global --out global.png"))
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="PNG [default: RUN/curves.png].")
+@handle_errors
+def plot(run, out) -> None:
+    """Training curves (loss per step and epoch, validation loss, learning rate) of a run or pipeline folder."""
+    from stmoe.train import plot_run
+
+    click.echo(f"wrote {plot_run(run, out)}")
+
+
+@cli.command()
+@handle_errors
+def models() -> None:
+    """List the registered models (experts, baselines, STMoE variants)."""
+    from stmoe import list_experts, list_models
+
+    experts = set(list_experts())
+    for name in list_models():
+        click.echo(f"{name:<12} {'expert/baseline' if name in experts else 'mixture'}")
+
+
+def _report(*paths: Any) -> None:
+    """Rank 0 prints where the result is."""
+    if os.environ.get("RANK", "0") == "0":
+        for p in paths:
+            click.echo(f"best checkpoint: {p}" if not isinstance(p, str) or os.path.exists(p) else str(p))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (`stmoe`)."""
+    cli.main(args=argv, prog_name="stmoe")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Evaluation of a checkpoint (paper §4 tables): metrics per predicted frame and averaged, with stmoe.metrics.
+
+Data: a physvid folder (its ``split`` -- by default the test range the run was configured with) or any file or
+folder that :func:`stmoe.data.real.load_clips` reads (video, frame folder, .npy/.npz, radar), cut into clips of l + n
+frames at the model's size. Conventions of every metric: docs/METRICS.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..data.errors import DataError
+from ..metrics import DEFAULT_METRICS, MetricAccumulator, MetricConfig
+from .checkpoint import load_model
+from .config import TrainConfig
+from .data import ClipDataset, split_clip, to_unit
+from .distributed import resolve_device
+from .errors import TrainConfigError
+
+
+def is_physvid_dataset(path: str | Path) -> bool:
+    p = Path(path)
+    return (p.is_dir() and (p / "manifest.json").is_file()) or (p.is_file() and p.suffix.lower() in (".h5", ".hdf5"))
+
+
+def eval_dataset(data: Any, cfg: TrainConfig, model: torch.nn.Module, *, split: str = "test",
+                 output_frames: int | None = None, kind: str = "auto", stride: int | None = None,
+                 frame_step: int = 1) -> tuple[ClipDataset, TrainConfig]:
+    """The clips to evaluate/predict on and the data config used (``output_frames`` may change n)."""
+    dcfg = cfg.data
+    if output_frames is not None:
+        dcfg = dataclasses.replace(dcfg, output_frames=int(output_frames))
+    dcfg = dataclasses.replace(dcfg, path=())
+    mc = model.config
+    size, ch = (mc.height, mc.width), mc.in_channels
+    if isinstance(data, np.ndarray) or is_physvid_dataset(data):
+        ds = ClipDataset(data, dcfg, split if not isinstance(data, np.ndarray) else "all", size, ch,
+                         seed=cfg.run.seed, dtype=torch.uint8)
+    else:
+        from ..data.real import load_clips
+
+        if not Path(data).exists() and not any(c in str(data) for c in "*?["):
+            raise DataError(f"--data {data} does not exist")
+        clips = load_clips(data, clip_length=dcfg.clip_length, stride=stride or dcfg.clip_length,
+                           frame_step=frame_step, size=size, channels=ch, kind=kind)
+        ds = ClipDataset(clips, dataclasses.replace(dcfg, window_stride=0, max_sequences=None), "all", size, ch,
+                         seed=cfg.run.seed, dtype=torch.uint8)
+        ds.names = [str(data)]
+    if len(ds) == 0:
+        raise DataError(f"no clips to evaluate in {data} (split {split!r})")
+    return ds, dataclasses.replace(cfg, data=dcfg)
+
+
+@torch.no_grad()
+def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *, split: str = "test",
+             batch_size: int | None = None, metrics: Sequence[str] | None = None, output_frames: int | None = None,
+             device: str = "auto", kind: str = "auto", max_clips: int | None = None,
+             progress: bool = False) -> dict[str, Any]:
+    """Metrics of ``checkpoint`` on ``data`` -> {"per_frame": {metric: [n]}, "mean": {metric: float}, ...}.
+
+    Written as JSON to ``out`` when given. ``metrics`` defaults to stmoe.metrics.DEFAULT_METRICS (everything but the
+    slow optical-flow MSE).
+    """
+    model, ckpt = load_model(checkpoint)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    try:
+        mcfg = MetricConfig(metrics=tuple(metrics) if metrics else DEFAULT_METRICS)
+    except ValueError as exc:
+        raise TrainConfigError(str(exc)) from None
+    dev = resolve_device(device)
+    model.to(dev)
+    ds, cfg = eval_dataset(data, cfg, model, split=split, output_frames=output_frames, kind=kind)
+    idx = list(range(len(ds) if max_clips is None else min(len(ds), max_clips)))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx),
+                                         batch_size=batch_size or cfg.data.eval_batch_size or cfg.data.batch_size)
+    l, n = cfg.data.input_frames, cfg.data.output_frames
+    acc = MetricAccumulator(mcfg)
+    start = time.perf_counter()
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(loader), desc="evaluate", file=sys.stderr, unit="batch")
+    for clip in loader:
+        inputs, targets = split_clip(to_unit(clip.to(dev)), l)
+        pred = model(inputs, n).pred.float().clamp(0.0, 1.0)
+        acc.update(pred.cpu(), targets.cpu(), last_input=inputs[:, -1].cpu())
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    result = {
+        "checkpoint": str(checkpoint), "model": ckpt["model"]["name"], "stage": ckpt.get("stage"),
+        "epoch": ckpt.get("epoch"), "data": str(data) if not isinstance(data, np.ndarray) else "array",
+        "split": split if is_physvid_dataset(data) else "all", "input_frames": l, "output_frames": n,
+        "conventions": "docs/METRICS.md: mse/mae are per-frame sums over C*H*W, *_pixel per-pixel means, "
+                       "frames in [0, 1]",
+        **acc.result(), "seconds": round(time.perf_counter() - start, 3),
+    }
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
