@@ -96,6 +96,28 @@ def background_reference(height, width, level, frequency, orientation, phase, co
     return np.clip(val, 0, 1)
 
 
+# ---------------------------------------------------------------- motion
+def trajectories_reference(p: dict, n: int, frames: int, height: int, width: int, boundary: str) -> np.ndarray:
+    """The third-order trajectories with NumPy polynomials, then the boundary rule (twin of kernels.motion)."""
+    t = np.arange(frames, dtype=np.float64)
+    poly = np.stack([np.ones_like(t), t, t * t / 2, t ** 3 / 6])
+    cx = np.stack([p[k][:n] for k in ("x0", "vx", "ax", "jx")], 1) @ poly
+    cy = np.stack([p[k][:n] for k in ("y0", "vy", "ay", "jy")], 1) @ poly
+    th = np.stack([p[k][:n] for k in ("angle0", "angular_velocity", "angular_acceleration", "angular_jerk")], 1) @ poly
+    r = 0.5 * p["size"][:n, None]
+
+    def fold(x, lo, hi):
+        span = hi - lo
+        y = np.mod(x - lo, 2 * np.maximum(span, 1e-12))
+        return np.where(span > 0, lo + np.where(y <= span, y, 2 * span - y), 0.5 * (lo + hi))
+
+    if boundary == "bounce":
+        cx, cy = fold(cx, r, width - 1 - r), fold(cy, r, height - 1 - r)
+    elif boundary == "wrap":
+        cx, cy = np.mod(cx, width), np.mod(cy, height)
+    return np.stack([cx, cy, np.deg2rad(th)], axis=2)
+
+
 # ---------------------------------------------------------------- noise
 MASK64 = (1 << 64) - 1
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .config import RenderConfig
 from .digits import load_digits
+from .kernels import motion as mk
 from .kernels import noise as nk
 from .kernels import raster as rk
 from .properties import INTENSITY, PROPERTIES, ROTATION, TRANSLATION
@@ -52,11 +53,12 @@ class Sequence:
 def sequence_rngs(seed: int, index: int, preset: str = "") -> tuple[np.random.Generator, np.random.Generator]:
     """(scene, noise) generators of sequence `index`: independent streams, so noise settings never touch the scene.
 
-    The preset's name is part of the key, so D^translation and D^rotation made with one seed do not share scenes.
+    Both are keyed by (index, preset, stream) under the dataset seed; the preset's name is part of the key so that
+    D^translation and D^rotation made with one seed do not share scenes.
     """
     key = (int(index), zlib.crc32(preset.encode())) if preset else (int(index),)
-    scene, noise = np.random.SeedSequence(int(seed), spawn_key=key).spawn(2)
-    return np.random.Generator(np.random.PCG64(scene)), np.random.Generator(np.random.PCG64(noise))
+    return tuple(np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=key + (stream,))))
+                 for stream in (0, 1))
 
 
 class Uniforms:
@@ -141,33 +143,20 @@ def _polygon(draws: np.ndarray, n: int, radius: float, irregular: bool) -> np.nd
     return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
 
 
-def _fold(x, lo, hi):
-    """Reflect an unconstrained coordinate into [lo, hi] (arrays broadcast): an exact elastic bounce off both walls.
-    An object larger than the frame (hi <= lo) stays at the centre."""
-    span = np.maximum(hi - lo, 1e-12)
-    y = np.mod(x - lo, 2.0 * span)
-    folded = lo + np.where(y <= span, y, 2.0 * span - y)
-    return np.where(hi - lo > 0, folded, 0.5 * (lo + hi))
+MOTION_FIELDS = (("x0", "vx", "ax", "jx"), ("y0", "vy", "ay", "jy"),
+                 ("angle0", "angular_velocity", "angular_acceleration", "angular_jerk"))
 
 
 def trajectories(p: dict, n: int, frames: int, height: int, width: int, boundary: str) -> np.ndarray:
     """(n, T, 3) poses (cx, cy, θ radians) of the first n objects: x(t) = x0 + v t + a t²/2 + j t³/6, likewise for
-    y and the angle (degrees in the parameters), then the boundary rule."""
-    t = np.arange(frames, dtype=np.float64)
-    poly = np.stack([np.ones_like(t), t, t * t / 2.0, t ** 3 / 6.0])  # (4, T)
-
-    def integrate(*names):
-        return np.stack([p[name][:n] for name in names], axis=1) @ poly  # (n, T)
-
-    cx = integrate("x0", "vx", "ax", "jx")
-    cy = integrate("y0", "vy", "ay", "jy")
-    th = np.deg2rad(integrate("angle0", "angular_velocity", "angular_acceleration", "angular_jerk"))
-    r = 0.5 * p["size"][:n, None]
-    if boundary == "bounce":
-        cx, cy = _fold(cx, r, width - 1 - r), _fold(cy, r, height - 1 - r)
-    elif boundary == "wrap":
-        cx, cy = np.mod(cx, width), np.mod(cy, height)
-    return np.stack([cx, cy, th], axis=2)
+    y and the angle (degrees in the parameters), then the boundary rule (bounce folds, wrap takes the modulo)."""
+    coeffs = np.empty((n, 3, 4))
+    for d, names in enumerate(MOTION_FIELDS):
+        for j, name in enumerate(names):
+            coeffs[:, d, j] = p[name][:n]
+    out = np.empty((n, frames, 3))
+    mk.integrate_poses(coeffs, 0.5 * p["size"][:n], height, width, mk.BOUNDARY_CODES[boundary], out)
+    return out
 
 
 def trajectory(p: dict, k: int, frames: int, height: int, width: int, boundary: str) -> np.ndarray:
@@ -175,12 +164,18 @@ def trajectory(p: dict, k: int, frames: int, height: int, width: int, boundary: 
     return trajectories(p, k + 1, frames, height, width, boundary)[k]
 
 
-def sample_scene(config: RenderConfig, index: int, rng: np.random.Generator) -> dict:
-    """Draw every scene parameter of one sequence (no pixels): the ground truth stored with the video."""
-    n_max = config.max_objects
-    p: dict = {name: np.full(n_max, -1, np.int32) for name in OBJECT_INT_FIELDS}
+@functools.lru_cache(maxsize=16)
+def _empty_objects(n_max: int) -> dict:
+    """Per-object parameter arrays filled with the documented padding (-1 for integers, NaN for floats)."""
+    p = {name: np.full(n_max, -1, np.int32) for name in OBJECT_INT_FIELDS}
     p.update({name: np.full(n_max, np.nan, np.float64) for name in OBJECT_FLOAT_FIELDS})
     p["vertices"] = np.full((n_max, MAX_VERTICES, 2), np.nan, np.float64)
+    return p
+
+
+def sample_scene(config: RenderConfig, index: int, rng: np.random.Generator) -> dict:
+    """Draw every scene parameter of one sequence (no pixels): the ground truth stored with the video."""
+    p = {name: value.copy() for name, value in _empty_objects(config.max_objects).items()}
     s, tx, mo, it = config.shape, config.texture, config.motion, config.intensity
     plan = PROPERTIES[config.property].plan(index, rng, config)
     roles = {r for r, _ in plan}

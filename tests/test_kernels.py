@@ -197,3 +197,16 @@ def test_add_normalised_on_flipped_views():
     out = np.zeros((3, 7, 5), np.float32)
     nk.add_normalised(out, view, 2.5)
     np.testing.assert_allclose(out, 2.5 * view / np.abs(view).mean(), rtol=1e-5)
+
+
+@SETTINGS
+@given(boundary=st.sampled_from(["free", "bounce", "wrap"]), seed=st.integers(0, 10_000), frames=st.integers(2, 40))
+def test_trajectories_match_numpy(boundary, seed, frames):
+    from physvid.render import MOTION_FIELDS, trajectories
+
+    rng = np.random.default_rng(seed)
+    p = {name: rng.normal(0, 5, 4) for names in MOTION_FIELDS for name in names}
+    p["x0"], p["y0"] = rng.uniform(0, 40, 4), rng.uniform(0, 30, 4)
+    p["size"] = rng.uniform(4, 50, 4)  # includes objects larger than the frame (they stay centred under bounce)
+    fast = trajectories(p, 4, frames, 30, 40, boundary)
+    np.testing.assert_allclose(fast, ref.trajectories_reference(p, 4, frames, 30, 40, boundary), atol=1e-9)

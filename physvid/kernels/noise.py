@@ -142,8 +142,9 @@ def noise_scale(clean, noise, ratio, rtol=0.01, max_iter=60):
 
     within `rtol`. Clipping at a black background removes about half of zero-mean noise and quantisation erases noise
     under half a grey level, so the naive s = ratio·Σc / Σ|n| under-delivers. g is non-decreasing in s (a step function):
-    start from s0 = ratio·Σc / Σ_{n points into free room}|n| (a lower bound of the clipped continuous solution),
-    bracket the target by doubling, then refine with the Illinois variant of regula falsi (3-6 passes in practice).
+    start from s0 = ratio·Σc / Σ_{n points into free room}|n| (a lower bound of the clipped continuous solution), take
+    one proportional step (enough in practice: 2 passes), else bracket the target by doubling and refine with the
+    Illinois variant of regula falsi.
     Returns (s, g(s) / Σ q(c)), the achieved ratio; (0, 0) when the clean signal is empty.
     """
     c = clean.reshape(-1)
@@ -161,9 +162,25 @@ def noise_scale(clean, noise, ratio, rtol=0.01, max_iter=60):
     target = ratio * levels
     if target <= 0.0 or free == 0.0:
         return 0.0, 0.0
-    lo, glo = 0.0, 0.0
-    hi = ratio * signal / free
-    ghi = quantised_noise_mass(clean, noise, hi)
+    s0 = ratio * signal / free
+    g0 = quantised_noise_mass(clean, noise, s0)
+    if abs(g0 - target) <= rtol * target:
+        return s0, g0 / levels
+    # g is close to proportional to s: one proportional step usually lands within 0.2 %.
+    s1 = s0 * target / g0 if g0 > 0 else 2.0 * s0
+    g1 = quantised_noise_mass(clean, noise, s1)
+    if abs(g1 - target) <= rtol * target:
+        return s1, g1 / levels
+    lo, glo, hi, ghi = 0.0, 0.0, -1.0, 0.0  # bracket from the two probes: lo below the target, hi at or above
+    for s_, g_ in ((s0, g0), (s1, g1)):
+        if g_ < target:
+            if s_ > lo:
+                lo, glo = s_, g_
+        elif hi < 0.0 or s_ < hi:
+            hi, ghi = s_, g_
+    if hi < 0.0:
+        hi = 2.0 * lo
+        ghi = quantised_noise_mass(clean, noise, hi)
     for _ in range(60):
         if ghi >= target:
             break
