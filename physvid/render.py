@@ -442,18 +442,18 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
         raise ConfigError(f"indices must be >= 0, got {min(indices)}")
     T, C, H, W = config.frames, config.channels, config.height, config.width
     video = np.empty((len(indices), T, C, H, W), np.uint8)
-    stacked: dict = {}
+    columns: dict = {}
     for row, i in enumerate(indices):
         seq = render_sequence(config, i, with_clean=False)
         video[row] = seq.video
-        fields = dict(seq.params)
+        fields = seq.params
         if seq.masks is not None:
             fields["masks"] = seq.masks
         if seq.property_map is not None:
             fields["property_map"] = seq.property_map
         for name, value in fields.items():
-            arr = np.asarray(value)
-            if name not in stacked:
-                stacked[name] = np.empty((len(indices),) + arr.shape, arr.dtype)
-            stacked[name][row] = arr
+            columns.setdefault(name, []).append(value)
+    # one stack per field at the end: per-row assignment of ~45 small fields costs more than rendering's noise pass
+    stacked = {name: np.stack(values) if isinstance(values[0], np.ndarray) else np.array(values)
+               for name, values in columns.items()}
     return video, stacked

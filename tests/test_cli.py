@@ -231,11 +231,17 @@ def test_kill_9_during_a_run_then_resume_is_byte_identical(tmp_path):
     deadline = time.monotonic() + 120
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "ds" / "manifest.json").exists(), "the run finished before it could be killed"
-    time.sleep(0.3)  # orphaned workers notice the dead parent at their next batch and remove their temp files
+    # Orphaned workers notice the dead parent (busy ones at their next batch, removing their temp files; idle ones
+    # within a second) and exit: nothing is left running.
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "orphaned workers kept running"
 
     config = RenderConfig(property="all", height=32, width=32, frames=6).replace(**{"noise.ratio": 0.3})
     generate(config, 300, tmp_path / "ref", shard_size=15, workers=1)  # the uninterrupted run

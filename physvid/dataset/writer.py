@@ -23,6 +23,7 @@ import queue as queue_mod
 import re
 import shutil
 import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -355,15 +356,33 @@ _QUEUE = None
 _PARENT = None
 
 
+_BUSY = False
+
+
 def _init_worker(progress_queue, parent: int) -> None:
     global _QUEUE, _PARENT
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and cleans up
     _QUEUE, _PARENT = progress_queue, parent
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """An idle worker whose parent was killed (kill -9) would wait for work forever: leave instead. A busy worker
+    notices at its next batch and removes its temporary file itself (see _write_h5)."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent and not _BUSY:
+            os._exit(3)
 
 
 def _worker_task(args):
+    global _BUSY
     out, spec, source, plan = args
-    return write_shard(out, spec, source, plan, report=_QUEUE.put, parent=_PARENT)
+    _BUSY = True
+    try:
+        return write_shard(out, spec, source, plan, report=_QUEUE.put, parent=_PARENT)
+    finally:
+        _BUSY = False
 
 
 def _run_tasks(out: Path, tasks: list[ShardSpec], source: Source, plan: dict[str, Any], workers: int,
