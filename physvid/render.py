@@ -406,9 +406,11 @@ def noise_field(config: RenderConfig, rng: np.random.Generator) -> tuple[np.ndar
             # Flips and a transpose of the window turn one bank into many distinct fields.
             field = np.empty((T, W, H) if transpose else (T, H, W), np.float32)
             nk.perlin_window(bank, oz, oy, ox, vy, vx, field)
+            mag = nk.abs_sum(field) / field.size  # scaled to unit mean magnitude, like the other two fields
             if transpose:
                 field = field.transpose(0, 2, 1)
-            nk.add_normalised(total[:, c], field[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1], nc.perlin)
+            if mag > 0:
+                nk.add_scaled(total[:, c], field[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1], nc.perlin / mag)
     return total, {"noise_key": key}
 
 

@@ -72,19 +72,31 @@ def hash_mix(key_a, table_a, weight_a, key_b, table_b, weight_b, out):
 
 
 @njit(cache=True)
-def add_normalised(out, field, weight):
-    """out += weight · field / mean|field| (a field of unit mean magnitude, so weights mix comparable amounts)."""
-    total = 0.0
-    for v in field.flat:
-        total += abs(v)
-    if total == 0.0:
-        return
-    scale = np.float32(weight * field.size / total)
+def abs_sum(a):
+    """Σ|a| of a contiguous array with four independent partial sums (no single chain of dependent additions; the
+    order is fixed, so the result is the same on every machine)."""
+    flat = a.reshape(-1)
+    s0 = s1 = s2 = s3 = 0.0
+    n4 = flat.size - flat.size % 4
+    for i in range(0, n4, 4):
+        s0 += abs(flat[i])
+        s1 += abs(flat[i + 1])
+        s2 += abs(flat[i + 2])
+        s3 += abs(flat[i + 3])
+    for i in range(n4, flat.size):
+        s0 += abs(flat[i])
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True)
+def add_scaled(out, field, scale):
+    """out += scale · field (field may be a flipped or transposed view)."""
     nt, h, w = field.shape
+    sc = np.float32(scale)
     for t in range(nt):
         for y in range(h):
             for x in range(w):
-                out[t, y, x] += scale * field[t, y, x]
+                out[t, y, x] += sc * field[t, y, x]
 
 
 @njit(cache=True)
@@ -150,15 +162,17 @@ def noise_scale(clean, noise, ratio, rtol=0.01, max_iter=60):
     c = clean.reshape(-1)
     nz = noise.reshape(-1)
     levels = 0
-    signal = 0.0
-    free = 0.0
-    for i in range(c.size):
+    sig = np.zeros(4)
+    fre = np.zeros(4)
+    for i in range(c.size):  # lane i % 4: four independent sums in a fixed order
         ci = c[i]
         ni = nz[i]
         levels += _level(np.float64(ci))
-        signal += ci
+        sig[i & 3] += ci
         room = (np.float32(1.0) - ci) if ni > 0 else ci
-        free += abs(ni) if room > 0 else np.float32(0.0)
+        fre[i & 3] += abs(ni) if room > 0 else np.float32(0.0)
+    signal = (sig[0] + sig[1]) + (sig[2] + sig[3])
+    free = (fre[0] + fre[1]) + (fre[2] + fre[3])
     target = ratio * levels
     if target <= 0.0 or free == 0.0:
         return 0.0, 0.0
