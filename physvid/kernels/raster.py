@@ -222,10 +222,10 @@ def draw_sprite(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, c
             y_hi = min(h - 1, int(math.ceil(oy + reach)))
             for y in range(y_lo, y_hi + 1):
                 dy = y - oy
+                # sprite coordinates of (x_lo, y), then one step (cos θ, sin θ) per pixel to the right
+                su = ct * (x_lo - ox) - st * dy + c
+                sv = st * (x_lo - ox) + ct * dy + c
                 for x in range(x_lo, x_hi + 1):
-                    dx = x - ox
-                    su = ct * dx - st * dy + c
-                    sv = st * dx + ct * dy + c
                     if su >= 0.0 and sv >= 0.0 and su < last and sv < last:
                         # fast path, all four taps inside: truncation is floor for non-negative coordinates
                         x0, y0 = int(su), int(sv)
@@ -235,17 +235,18 @@ def draw_sprite(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, c
                         m = top + fy * (bottom - top)
                     else:
                         m = bilinear(sprite, su, sv)
-                    if m <= 0.0:
-                        continue
-                    if m * cmax > value_max[y, x]:
-                        value_max[y, x] = m * cmax
-                        owner[y, x] = obj_id
-                    for ch in range(nc):
-                        val = m * colour[ch]
-                        if additive:
-                            frame[ch, y, x] += val
-                        elif val > frame[ch, y, x]:
-                            frame[ch, y, x] = val
+                    if m > 0.0:
+                        if m * cmax > value_max[y, x]:
+                            value_max[y, x] = m * cmax
+                            owner[y, x] = obj_id
+                        for ch in range(nc):
+                            val = m * colour[ch]
+                            if additive:
+                                frame[ch, y, x] += val
+                            elif val > frame[ch, y, x]:
+                                frame[ch, y, x] = val
+                    su += ct
+                    sv += st
 
 
 @njit(cache=True)
