@@ -173,9 +173,14 @@ def _empty_objects(n_max: int) -> dict:
     return p
 
 
-def sample_scene(config: RenderConfig, index: int, rng: np.random.Generator) -> dict:
-    """Draw every scene parameter of one sequence (no pixels): the ground truth stored with the video."""
-    p = {name: value.copy() for name, value in _empty_objects(config.max_objects).items()}
+def sample_scene(config: RenderConfig, index: int, rng: np.random.Generator, objects: dict | None = None) -> dict:
+    """Draw every scene parameter of one sequence (no pixels): the ground truth stored with the video.
+
+    `objects` may hold padded per-object arrays to fill in place (rows of a batch, see `render`).
+    """
+    if objects is None:
+        objects = {name: value.copy() for name, value in _empty_objects(config.max_objects).items()}
+    p = dict(objects)
     s, tx, mo, it = config.shape, config.texture, config.motion, config.intensity
     plan = PROPERTIES[config.property].plan(index, rng, config)
     roles = {r for r, _ in plan}
@@ -414,12 +419,14 @@ def noise_field(config: RenderConfig, rng: np.random.Generator) -> tuple[np.ndar
     return total, {"noise_key": key}
 
 
-def render_sequence(config: RenderConfig, index: int, *, with_clean: bool = True) -> Sequence:
-    """Render sequence `index` of the dataset described by `config`."""
+def render_sequence(config: RenderConfig, index: int, *, with_clean: bool = True, objects: dict | None = None,
+                    video: np.ndarray | None = None) -> Sequence:
+    """Render sequence `index` of the dataset described by `config` (into `objects`/`video` rows when given)."""
     scene_rng, noise_rng = sequence_rngs(config.seed, index, config.property)
-    p = sample_scene(config, index, scene_rng)
+    p = sample_scene(config, index, scene_rng, objects)
     clean, masks, pmap = render_clean(config, p, config.masks, config.property_maps)
-    video = np.empty(clean.shape, np.uint8)
+    if video is None:
+        video = np.empty(clean.shape, np.uint8)
     scale, achieved = 0.0, 0.0
     if config.noise.ratio > 0:
         noise, _ = noise_field(config, noise_rng)
@@ -442,20 +449,26 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
         from .errors import ConfigError
 
         raise ConfigError(f"indices must be >= 0, got {min(indices)}")
+    n = len(indices)
     T, C, H, W = config.frames, config.channels, config.height, config.width
-    video = np.empty((len(indices), T, C, H, W), np.uint8)
-    columns: dict = {}
+    video = np.empty((n, T, C, H, W), np.uint8)
+    # Per-object parameters are sampled straight into rows of the batch arrays; per-sequence scalars are gathered.
+    stacked = {name: np.repeat(value[None], n, axis=0) for name, value in _empty_objects(config.max_objects).items()}
+    scalars: dict = {}
+    if config.masks:
+        stacked["masks"] = np.empty((n, T, config.max_objects, H, W), np.uint8)
+    if config.property_maps:
+        stacked["property_map"] = np.empty((n, T, H, W), np.uint8)
+    object_names = list(_empty_objects(config.max_objects))
     for row, i in enumerate(indices):
-        seq = render_sequence(config, i, with_clean=False)
-        video[row] = seq.video
-        fields = seq.params
+        seq = render_sequence(config, i, with_clean=False, objects={k: stacked[k][row] for k in object_names},
+                              video=video[row])
+        for name, value in seq.params.items():
+            if not isinstance(value, np.ndarray):
+                scalars.setdefault(name, []).append(value)
         if seq.masks is not None:
-            fields["masks"] = seq.masks
+            stacked["masks"][row] = seq.masks
         if seq.property_map is not None:
-            fields["property_map"] = seq.property_map
-        for name, value in fields.items():
-            columns.setdefault(name, []).append(value)
-    # one stack per field at the end: per-row assignment of ~45 small fields costs more than rendering's noise pass
-    stacked = {name: np.stack(values) if isinstance(values[0], np.ndarray) else np.array(values)
-               for name, values in columns.items()}
+            stacked["property_map"][row] = seq.property_map
+    stacked.update({name: np.array(values) for name, values in scalars.items()})
     return video, stacked
