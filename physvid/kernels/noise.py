@@ -162,17 +162,23 @@ def noise_scale(clean, noise, ratio, rtol=0.01, max_iter=60):
     c = clean.reshape(-1)
     nz = noise.reshape(-1)
     levels = 0
-    sig = np.zeros(4)
-    fre = np.zeros(4)
-    for i in range(c.size):  # lane i % 4: four independent sums in a fixed order
-        ci = c[i]
-        ni = nz[i]
-        levels += _level(np.float64(ci))
-        sig[i & 3] += ci
-        room = (np.float32(1.0) - ci) if ni > 0 else ci
-        fre[i & 3] += abs(ni) if room > 0 else np.float32(0.0)
-    signal = (sig[0] + sig[1]) + (sig[2] + sig[3])
-    free = (fre[0] + fre[1]) + (fre[2] + fre[3])
+    s0 = s1 = f0 = f1 = 0.0
+    n2 = c.size - c.size % 2
+    zero = np.float32(0.0)
+    for i in range(0, n2, 2):  # two independent chains per sum, in a fixed order
+        ca, cb = c[i], c[i + 1]
+        na, nb = nz[i], nz[i + 1]
+        levels += _level(np.float64(ca)) + _level(np.float64(cb))
+        s0 += ca
+        s1 += cb
+        f0 += abs(na) if ((np.float32(1.0) - ca) if na > 0 else ca) > 0 else zero
+        f1 += abs(nb) if ((np.float32(1.0) - cb) if nb > 0 else cb) > 0 else zero
+    for i in range(n2, c.size):
+        levels += _level(np.float64(c[i]))
+        s0 += c[i]
+        f0 += abs(nz[i]) if ((np.float32(1.0) - c[i]) if nz[i] > 0 else c[i]) > 0 else zero
+    signal = s0 + s1
+    free = f0 + f1
     target = ratio * levels
     if target <= 0.0 or free == 0.0:
         return 0.0, 0.0
