@@ -89,6 +89,19 @@ def convolve_reference(src: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return correlate(src.astype(np.float64), kernel.astype(np.float64), mode="constant", cval=0.0)
 
 
+def mass_support_reference(img: np.ndarray, lo: int, hi: int, floor: float) -> tuple[int, int, float]:
+    """Square box of rows/columns holding values > floor in img[lo:hi, lo:hi], and the farthest such pixel centre's
+    distance from the sprite centre plus 1.5 (an empty support: an empty box at the centre, reach 0)."""
+    s = img.shape[0]
+    c = 0.5 * (s - 1)
+    rows, cols = np.nonzero(img[lo:hi, lo:hi] > floor)
+    if rows.size == 0:
+        return int(c), int(c), 0.0
+    rows, cols = rows + lo, cols + lo
+    box = (int(min(rows.min(), cols.min())), int(max(rows.max(), cols.max())) + 1)
+    return box + (float(np.hypot(rows - c, cols - c).max()) + 1.5,)
+
+
 def background_reference(height, width, level, frequency, orientation, phase, contrast) -> np.ndarray:
     y, x = np.mgrid[0:height, 0:width].astype(np.float64)
     val = level * (1 + contrast * np.sin(2 * math.pi * frequency * (x * math.cos(orientation) + y * math.sin(orientation))

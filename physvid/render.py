@@ -133,9 +133,14 @@ def kernel_for(kind: str, size: int, gain: float, spread: float) -> np.ndarray:
 
 
 def _polygon(draws: np.ndarray, n: int, radius: float, irregular: bool) -> np.ndarray:
-    """Vertices (n, 2) of a regular polygon (random phase) or a star-shaped irregular one, from VERTEX_DRAWS uniforms."""
+    """Vertices (n, 2) of a regular polygon (random phase) or a star-shaped irregular one, from VERTEX_DRAWS uniforms.
+
+    Irregular vertices sit at jittered angles (k + j·(u_k − 1/2))·2π/n with j <= 0.7 chosen so that consecutive
+    vertices are less than 170° apart: the polygon always contains its centre and is never a sliver.
+    """
     if irregular:
-        angles = np.sort(draws[:n] * 2.0 * math.pi)
+        jitter = min(0.7, 170.0 * n / 360.0 - 1.0)  # a gap is at most (1 + j)·360°/n
+        angles = (np.arange(n) + jitter * (draws[:n] - 0.5)) * (2.0 * math.pi / n) + draws[-1] * 2.0 * math.pi
         radii = (0.45 + 0.55 * draws[MAX_VERTICES:MAX_VERTICES + n]) * radius
     else:
         angles = np.arange(n) * (2.0 * math.pi / n) + draws[-1] * 2.0 * math.pi
@@ -409,13 +414,12 @@ def noise_field(config: RenderConfig, rng: np.random.Generator) -> tuple[np.ndar
             oy = float(rng.uniform(travel + 1, bh - side - travel - 2))
             flip_y, flip_x, transpose = (bool(b) for b in rng.integers(0, 2, 3))
             # Flips and a transpose of the window turn one bank into many distinct fields.
-            field = np.empty((T, W, H) if transpose else (T, H, W), np.float32)
-            nk.perlin_window(bank, oz, oy, ox, vy, vx, field)
-            mag = nk.abs_sum(field) / field.size  # scaled to unit mean magnitude, like the other two fields
-            if transpose:
-                field = field.transpose(0, 2, 1)
+            # The field is written already transposed and flipped (contiguous) and scaled to unit mean magnitude,
+            # like the other two fields.
+            field = np.empty((T, H, W), np.float32)
+            mag = nk.perlin_window_oriented(bank, oz, oy, ox, vy, vx, flip_y, flip_x, transpose, field) / field.size
             if mag > 0:
-                nk.add_scaled(total[:, c], field[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1], nc.perlin / mag)
+                nk.add_scaled(total[:, c], field, nc.perlin / mag)
     return total, {"noise_key": key}
 
 
@@ -431,8 +435,7 @@ def render_sequence(config: RenderConfig, index: int, *, with_clean: bool = True
     if config.noise.ratio > 0:
         noise, _ = noise_field(config, noise_rng)
         # The ratio is met on the stored bytes, after clipping and quantisation (docs/noise.md).
-        scale, achieved = nk.noise_scale(clean, noise, config.noise.ratio)
-        nk.quantise(clean, noise, scale, video)
+        scale, achieved = nk.noise_scale_quantise(clean, noise, config.noise.ratio, video)
     else:
         nk.quantise(clean, clean, 0.0, video)
     p["noise_scale"], p["noise_ratio"] = float(scale), float(achieved)

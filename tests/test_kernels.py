@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from physvid import reference as ref
@@ -28,6 +28,7 @@ def _shape_args(shape, size, aspect, thickness, sides, seed):
 @given(shape=st.sampled_from(["circle", "line", "rectangle", "ellipse", "polygon", "irregular"]),
        size=st.floats(8, 30), aspect=st.floats(0.3, 1.0), thickness=st.floats(1.5, 5), sides=st.integers(3, 12),
        seed=st.integers(0, 2**31))
+@example(shape="irregular", size=8.0, aspect=1.0, thickness=2.0, sides=3, seed=29)  # was a sub-pixel sliver
 def test_sprite_coverage_matches_supersampled_area(shape, size, aspect, thickness, sides, seed):
     args = _shape_args(shape, size, aspect, thickness, sides, seed)
     side = int(math.ceil(size)) + 3
@@ -99,6 +100,87 @@ def test_convolution_matches_scipy(size, kind, gain, spread, seed):
     np.testing.assert_allclose(fast, ref.convolve_reference(src, k), atol=1e-5)
 
 
+@SETTINGS
+@given(side=st.integers(5, 30), lo=st.integers(0, 4), width=st.integers(0, 30), floor=st.sampled_from([0.0, 1e-7, 0.5]),
+       seed=st.integers(0, 1000))
+def test_mass_support_matches_numpy(side, lo, width, floor, seed):
+    rng = np.random.default_rng(seed)
+    img = np.where(rng.random((side, side)) < 0.1, rng.random((side, side)), 0.0).astype(np.float32)
+    lo = min(lo, side)
+    hi = min(side, lo + width)
+    b_lo, b_hi, reach = rk.mass_support(img, lo, hi, np.float32(floor), 0.5 * (side - 1))
+    r_lo, r_hi, r_reach = ref.mass_support_reference(img, lo, hi, np.float32(floor))
+    assert (b_lo, b_hi) == (r_lo, r_hi)
+    assert reach == pytest.approx(r_reach, rel=1e-12)
+
+
+@SETTINGS
+@given(theta=st.floats(-7, 7), cx=st.floats(-5, 45), cy=st.floats(-5, 35), lo=st.integers(0, 12), width=st.integers(1, 14),
+       wrap=st.booleans(), additive=st.booleans(), seed=st.integers(0, 1000))
+def test_draw_sprite_box_matches_whole_sprite(theta, cx, cy, lo, width, wrap, additive, seed):
+    """Visiting only the pixels that can see the sprite's non-zero box changes nothing, bit for bit."""
+    rng = np.random.default_rng(seed)
+    s = 27
+    hi = min(s, lo + width)
+    sprite = np.zeros((s, s), np.float32)
+    sprite[lo:hi, lo:hi] = rng.random((hi - lo, hi - lo)) + 0.01
+    colour = np.array([0.7, 0.2], np.float32)
+    results = []
+    for box in ((0, s), (lo, hi)):
+        frame = np.full((2, 30, 40), 0.1, np.float32)
+        owner, vmax = np.zeros((30, 40), np.int16), np.full((30, 40), 0.05, np.float32)
+        rk.draw_sprite_box(frame, owner, vmax, 3, sprite, cx, cy, theta, 0.75 * s, colour, wrap, additive, *box)
+        results.append((frame, owner, vmax))
+    for whole, boxed in zip(*results):
+        np.testing.assert_array_equal(whole, boxed)
+    if lo <= 13 < hi and 1 <= cx <= 38 and 1 <= cy <= 28:  # the sprite's centre is filled and in view: it was drawn
+        assert (results[1][1] == 3).any()
+
+
+def test_compose_tracked_support_matches_worst_case_reach():
+    """Dropping evolving mass under SUPPORT_FLOOR (and drawing only its support) changes frames by numerical noise."""
+    rng = np.random.default_rng(3)
+    s, nt = 41, 10
+    masses = np.zeros((2, s, s), np.float32)
+    masses[:, 15:26, 15:26] = rng.random((2, 11, 11)).astype(np.float32)
+    kernels = np.stack([kernel_for("gaussian", 3, 1.2, 0.7), kernel_for("box", 3, 0.85, 1.0)])
+    tex = np.zeros((2, nt, 5))
+    tex[:, :, :] = [1.0, 0.15, 0.4, 0.3, 0.6]
+    tex[1, :, 3] += 0.2 * np.arange(nt)  # one drifting fill, re-made every frame
+    poses = np.zeros((2, nt, 3))
+    poses[0, :] = [20.0, 24.0, 0.3]
+    poses[1, :] = [43.3, 40.1, -1.1]
+    worst = 5.5 * np.sqrt(2) + 2 + np.arange(nt)[None, :].repeat(2, 0)  # covers everything the kernel can reach
+    colours = np.array([[0.6], [0.9]], np.float32)
+    bg = np.zeros((nt, 5))
+
+    def frames(reaches, tracked):
+        clean = np.zeros((nt, 1, 64, 64), np.float32)
+        owner, vmax = np.zeros((nt, 64, 64), np.int16), np.zeros((nt, 64, 64), np.float32)
+        evolve = np.array([True, True]) if tracked else np.array([False, False])
+        if not tracked:  # the plain definition: M_t = K * M_{t-1} on the whole sprite, drawn with a generous reach
+            sprites = []
+            for k in range(2):
+                m = [masses[k]]
+                for _ in range(nt - 1):
+                    m.append(ref.convolve_reference(m[-1], kernels[k]).astype(np.float32))
+                sprites.append(m)
+            for t in range(nt):
+                for k in range(2):
+                    fill = ref.texture_reference(s, tex[k, t]).astype(np.float32)
+                    rk.draw_sprite(clean[t], owner[t], vmax[t], k + 1, sprites[k][t] * fill, *poses[k, t], 60.0,
+                                   colours[k], False, True)
+            return np.clip(clean, 0, 1)
+        rk.compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, bg, True, False, clean, owner,
+                            vmax, np.zeros((1, 1, 1, 1), np.uint8), False)
+        return clean
+
+    tracked = frames(worst, True)
+    plain = frames(worst, False)
+    np.testing.assert_allclose(tracked, plain, atol=1e-5)
+    assert tracked[-1].sum() > tracked[0].sum()  # the test sees the growing object
+
+
 def test_background_matches_numpy():
     fast = np.zeros((2, 20, 24), np.float32)
     rk.sine_background(fast, 0.4, 0.13, 0.7, 1.1, 0.9)
@@ -161,6 +243,20 @@ def test_noise_scale_matches_bisection(ratio, seed):
     assert s == pytest.approx(s_ref, rel=0.05)  # a step function: any s in the 1 % band is a solution
 
 
+@SETTINGS
+@given(ratio=st.floats(0.0, 1.5), seed=st.integers(0, 1000), empty=st.booleans())
+def test_noise_scale_quantise_matches_separate_passes(ratio, seed, empty):
+    rng = np.random.default_rng(seed)
+    clean = np.where(rng.random((4, 1, 12, 12)) < 0.3, rng.random((4, 1, 12, 12)), 0.0).astype(np.float32)
+    clean *= not empty
+    noise = rng.standard_normal(clean.shape).astype(np.float32)
+    out = np.full(clean.shape, 7, np.uint8)
+    fused = nk.noise_scale_quantise(clean, noise, ratio, out)
+    s, achieved = nk.noise_scale(clean, noise, ratio)
+    assert fused == (s, achieved)
+    np.testing.assert_array_equal(out, ref.quantise_reference(clean, noise, s))
+
+
 def test_noise_scale_of_empty_signal_is_zero():
     clean = np.zeros((2, 1, 8, 8), np.float32)
     assert nk.noise_scale(clean, np.ones_like(clean), 0.5) == (0.0, 0.0)
@@ -190,6 +286,24 @@ def test_perlin_window_is_a_bilinear_crop():
         np.testing.assert_allclose(out[t], slow, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(5, 8, 12), (3, 7, 9)])  # h·w a multiple of 4 (unrolled sums) or not
+@pytest.mark.parametrize("flip_y", [False, True])
+@pytest.mark.parametrize("flip_x", [False, True])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_perlin_window_oriented_matches_views(shape, flip_y, flip_x, transpose):
+    bank = np.random.default_rng(4).standard_normal((12, 30, 30)).astype(np.float32)
+    t, h, w = shape
+    plain = np.empty((t, w, h) if transpose else (t, h, w), np.float32)
+    nk.perlin_window(bank, 3, 5.3, 2.75, 0.6, -0.4, plain)
+    view = plain.transpose(0, 2, 1) if transpose else plain
+    view = view[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]
+    fused = np.empty((t, h, w), np.float32)
+    mag = nk.perlin_window_oriented(bank, 3, 5.3, 2.75, 0.6, -0.4, flip_y, flip_x, transpose, fused)
+    np.testing.assert_array_equal(fused, view)
+    assert mag == nk.abs_sum(plain)  # the same additions in the same order: bit for bit
+    assert mag == pytest.approx(np.abs(plain.astype(np.float64)).sum(), rel=1e-12)
+
+
 def test_abs_sum_and_add_scaled_on_flipped_views():
     rng = np.random.default_rng(4)
     field = rng.standard_normal((3, 5, 7)).astype(np.float32)
@@ -211,3 +325,13 @@ def test_trajectories_match_numpy(boundary, seed, frames):
     p["size"] = rng.uniform(4, 50, 4)  # includes objects larger than the frame (they stay centred under bounce)
     fast = trajectories(p, 4, frames, 30, 40, boundary)
     np.testing.assert_allclose(fast, ref.trajectories_reference(p, 4, frames, 30, 40, boundary), atol=1e-9)
+
+
+def test_irregular_polygons_contain_their_centre():
+    rng = np.random.default_rng(7)
+    for n in range(3, 13):
+        for _ in range(200):
+            v = _polygon(rng.random(VERTEX_DRAWS), n, 10.0, True)
+            a = np.sort(np.mod(np.arctan2(v[:, 1], v[:, 0]), 2 * np.pi))
+            gaps = np.diff(np.concatenate([a, [a[0] + 2 * np.pi]]))
+            assert gaps.max() < np.deg2rad(170.0 + 1e-9)

@@ -163,15 +163,16 @@ def convolve_window(src, kernel, out, lo, hi):
     kh, kw = kernel.shape
     rh, rw = kh // 2, kw // 2
     for i in range(lo, hi):
+        o = out[i]  # 1-D rows: plain strided loads that vectorise
         for j in range(lo, hi):
-            out[i, j] = 0.0
+            o[j] = 0.0
         for a in range(kh):
+            row = src[i + a - rh]
             for b in range(kw):
                 kv = kernel[a, b]
-                ii = i + a - rh
                 off = b - rw
                 for j in range(lo, hi):
-                    out[i, j] += kv * src[ii, j + off]
+                    o[j] += kv * row[j + off]
 
 
 @njit(cache=True)
@@ -197,7 +198,40 @@ def texture_sprite(tex, out, lo=0, hi=-1):
 
 @njit(cache=True)
 def draw_sprite(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, colour, wrap, additive):
-    """Composite one object's sprite into `frame` (C, H, W) at pose (cx, cy, θ radians), bilinear, zeros outside.
+    """Composite one object's sprite into `frame` (C, H, W) at pose (cx, cy, θ radians), bilinear, zeros outside
+    (see `draw_sprite_box`, here with the whole sprite as the box)."""
+    draw_sprite_box(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, colour, wrap, additive, 0,
+                    sprite.shape[0])
+
+
+@njit(cache=True)
+def _span(q0, dq, a, b, x_ref, x_lo, x_hi):
+    """Pixels x in [x_lo, x_hi] whose coordinate q0 + dq·(x − x_ref) may lie in the open interval (a, b), widened by
+    one pixel on each side against rounding (an empty span has x_b < x_a)."""
+    if dq == 0.0:
+        if a < q0 < b:
+            return x_lo, x_hi
+        return x_lo, x_lo - 1
+    t1 = min(max((a - q0) / dq, -1e6), 1e6)  # clamped: int() of a huge float would overflow
+    t2 = min(max((b - q0) / dq, -1e6), 1e6)
+    if t1 > t2:
+        t1, t2 = t2, t1
+    lo, hi = x_lo, x_hi
+    if t1 > x_lo - x_ref:
+        lo = x_ref + int(math.floor(t1)) - 1
+    if t2 < x_hi - x_ref:
+        hi = x_ref + int(math.ceil(t2)) + 1
+    return max(lo, x_lo), min(hi, x_hi)
+
+
+@njit(cache=True)
+def draw_sprite_box(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, colour, wrap, additive, b_lo,
+                    b_hi):
+    """`draw_sprite` for a sprite whose non-zero pixels all lie in rows and columns [b_lo, b_hi): each row only visits
+    the span of pixels whose sample can touch that box (found once per row; the sprite coordinates still advance one
+    step per pixel, so every sample is computed exactly as in `draw_sprite`).
+
+    Composite one object's sprite into `frame` (C, H, W) at pose (cx, cy, θ radians), bilinear, zeros outside.
 
     Only pixels within `reach` of the centre are visited (the caller knows how far the object's mass extends).
     `owner`/`value_max` (H, W) track which object is brightest at each pixel and its value there (property map).
@@ -225,7 +259,14 @@ def draw_sprite(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, c
                 # sprite coordinates of (x_lo, y), then one step (cos θ, sin θ) per pixel to the right
                 su = ct * (x_lo - ox) - st * dy + c
                 sv = st * (x_lo - ox) + ct * dy + c
-                for x in range(x_lo, x_hi + 1):
+                x_a, x_b = _span(su, ct, b_lo - 1.0, b_hi, x_lo, x_lo, x_hi)
+                x_a, x_b = _span(sv, st, b_lo - 1.0, b_hi, x_lo, x_a, x_b)
+                if x_b < x_a:
+                    continue
+                for x in range(x_lo, x_a):  # the same additions as the loop below, for identical coordinates
+                    su += ct
+                    sv += st
+                for x in range(x_a, x_b + 1):
                     if su >= 0.0 and sv >= 0.0 and su < last and sv < last:
                         # fast path, all four taps inside: truncation is floor for non-negative coordinates
                         x0, y0 = int(su), int(sv)
@@ -259,6 +300,49 @@ def object_layer(h, w, sprite, cx, cy, theta, reach, wrap, out):
     out[:, :] = frame[0]
 
 
+SUPPORT_FLOOR = 1e-7  # evolving mass below this (a 4e-5 fraction of one grey level) is dropped from the sprite
+
+
+@njit(cache=True)
+def mass_support(img, lo, hi, floor, c):
+    """Support of the mass above `floor` inside the window [lo, hi)²: (box_lo, box_hi, reach).
+
+    [box_lo, box_hi) is the smallest square range of rows and columns holding it, and reach bounds how far from the
+    centre (c, c) a bilinear sample can be non-zero: the farthest such pixel plus √2 (the four taps), rounded up to 1.5.
+    An empty support gives an empty box at the centre and reach 0.
+    """
+    b_lo, b_hi = hi, lo
+    far = -1.0
+    for i in range(lo, hi):
+        # Only a row's first and last pixels above the floor matter (the farthest of the row is one of them), so each
+        # row is scanned from both ends and its middle is skipped.
+        first = lo
+        while first < hi and not img[i, first] > floor:
+            first += 1
+        if first == hi:
+            continue
+        last = hi - 1
+        while not img[i, last] > floor:
+            last -= 1
+        b_lo = min(b_lo, i, first)
+        b_hi = max(b_hi, i + 1, last + 1)
+        di = (i - c) * (i - c)
+        far = max(far, di + (first - c) * (first - c), di + (last - c) * (last - c))
+    if far < 0.0:
+        mid = int(c)
+        return mid, mid, 0.0
+    return b_lo, b_hi, math.sqrt(far) + 1.5
+
+
+@njit(cache=True)
+def refill_every_frame(tex):
+    """Whether the fill phase changes at every frame of tex (T, 5), so that a fill is never reused later."""
+    for t in range(1, tex.shape[0]):
+        if tex[t, 3] == tex[t - 1, 3]:
+            return False
+    return True
+
+
 @njit(cache=True)
 def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, background, additive, wrap,
                      clean, owner, value_max, masks, want_masks):
@@ -282,42 +366,67 @@ def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, back
     one = np.ones(1, np.float32)
     tmp[:, :] = 0.0
     c = 0.5 * (s - 1)
+    r = kernels.shape[1] // 2
+    # The square [box_lo, box_hi) of sprite rows/columns holding mass and the Euclidean radius of that mass around the
+    # centre; for evolving objects tracked per frame instead of the worst case `reaches` (which grows by r every frame
+    # while a narrow Gaussian leaves almost nothing out there).
+    box_lo = np.zeros(n, np.int64)
+    box_hi = np.full(n, s, np.int64)
+    radius = np.empty(n)
+    for k in range(n):  # every sprite M_t ⊙ fill is zero outside its object's box (the draw skips those pixels)
+        box_lo[k], box_hi[k], radius[k] = mass_support(cur[k], 0, s, 0.0, c)
     for t in range(nt):
         if background[t, 0] > 0:
             sine_background(clean[t], background[t, 0], background[t, 1], background[t, 2], background[t, 3],
                             background[t, 4])
         for k in range(n):
             new_fill = t == 0 or tex[k, t, 3] != tex[k, t - 1, 3]
-            if new_fill:  # the fill only matters where the mass can ever be
-                texture_sprite(tex[k, t], fill[k], max(0, int(math.floor(c - reaches[k, nt - 1]))),
-                               min(s, int(math.ceil(c + reaches[k, nt - 1])) + 1))
-            lo, hi = 0, s
-            if t > 0 and evolve[k]:
-                # The mass lies within reaches[k, t] of the centre: convolve and re-bake only that window.
-                r = kernels.shape[1] // 2
-                lo = max(r, int(math.floor(c - reaches[k, t])))
-                hi = min(s - r, int(math.ceil(c + reaches[k, t])) + 1)
+            step = t > 0 and evolve[k]
+            if step:
+                # The mass lies within r of last frame's support: convolve and re-bake only that window (it also
+                # holds every pixel of the old support, so stale sprite values are overwritten).
+                lo = max(r, box_lo[k] - r)
+                hi = min(s - r, box_hi[k] + r)
                 convolve_window(cur[k], kernels[k], tmp, lo, hi)
-                cur[k, lo:hi, lo:hi] = tmp[lo:hi, lo:hi]
-            if new_fill or (t > 0 and evolve[k]):  # re-bake M_t ⊙ fill only when the mass or the fill changed
-                for i in range(lo, hi):
+                b_lo, b_hi, rad = mass_support(tmp, lo, hi, np.float32(SUPPORT_FLOOR), c)
+                box_lo[k], box_hi[k], radius[k] = b_lo, b_hi, rad
+                if new_fill:  # the fill only matters where the mass is now
+                    texture_sprite(tex[k, t], fill[k], lo, hi)
+                floor = np.float32(SUPPORT_FLOOR)
+                for i in range(lo, hi):  # mass under SUPPORT_FLOOR is dropped, so `rad` bounds all that is left
+                    t_row, c_row, s_row, f_row = tmp[i], cur[k, i], sprites[k, i], fill[k, i]
                     for j in range(lo, hi):
-                        sprites[k, i, j] = cur[k, i, j] * fill[k, i, j]
+                        v = t_row[j] if t_row[j] > floor else np.float32(0.0)
+                        c_row[j] = v
+                        s_row[j] = v * f_row[j]  # re-bake M_t ⊙ fill
+            else:
+                if new_fill:  # the fill only matters where the mass can ever be
+                    if evolve[k] and refill_every_frame(tex[k]):
+                        texture_sprite(tex[k, t], fill[k], box_lo[k], box_hi[k])
+                    else:
+                        texture_sprite(tex[k, t], fill[k], max(0, int(math.floor(c - reaches[k, nt - 1]))),
+                                       min(s, int(math.ceil(c + reaches[k, nt - 1])) + 1))
+                    for i in range(s):  # re-bake M_t ⊙ fill only when the fill changed
+                        for j in range(s):
+                            sprites[k, i, j] = cur[k, i, j] * fill[k, i, j]
+            reach = min(reaches[k, t], radius[k])
             cx, cy, th = poses[k, t, 0], poses[k, t, 1], poses[k, t, 2]
-            draw_sprite(clean[t], owner[t], value_max[t], k + 1, sprites[k], cx, cy, th, reaches[k, t], colours[k],
-                        wrap, additive)
+            draw_sprite_box(clean[t], owner[t], value_max[t], k + 1, sprites[k], cx, cy, th, reach, colours[k],
+                            wrap, additive, box_lo[k], box_hi[k])
             if want_masks:
                 scratch[:, :, :] = 0.0
                 one[0] = colours[k].max()
-                draw_sprite(scratch, so, sv, 1, sprites[k], cx, cy, th, reaches[k, t], one, wrap, False)
+                draw_sprite_box(scratch, so, sv, 1, sprites[k], cx, cy, th, reach, one, wrap, False, box_lo[k],
+                                box_hi[k])
                 for y in range(h):
                     for x in range(w):
                         masks[t, k, y, x] = 1 if scratch[0, y, x] >= 1.0 / 255.0 else 0
         frame = clean[t]
         for ch in range(frame.shape[0]):  # growth and additive overlap can exceed 1: saturate
             for y in range(h):
+                row = frame[ch, y]
                 for x in range(w):
-                    frame[ch, y, x] = min(max(frame[ch, y, x], np.float32(0.0)), np.float32(1.0))
+                    row[x] = min(max(row[x], np.float32(0.0)), np.float32(1.0))
 
 
 @njit(cache=True)
