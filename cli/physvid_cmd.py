@@ -6,7 +6,6 @@ options the user actually typed (click's parameter source) override the --config
 """
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -14,6 +13,8 @@ from typing import Any, Callable
 
 import click
 from click.core import ParameterSource
+
+from . import examples, one_line_errors
 
 from physvid import __version__
 from physvid.config import BOUNDARIES, KERNELS, OVERLAPS, SCOPES, SHAPES
@@ -199,30 +200,9 @@ def index_option(f: Callable) -> Callable:
 
 
 # --------------------------------------------------------------------------- errors: one line, no traceback
-def fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
-    raise click.exceptions.Exit(code)
-
-
-def handle_errors(f: Callable) -> Callable:
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        try:
-            return f(*args, **kwargs)
-        except PhysvidError as exc:
-            fail(str(exc), exc.exit_code)
-        except OSError as exc:  # anything the library did not translate: still one line
-            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-            fail(f"{exc.strerror or str(exc).splitlines()[0]}{where}", 1)
-        except KeyboardInterrupt:
-            fail("interrupted; finished shards are kept - re-run the same command to resume", 130)
-
-    return wrapper
-
-
-def examples(*lines: str) -> str:
-    """A --help epilog; \\b keeps click from re-wrapping the lines."""
-    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+handle_errors = one_line_errors(
+    lambda exc: (str(exc), exc.exit_code) if isinstance(exc, PhysvidError) else None,
+    interrupted="interrupted; finished shards are kept - re-run the same command to resume")
 
 
 # --------------------------------------------------------------------------- commands

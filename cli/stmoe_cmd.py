@@ -10,7 +10,6 @@ file, NaN loss). The same command runs under torchrun for DDP: `torchrun --nproc
 """
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -19,50 +18,45 @@ from typing import Any, Callable
 import click
 from click.core import ParameterSource
 
+from . import examples, one_line_errors
+
 from physvid._version import __version__
 
 
 # --------------------------------------------------------------------------- errors: one line, no traceback
-def fail(message: str, code: int) -> None:
+def _rank_prefix() -> str:
     rank = os.environ.get("RANK")
-    prefix = f"[rank {rank}] " if rank not in (None, "0") and os.environ.get("WORLD_SIZE", "1") != "1" else ""
-    click.echo(f"{prefix}error: {message}", err=True)
-    raise click.exceptions.Exit(code)
+    return f"[rank {rank}] " if rank not in (None, "0") and os.environ.get("WORLD_SIZE", "1") != "1" else ""
 
 
-def handle_errors(f: Callable) -> Callable:
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        from physvid.errors import PhysvidError
+def _translate(exc: BaseException) -> tuple[str, int] | None:
+    from physvid.errors import PhysvidError
 
-        from stmoe.data.errors import DataError
-        from stmoe.losses import LossConfigError
-        from stmoe.metrics import MetricsError
-        from stmoe.models.errors import ModelConfigError, ModelInputError
-        from stmoe.train.distributed import cleanup
-        from stmoe.train.errors import TrainError, one_line
+    from stmoe.data.errors import DataError
+    from stmoe.losses import LossConfigError
+    from stmoe.metrics import MetricsError
+    from stmoe.models.errors import ModelConfigError, ModelInputError
+    from stmoe.train.errors import TrainError, one_line
 
-        try:
-            return f(*args, **kwargs)
-        except TrainError as exc:
-            fail(one_line(exc), exc.exit_code)
-        except (DataError, ModelConfigError, ModelInputError, LossConfigError, MetricsError) as exc:
-            fail(one_line(exc), 2)
-        except PhysvidError as exc:
-            fail(one_line(exc), exc.exit_code)
-        except OSError as exc:  # anything the library did not translate: still one line
-            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-            fail(f"{exc.strerror or one_line(exc)}{where}", 1)
-        except KeyboardInterrupt:
-            fail("interrupted; checkpoints of finished epochs are kept - re-run the same command with --resume", 130)
-        finally:
-            cleanup()
-
-    return wrapper
+    if isinstance(exc, (TrainError, PhysvidError)):
+        return one_line(exc), exc.exit_code
+    if isinstance(exc, (DataError, ModelConfigError, ModelInputError, LossConfigError, MetricsError)):
+        return one_line(exc), 2
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return f"{exc.strerror or one_line(exc)}{where}", 1
+    return None
 
 
-def examples(*lines: str) -> str:
-    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+def _cleanup() -> None:
+    from stmoe.train.distributed import cleanup
+
+    cleanup()
+
+
+handle_errors = one_line_errors(
+    _translate, interrupted="interrupted; checkpoints of finished epochs are kept - re-run the same command with --resume",
+    prefix=_rank_prefix, cleanup=_cleanup)
 
 
 # --------------------------------------------------------------------------- shared options, defined once

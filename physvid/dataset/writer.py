@@ -138,6 +138,17 @@ def human_bytes(n: float) -> str:
 
 
 # --------------------------------------------------------------------------- argument checks
+def _layout(n, shard_size, workers, compression, shard_range):
+    """Validate the run's size options and cut it into shards: (n, shard_size, workers, specs, (first, stop) shard)."""
+    n = _check_int("n", n, 1)
+    shard_size = _check_int("shard_size", shard_size, 1)
+    workers = resolve_workers(workers)
+    if compression not in COMPRESSIONS:
+        raise ConfigError(f"unknown compression {compression!r}; allowed: {', '.join(COMPRESSIONS)}")
+    specs = shard_specs(n, shard_size)
+    return n, shard_size, workers, specs, resolve_shard_range(shard_range, len(specs))
+
+
 def _check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -551,13 +562,7 @@ def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[s
     `shard_range` (a, b) writes only shards a..b-1, for job arrays; `finalize` (default: when the whole range was
     asked for) writes the manifest once every shard exists and verifies. Re-running resumes; `overwrite` starts fresh.
     """
-    n = _check_int("n", n, 1)
-    shard_size = _check_int("shard_size", shard_size, 1)
-    workers = resolve_workers(workers)
-    if compression not in COMPRESSIONS:
-        raise ConfigError(f"unknown compression {compression!r}; allowed: {', '.join(COMPRESSIONS)}")
-    specs = shard_specs(n, shard_size)
-    a, b = resolve_shard_range(shard_range, len(specs))
+    n, shard_size, workers, specs, (a, b) = _layout(n, shard_size, workers, compression, shard_range)
     if finalize is None:
         finalize = (a, b) == (0, len(specs))
     name = source_name or getattr(source, "name", None) or type(source).__name__
@@ -704,13 +709,7 @@ def estimate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, sha
     import h5py
 
     config = _render_args(config)
-    n = _check_int("n", n, 1)
-    shard_size = _check_int("shard_size", shard_size, 1)
-    workers = resolve_workers(workers)
-    if compression not in COMPRESSIONS:
-        raise ConfigError(f"unknown compression {compression!r}; allowed: {', '.join(COMPRESSIONS)}")
-    specs = shard_specs(n, shard_size)
-    a, b = resolve_shard_range(shard_range, len(specs))
+    n, shard_size, workers, specs, (a, b) = _layout(n, shard_size, workers, compression, shard_range)
     out = Path(out)
     notes: list[str] = []
     todo = specs[a:b]
