@@ -218,24 +218,24 @@ def train_global(config: Config, out: str | Path, *, checkpoint: str | Path, res
 
 
 # --------------------------------------------------------------------------------------------------- ablations
+def _train_from_scratch_on_real(config: Config, stage: str, what: str, out, resume, callbacks, dist_info) -> Path:
+    """A stage that builds its model from scratch and trains all of it on the real data."""
+    cfg = config.stage(stage)
+    paths = _paths(cfg, config.real, what)
+    return fit(_build(cfg), cfg, out, paths, stage=stage, resume=resume, callbacks=callbacks,
+               dist_info=dist_info).best_checkpoint
+
+
 def train_end_to_end(config: Config, out: str | Path, *, resume: bool = False, callbacks: Iterable[Callback] = (),
                      dist_info: DistInfo | None = None) -> Path:
     """The STMoE architecture trained only on the real data, from scratch (paper Table 5, "end-to-end")."""
-    cfg = config.stage("end_to_end")
-    paths = _paths(cfg, config.real, "the end-to-end run")
-    model = _build(cfg)
-    return fit(model, cfg, out, paths, stage="end_to_end", resume=resume, callbacks=callbacks,
-               dist_info=dist_info).best_checkpoint
+    return _train_from_scratch_on_real(config, "end_to_end", "the end-to-end run", out, resume, callbacks, dist_info)
 
 
 def train_baseline(config: Config, out: str | Path, *, resume: bool = False, callbacks: Iterable[Callback] = (),
                    dist_info: DistInfo | None = None) -> Path:
     """Any registered model alone (``stages.baseline.model``, default MIM) on the real data (§4 baselines)."""
-    cfg = config.stage("baseline")
-    paths = _paths(cfg, config.real, "the baseline")
-    model = _build(cfg)
-    return fit(model, cfg, out, paths, stage="baseline", resume=resume, callbacks=callbacks,
-               dist_info=dist_info).best_checkpoint
+    return _train_from_scratch_on_real(config, "baseline", "the baseline", out, resume, callbacks, dist_info)
 
 
 # --------------------------------------------------------------------------------------------------- pipeline
