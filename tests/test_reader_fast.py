@@ -1,0 +1,247 @@
+"""physvid.dataset.reader fast path: raw chunk reads with the filter pipeline undone here must equal HDF5's own reads
+byte for byte, verify fletcher32 on every chunk, and fall back to h5py for anything they do not handle."""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from physvid import NoiseConfig, RenderConfig, ShapeConfig
+from physvid.dataset import generate, open_dataset
+from physvid.dataset import reader as rd
+from physvid.errors import DatasetError
+
+NOISY = RenderConfig(property="all", height=16, width=16, frames=3, shape=ShapeConfig(num_objects=(1, 2)),
+                     noise=NoiseConfig(ratio=0.26), masks=True, property_maps=True)
+
+
+# ---------------------------------------------------------------------------------------------- slow, obvious twins
+def fletcher32_twin(data) -> int:
+    """HDF5's H5_checksum_fletcher32, transcribed literally: big-endian words, folds after every 360 words and twice
+    at the end."""
+    b = bytes(data)
+    s1 = s2 = 0
+    words = b[:len(b) // 2 * 2]
+    for start in range(0, len(words), 720):
+        for k in range(start, min(start + 720, len(words)), 2):
+            s1 += (words[k] << 8) | words[k + 1]
+            s2 += s1
+        s1 = (s1 & 0xFFFF) + (s1 >> 16)
+        s2 = (s2 & 0xFFFF) + (s2 >> 16)
+    if len(b) % 2:
+        s1 += b[-1] << 8
+        s2 += s1
+        s1 = (s1 & 0xFFFF) + (s1 >> 16)
+        s2 = (s2 & 0xFFFF) + (s2 >> 16)
+    s1 = (s1 & 0xFFFF) + (s1 >> 16)
+    s2 = (s2 & 0xFFFF) + (s2 >> 16)
+    assert s1 < 1 << 16 and s2 < 1 << 16
+    return (s2 << 16) | s1
+
+
+def stored_checksum(raw: bytes) -> int:
+    return int.from_bytes(raw[-4:], "little")
+
+
+def chunk_span(dset, j: int) -> tuple[int, int]:
+    info = dset.id.get_chunk_info_by_coord((j,) + (0,) * (dset.ndim - 1))
+    return info.byte_offset, info.size
+
+
+def flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+# ---------------------------------------------------------------------------------------------- fletcher32 kernel
+def test_fletcher32_equals_hdf5s_definition():
+    rng = np.random.default_rng(3)
+    cases = [np.zeros(0, np.uint8), np.array([7], np.uint8), np.zeros(11, np.uint8), np.full(2, 255, np.uint8),
+             np.full(3, 255, np.uint8), np.full(65535 * 2 + 1, 255, np.uint8)]
+    cases += [rng.integers(0, 256, n, dtype=np.uint8) for n in (1, 2, 3, 719, 720, 721, 722, 4097, 40960, 40961)]
+    for data in cases:
+        assert rd.fletcher32(data) == fletcher32_twin(data), len(data)
+    big = rng.integers(0, 256, 40963, dtype=np.uint8)
+    assert rd.fletcher32(big[1:]) == fletcher32_twin(big[1:])  # a buffer that is not 2-byte aligned
+
+
+def test_fletcher32_blocks_past_two_mib():
+    """Chunks over 2**20 words take the kernel's block loop; the exact sums (Python ints) give the reference."""
+    data = np.random.default_rng(4).integers(0, 256, (1 << 21) + 4099, dtype=np.uint8)
+    w = data[:len(data) // 2 * 2].reshape(-1, 2).astype(np.int64)
+    w = (w[:, 0] << 8) | w[:, 1]
+    n = len(w)
+    s1 = int(w.sum()) + (int(data[-1]) << 8)
+    s2 = n * int(w.sum()) - int((np.arange(n, dtype=np.int64) * w).sum()) + s1
+    assert rd.fletcher32(data) == ((s2 - 1) % 65535 + 1) << 16 | ((s1 - 1) % 65535 + 1)
+
+
+def test_fletcher32_matches_checksums_hdf5_stored(tmp_path):
+    """Chunk sizes odd and even, raw and compressed: the kernel reproduces what HDF5 wrote after each chunk."""
+    rng = np.random.default_rng(5)
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        dsets = [f.create_dataset("odd", data=rng.integers(0, 256, (4, 3, 5, 7), dtype=np.uint8), chunks=(1, 3, 5, 7),
+                                  fletcher32=True),
+                 f.create_dataset("ff", data=np.full((2, 2), 255, np.uint8), chunks=(1, 2), fletcher32=True),
+                 f.create_dataset("gz", data=rng.integers(0, 40, (6, 2, 1, 9, 9), dtype=np.uint8),
+                                  chunks=(1, 2, 1, 9, 9), compression="gzip", shuffle=True, fletcher32=True)]
+        lengths = set()
+        for d in dsets:
+            for j in range(d.shape[0]):
+                _, raw = d.id.read_direct_chunk((j,) + (0,) * (d.ndim - 1))
+                lengths.add(len(raw) % 2)
+                assert rd.fletcher32(np.frombuffer(raw[:-4], np.uint8)) == stored_checksum(raw)
+        assert lengths == {0, 1}
+
+
+# ---------------------------------------------------------------------------------------------- whole datasets
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reads")
+    for compression in ("gzip", "lzf", "none"):
+        generate(NOISY, 7, root / compression, shard_size=3, workers=1, compression=compression)
+    return root
+
+
+def plain_h5py(folder: Path, name: str = "video") -> np.ndarray:
+    parts = []
+    for shard in sorted(folder.glob("shard-*.h5")):
+        with h5py.File(shard, "r") as f:
+            parts.append(f[name][()])
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", "none"])
+def test_reads_equal_plain_h5py_byte_for_byte(datasets, compression):
+    folder = datasets / compression
+    ref = plain_h5py(folder)
+    ds = open_dataset(folder)
+    for i in range(len(ds)):
+        got = ds[i]
+        assert got.dtype == np.uint8 and got.flags.writeable and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, ref[i])
+    np.testing.assert_array_equal(ds[:], ref)
+    np.testing.assert_array_equal(ds[1:6], ref[1:6])
+    np.testing.assert_array_equal(ds[[6, 0, 2, 3]], ref[[6, 0, 2, 3]])
+    masks, maps = plain_h5py(folder, "masks"), plain_h5py(folder, "property_map")
+    for i in (0, 4, 6):
+        one = ds.get(i)
+        np.testing.assert_array_equal(one["video"], ref[i])
+        np.testing.assert_array_equal(one["masks"], masks[i])
+        np.testing.assert_array_equal(one["property_map"], maps[i])
+        assert one["index"] == i
+    # gzip and none take the fast path; LZF is read by h5py (FAST_FILTERS says why).
+    kind = rd._PlainReader if compression == "lzf" else rd._ChunkReader
+    assert isinstance(ds._reader("video", 0), kind) and isinstance(ds._reader("masks", 2), kind)
+    ds[0][:] = 0  # a returned array is the caller's own
+    np.testing.assert_array_equal(ds[0], ref[0])
+
+    single = open_dataset(folder / "shard-00001.h5")
+    for j in range(len(single)):
+        np.testing.assert_array_equal(single[j], ref[3 + j])
+    np.testing.assert_array_equal(single[0:3], ref[3:6])
+
+
+def test_stdlib_zlib_decodes_the_same(datasets, monkeypatch):
+    monkeypatch.setattr(rd, "_inflater", zlib)
+    ref = plain_h5py(datasets / "gzip")
+    ds = open_dataset(datasets / "gzip")
+    np.testing.assert_array_equal(np.stack([ds[i] for i in range(len(ds))]), ref)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", "none"])
+def test_a_flipped_byte_in_a_chunk_raises(datasets, tmp_path, compression):
+    shard = tmp_path / "shard-00000.h5"
+    shard.write_bytes((datasets / compression / "shard-00000.h5").read_bytes())
+    with h5py.File(shard, "r") as f:
+        offset, size = chunk_span(f["video"], 1)
+    flip(shard, offset + size // 2)
+    ds = open_dataset(shard)
+    np.testing.assert_array_equal(ds[0], plain_h5py(datasets / compression)[0])  # the other chunks still read
+    for read in (lambda: ds[1], lambda: ds[0:3], lambda: ds.get(1)):
+        with pytest.raises(DatasetError, match=r"shard-00000.h5:/video: rows? [01].*physvid verify") as err:
+            read()
+        if compression != "lzf":
+            assert "fletcher32" in str(err.value)
+    with pytest.raises(OSError):  # what plain h5py says about the same chunk: it is corrupt, not just different
+        with h5py.File(shard, "r") as f:
+            f["video"][1]
+
+
+def test_a_flipped_checksum_byte_raises(datasets, tmp_path):
+    shard = tmp_path / "shard-00000.h5"
+    shard.write_bytes((datasets / "none" / "shard-00000.h5").read_bytes())
+    with h5py.File(shard, "r") as f:
+        offset, size = chunk_span(f["video"], 2)
+    flip(shard, offset + size - 1)
+    with pytest.raises(DatasetError, match="fletcher32"):
+        open_dataset(shard)[2]
+
+
+# ---------------------------------------------------------------------------------------------- the fallback
+def shard_like(path: Path, source: Path, **video_options) -> np.ndarray:
+    """A copy of `source` whose `video` is rewritten with other storage options; returns the video."""
+    path.write_bytes(source.read_bytes())
+    with h5py.File(path, "r+") as f:
+        video = f["video"][()]
+        del f["video"]
+        f.create_dataset("video", data=video, **video_options)
+    return video
+
+
+@pytest.mark.parametrize("options", [
+    dict(chunks=(2, 3, 1, 16, 16), compression="gzip", shuffle=True, fletcher32=True),  # two rows per chunk
+    dict(chunks=(1, 3, 1, 16, 16), scaleoffset=0),  # a filter not decoded here
+    dict(chunks=None),  # contiguous
+], ids=["two-rows-per-chunk", "scaleoffset", "contiguous"])
+def test_other_storage_falls_back_to_h5py(datasets, tmp_path, options):
+    video = shard_like(tmp_path / "s.h5", datasets / "gzip" / "shard-00000.h5", **options)
+    ds = open_dataset(tmp_path / "s.h5")
+    assert isinstance(ds._reader("video", 0), rd._PlainReader)
+    for j in range(len(ds)):
+        np.testing.assert_array_equal(ds[j], video[j])
+    np.testing.assert_array_equal(ds[0:3], video)
+
+
+def test_pipeline_details_are_followed(tmp_path):
+    """Shuffle of 2-byte elements, a chunk whose optional deflate was skipped (filter mask), an unwritten chunk."""
+    rng = np.random.default_rng(6)
+    data = rng.integers(0, 3000, (4, 3, 5, 7), dtype=np.int16)
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        d = f.create_dataset("v", shape=data.shape, dtype=np.int16, chunks=(1, 3, 5, 7), compression="gzip",
+                             shuffle=True, fletcher32=True, fillvalue=-3)
+        d[0:2] = data[0:2]
+        # Row 2 stored with deflate skipped (mask bit 1), as HDF5 stores chunks an optional filter could not shrink.
+        body = data[2].tobytes()
+        shuffled = np.frombuffer(body, np.uint8).reshape(-1, 2).T.tobytes()
+        checksum = fletcher32_twin(shuffled).to_bytes(4, "little")
+        d.id.write_direct_chunk((2, 0, 0, 0), shuffled + checksum, filter_mask=0b010)
+        # Row 3 never written: HDF5 returns the fill value.
+    with h5py.File(tmp_path / "p.h5", "r") as f:
+        d = f["v"]
+        steps = rd._fast_pipeline(d)
+        assert steps == ((rd.FILTER_SHUFFLE, 2), (rd.FILTER_DEFLATE, 2), (rd.FILTER_FLETCHER32, 2))
+        reader = rd._ChunkReader(d, steps, "p.h5:/v")
+        for j in range(4):
+            got = reader.read(j)
+            assert got.dtype == np.int16
+            np.testing.assert_array_equal(got, d[j])
+        np.testing.assert_array_equal(reader.read(2), data[2])
+        assert (reader.read(3) == -3).all()
+        with h5py.File(tmp_path / "q.h5", "w") as g:
+            big_endian = g.create_dataset("v", data=data.astype(">i2"), chunks=(1, 3, 5, 7), fletcher32=True)
+            assert rd._fast_pipeline(big_endian) is None
+
+
+def test_pickled_dataset_reopens_and_reads(datasets):
+    import pickle
+
+    ds = open_dataset(datasets / "gzip")
+    first = ds[5]
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._readers == {} and clone._handles == {}
+    np.testing.assert_array_equal(clone[5], first)
