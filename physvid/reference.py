@@ -153,6 +153,44 @@ def hash_fill_reference(key: int, table: np.ndarray, shape) -> np.ndarray:
     return table[idx].reshape(shape)
 
 
+def mix_noise_reference(key_g: int, weight_g: float, key_u: int, weight_u: float, scales, perlin: np.ndarray):
+    """(w_g·G + w_u·U) + scale_c·P in float32, G/U the hashed Gaussian/white fields looked up in their tables, P the
+    unscaled Perlin fields (T, C, H, W), left out when `scales` is empty."""
+    from .kernels.noise import gaussian_table, uniform_table
+
+    f = np.float32
+    shape = perlin.shape
+    v = np.zeros(shape, f)
+    if weight_g != 0:
+        v = v + f(weight_g) * hash_fill_reference(key_g, gaussian_table(), shape)
+    if weight_u != 0:
+        v = v + f(weight_u) * hash_fill_reference(key_u, uniform_table(), shape)
+    if len(scales):
+        v = v + np.asarray(scales, f)[None, :, None, None] * perlin
+    return v
+
+
+def perlin_window_reference(bank: np.ndarray, oz, oy, ox, vy, vx, flip_y, flip_x, shape) -> np.ndarray:
+    """Frame t: the bilinear samples of bank[oz + t] at rows py_t ± y and columns px_t ± x (px_t = ox + vx·t, plus
+    W − 1 when mirrored), float32 weights; the window read from a mirrored index vector, one frame at a time."""
+    nt, h, w = shape
+    f = np.float32
+    out = np.empty(shape, f)
+    for t in range(nt):
+        px = ox + vx * t + (w - 1 if flip_x else 0)
+        py = oy + vy * t + (h - 1 if flip_y else 0)
+        x0, y0 = math.floor(px), math.floor(py)
+        fx, fy = f(px - x0), f(py - y0)
+        cols = x0 + (-1 if flip_x else 1) * np.arange(w)
+        rows = y0 + (-1 if flip_y else 1) * np.arange(h)
+        sl = bank[oz + t]
+        a, b = sl[rows[:, None], cols], sl[rows[:, None], cols + 1]
+        c, d = sl[rows[:, None] + 1, cols], sl[rows[:, None] + 1, cols + 1]
+        one = f(1.0)
+        out[t] = ((one - fx) * (one - fy) * a + fx * (one - fy) * b) + ((one - fx) * fy * c + fx * fy * d)
+    return out
+
+
 def noise_scale_reference(clean: np.ndarray, noise: np.ndarray, ratio: float, iters: int = 100) -> float:
     """Bisection for Σ|q(c + s·n) − q(c)| = ratio · Σ q(c) on the 8-bit quantised values."""
     c, n = clean.astype(np.float64), noise.astype(np.float64)

@@ -1,8 +1,10 @@
-"""The renderer: draw every random parameter of sequence i from SeedSequence(seed, i), then call the numba kernels.
+"""The renderer: draw every random parameter of sequence i from its own streams, then call the numba kernels.
 
-Sequence i is a pure function of (config, i): the scene stream and the noise stream are two independent children of
-`SeedSequence(config.seed, spawn_key=(i,))`, so the clean signal does not depend on the noise settings and a clean/noisy
-pair is made by rendering twice. Nothing depends on batching, worker count or order.
+Sequence i is a pure function of (config, i): a scene stream and a noise stream, two PCG64 generators keyed by
+(config.seed, preset, i, stream) (`stream_state`), so the clean signal does not depend on the noise settings and a
+clean/noisy pair is made by rendering twice. Nothing depends on batching, worker count or order.
+`render_sequence` is the readable one-sequence path (Python `sample_scene`); `render` runs a whole batch in one numba
+call (`kernels.pipeline.render_batch`) and gives the same bytes.
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from .config import RenderConfig
 from .digits import load_digits
 from .kernels import motion as mk
 from .kernels import noise as nk
+from .kernels import pipeline as pk
 from .kernels import raster as rk
+from .kernels import scene as sc
 from .properties import INTENSITY, PROPERTIES, ROTATION, TRANSLATION
 
 MAX_VERTICES = 12
@@ -50,15 +54,50 @@ class Sequence:
     property_map: np.ndarray | None  # uint8 (T, H, W): 0 background, 1 translation, 2 rotation, 3 intensity
 
 
-def sequence_rngs(seed: int, index: int, preset: str = "") -> tuple[np.random.Generator, np.random.Generator]:
-    """(scene, noise) generators of sequence `index`: independent streams, so noise settings never touch the scene.
+_M64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
 
-    Both are keyed by (index, preset, stream) under the dataset seed; the preset's name is part of the key so that
-    D^translation and D^rotation made with one seed do not share scenes.
+
+def _mix64(z: int) -> int:
+    """SplitMix64's finaliser on a Python int (a bijection of 64-bit words with full avalanche)."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+@functools.lru_cache(maxsize=64)
+def _prefix_hash(seed: int, preset: str) -> int:
+    h = _mix64((seed + _GOLDEN) & _M64)
+    return _mix64(((h ^ zlib.crc32(preset.encode())) + _GOLDEN) & _M64)
+
+
+def stream_state(seed: int, index: int, preset: str, stream: int) -> dict:
+    """The PCG64 state of stream `stream` (0 scene, 1 noise) of sequence `index`: a SplitMix64 hash chain over
+    (seed, crc32(preset), index, stream) gives the 128-bit state and the (odd) 128-bit increment.
+
+    Setting a state costs ~2 µs where building a SeedSequence and a PCG64 costs ~30 µs, and the hash is as much a pure
+    function of its inputs; the preset's name is part of the key so that D^translation and D^rotation made with one
+    seed do not share scenes.
     """
-    key = (int(index), zlib.crc32(preset.encode())) if preset else (int(index),)
-    return tuple(np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=key + (stream,))))
-                 for stream in (0, 1))
+    h = _prefix_hash(int(seed), preset)
+    for word in (int(index), int(stream)):
+        h = _mix64(((h ^ word) + _GOLDEN) & _M64)
+    w = [_mix64((h + (j + 1) * _GOLDEN) & _M64) for j in range(4)]
+    return {"bit_generator": "PCG64", "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3] | 1},
+            "has_uint32": 0, "uinteger": 0}
+
+
+def sequence_rngs(seed: int, index: int, preset: str = "") -> tuple[np.random.Generator, np.random.Generator]:
+    """(scene, noise) generators of sequence `index`: independent streams, so noise settings never touch the scene."""
+    gens = (np.random.Generator(np.random.PCG64(0)), np.random.Generator(np.random.PCG64(0)))
+    reseed(gens, seed, index, preset)
+    return gens
+
+
+def reseed(gens, seed: int, index: int, preset: str) -> None:
+    """Point the (scene, noise) generators `gens` at sequence `index` (reused across a batch: no allocation)."""
+    for stream, gen in enumerate(gens):
+        gen.bit_generator.state = stream_state(seed, index, preset, stream)
 
 
 class Uniforms:
@@ -113,11 +152,6 @@ VERTEX_DRAWS = 2 * MAX_VERTICES + 1
 SEQUENCE_DRAWS = 12
 
 
-def _vector(rng, rng_range):
-    mag, ang = float(rng.uniform(*rng_range)), float(rng.uniform(0.0, 2.0 * math.pi))
-    return mag * math.cos(ang), mag * math.sin(ang)
-
-
 def kernel_for(kind: str, size: int, gain: float, spread: float) -> np.ndarray:
     """Convolution kernel with sum `gain` (paper §3.2: sum > 1 increments, < 1 decrements the intensity)."""
     r = size // 2
@@ -138,14 +172,18 @@ def _polygon(draws: np.ndarray, n: int, radius: float, irregular: bool) -> np.nd
     Irregular vertices sit at jittered angles (k + j·(u_k − 1/2))·2π/n with j <= 0.7 chosen so that consecutive
     vertices are less than 170° apart: the polygon always contains its centre and is never a sliver.
     """
-    if irregular:
-        jitter = min(0.7, 170.0 * n / 360.0 - 1.0)  # a gap is at most (1 + j)·360°/n
-        angles = (np.arange(n) + jitter * (draws[:n] - 0.5)) * (2.0 * math.pi / n) + draws[-1] * 2.0 * math.pi
-        radii = (0.45 + 0.55 * draws[MAX_VERTICES:MAX_VERTICES + n]) * radius
-    else:
-        angles = np.arange(n) * (2.0 * math.pi / n) + draws[-1] * 2.0 * math.pi
-        radii = np.full(n, radius)
-    return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+    out = np.empty((n, 2))
+    phase = draws[-1] * 2.0 * math.pi
+    jitter = min(0.7, 170.0 * n / 360.0 - 1.0)  # a gap is at most (1 + j)·360°/n
+    for i in range(n):  # math.cos/sin (libm, as in the numba twin), not NumPy's SIMD versions, so both agree exactly
+        if irregular:
+            angle = (i + jitter * (draws[i] - 0.5)) * (2.0 * math.pi / n) + phase
+            r = (0.45 + 0.55 * draws[MAX_VERTICES + i]) * radius
+        else:
+            angle = i * (2.0 * math.pi / n) + phase
+            r = radius
+        out[i] = r * math.cos(angle), r * math.sin(angle)
+    return out
 
 
 MOTION_FIELDS = (("x0", "vx", "ax", "jx"), ("y0", "vy", "ay", "jy"),
@@ -287,47 +325,64 @@ def _texture(p, k, t):
                      p["tex_phase"][k] + p["tex_drift"][k] * t, p["tex_contrast"][k]], np.float64)
 
 
+@functools.lru_cache(maxsize=16)
+def pack_config(config: RenderConfig) -> np.ndarray:
+    """The config as the float64 vector the numba kernels read (slots `C_*` of physvid.kernels.scene).
+
+    The digit count slot is 0 here; `render` fills it when a plan draws digits (the file is read only then)."""
+    s, tx, mo, it = config.shape, config.texture, config.motion, config.intensity
+    v = np.zeros(sc.N_CONFIG)
+    for slot, rng_range in ((sc.C_SIZE, s.size), (sc.C_ASPECT, s.aspect), (sc.C_THICKNESS, s.thickness),
+                            (sc.C_SIDES, s.sides), (sc.C_BRIGHTNESS, s.brightness), (sc.C_ANGLE, mo.angle),
+                            (sc.C_SPEED, mo.speed), (sc.C_ACCEL, mo.acceleration), (sc.C_JERK, mo.jerk),
+                            (sc.C_ANG_SPEED, mo.angular_speed), (sc.C_ANG_ACCEL, mo.angular_acceleration),
+                            (sc.C_ANG_JERK, mo.angular_jerk), (sc.C_GAIN, it.gain), (sc.C_SPREAD, it.spread),
+                            (sc.C_TEX_FREQ, tx.frequency), (sc.C_TEX_CONTRAST, tx.contrast), (sc.C_TEX_DRIFT, tx.drift),
+                            (sc.C_BG_LEVEL, tx.background_level)):
+        v[slot], v[slot + 1] = rng_range
+    v[sc.C_MIN_CHANGE], v[sc.C_GROW_P] = it.min_change, it.grow_probability
+    v[sc.C_TEX_P], v[sc.C_BG_P] = tx.object_probability, tx.background_probability
+    v[sc.C_CHANNELS], v[sc.C_HEIGHT], v[sc.C_WIDTH], v[sc.C_FRAMES] = (config.channels, config.height, config.width,
+                                                                       config.frames)
+    v[sc.C_OBJECT_SCOPE], v[sc.C_FRAME_SCOPE] = it.scope == "object", it.scope == "frame"
+    v[sc.C_KERNEL], v[sc.C_KERNEL_SIZE] = pk.KERNEL_CODES[it.kernel], it.kernel_size
+    v[sc.C_BOUNDARY], v[sc.C_ADDITIVE] = mk.BOUNDARY_CODES[mo.boundary], s.overlap == "add"
+    v.setflags(write=False)
+    return v
+
+
+def pack_params(p: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A sequence's parameter dict as the kernels' arrays: per-object floats (N, 26), ints (N, 5), vertices (N, 12, 2)
+    and per-sequence scalars (12,), columns in the orders of OBJECT_FLOAT_FIELDS, OBJECT_INT_FIELDS, SEQUENCE_FIELDS."""
+    pf = np.stack([np.asarray(p[name], np.float64) for name in OBJECT_FLOAT_FIELDS], axis=1)
+    pi = np.stack([np.asarray(p[name], np.int32) for name in OBJECT_INT_FIELDS], axis=1)
+    ps = np.array([float(p.get(name, 0.0)) for name in SEQUENCE_FIELDS])
+    return pf, pi, np.ascontiguousarray(p["vertices"], np.float64), ps
+
+
+_NO_DIGITS = np.zeros((1, 1, 1), np.float32)
+_NO_MASKS = np.zeros((1, 1, 1, 1), np.uint8)
+
+
 def render_clean(config: RenderConfig, p: dict, want_masks: bool = False, want_map: bool = False):
     """Float32 (T, C, H, W) clean frames in [0, 1] plus optional masks (T, N, H, W) and property map (T, H, W)."""
     T, C, H, W = config.frames, config.channels, config.height, config.width
     n = int(p["num_objects"])
     additive = config.shape.overlap == "add"
     wrap = config.motion.boundary == "wrap"
-    it = config.intensity
     roles = p["role"][:n]
     # Under scope "frame" the intensity objects form one joint layer evolved by a shared kernel (drawn below).
-    joint_ids = [k for k in range(n) if roles[k] == INTENSITY] if it.scope == "frame" else []
+    joint_ids = [k for k in range(n) if roles[k] == INTENSITY] if config.intensity.scope == "frame" else []
     ids = [k for k in range(n) if k not in joint_ids]
-    side = max([sprite_side(p, k, config) for k in range(n)] + [3])
     m = len(ids)
-    masses = np.zeros((m, side, side), np.float32)
-    kernels = np.zeros((m, it.kernel_size, it.kernel_size), np.float32)
-    evolve = np.zeros(m, np.bool_)
-    tex = np.zeros((m, T, 5))
-    all_poses = trajectories(p, n, T, H, W, config.motion.boundary)
-    all_reaches = reaches(p, n, config)
-    poses, extents = all_poses[ids], all_reaches[ids]
-    colours = np.zeros((m, C), np.float32)
-    t_axis = np.arange(T)
-    for row, k in enumerate(ids):
-        masses[row] = make_sprite(p, k, config, side)
-        if roles[k] == INTENSITY:
-            kernels[row] = kernel_for(it.kernel, it.kernel_size, p["gain"][k], max(p["spread"][k], 1e-3))
-            evolve[row] = True
-        tex[row] = _texture(p, k, 0)
-        tex[row, :, 3] += p["tex_drift"][k] * t_axis
-        colours[row] = _colour(p, k, C)
-    background = np.zeros((T, 5))
-    if p["background_level"] > 0:
-        background[:] = [p["background_level"], p["background_frequency"], p["background_orientation"],
-                         p["background_phase"], p["background_contrast"]]
-        background[:, 3] += p["background_drift"] * t_axis
+    digits = load_digits(config.shape.digits) if (p["shape"][:n] == rk.SHAPE_IDS["digit"]).any() else _NO_DIGITS
     clean = np.zeros((T, C, H, W), np.float32)
     owner = np.zeros((T, H, W), np.int16)
     vmax = np.zeros((T, H, W), np.float32)
     masks = np.zeros((T, config.max_objects, H, W), np.uint8) if want_masks else None
-    rk.compose_sequence(masses, kernels, evolve, tex, poses, extents, colours, background, additive, wrap, clean, owner,
-                        vmax, masks if want_masks else np.zeros((1, 1, 1, 1), np.uint8), want_masks)
+    pf, pi, verts, ps = pack_params(p)
+    pk.render_objects(pf, pi, verts, n, np.array(ids, np.int64), ps, pack_config(config), digits, clean, owner, vmax,
+                      _NO_MASKS if masks is None else masks, want_masks)
     if masks is not None and ids != list(range(m)):
         masks[:, ids] = masks[:, :m].copy()  # kernel rows -> object slots
         masks[:, [k for k in range(n) if k not in ids]] = 0
@@ -335,8 +390,9 @@ def render_clean(config: RenderConfig, p: dict, want_masks: bool = False, want_m
     if want_map or joint_ids:
         owner_role = np.concatenate([[0], roles[ids]]).astype(np.uint8)[owner]
         if joint_ids:
-            _draw_joint_layer(config, p, joint_ids, side, clean, owner_role, vmax, masks, additive, wrap, all_poses,
-                              all_reaches)
+            side = max([sprite_side(p, k, config) for k in range(n)] + [3])
+            _draw_joint_layer(config, p, joint_ids, side, clean, owner_role, vmax, masks, additive, wrap,
+                              trajectories(p, n, T, H, W, config.motion.boundary), reaches(p, n, config))
             np.clip(clean, 0.0, 1.0, out=clean)
         if want_map:
             pmap = np.where(vmax >= VISIBLE, owner_role, 0).astype(np.uint8)
@@ -378,10 +434,12 @@ def _draw_joint_layer(config, p, joint_ids, side, clean, owner_role, vmax, masks
 
 @functools.lru_cache(maxsize=4)
 def perlin_bank(octaves, persistence, lacunarity, frequency, speed, depth, height, width) -> np.ndarray:
-    """A fractal Perlin volume (time, y, x), built once per process; every sequence samples a drifting window of it."""
+    """A fractal Perlin volume (time, y, x) of `depth` slices followed by the same slices transposed (2·depth, y, x;
+    height == width), built once per process; every sequence samples a drifting window of one half."""
     from .kernels.perlin import perlin_volume
 
-    return perlin_volume(depth, height, width, frequency, speed, octaves, persistence, lacunarity, 0, 1024, 1024, 1024)
+    return nk.oriented_bank(perlin_volume(depth, height, width, frequency, speed, octaves, persistence, lacunarity, 0,
+                                          1024, 1024, 1024))
 
 
 def bank_shape(config: RenderConfig) -> tuple[int, int, int]:
@@ -391,35 +449,29 @@ def bank_shape(config: RenderConfig) -> tuple[int, int, int]:
     return T + max(T, 32), 2 * side + 2 * travel, 2 * side + 2 * travel
 
 
-def noise_field(config: RenderConfig, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """Mixed noise (T, C, H, W) float32: Σ weight · field, each field scaled to unit mean magnitude."""
-    nc = config.noise
-    T, C, H, W = config.frames, config.channels, config.height, config.width
-    total = np.empty((T, C, H, W), np.float32)
+def noise_draws(config: RenderConfig, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+    """The noise stream's draws for one sequence: the hash key of the Gaussian/white fields and NOISE_DRAWS uniforms
+    per channel for its Perlin window (a fixed count, so every setting consumes the stream the same way)."""
     key = int(rng.integers(0, 2**63))
-    # Gaussian table: unit variance, mean |g| = sqrt(2/π); uniform on [-1, 1]: mean |u| = 1/2.
-    nk.hash_mix(np.uint64(key), nk.gaussian_table(), nc.gaussian / math.sqrt(2.0 / math.pi),
-                np.uint64(key ^ 0x5DEECE66D), nk.uniform_table(), nc.white * 2.0, total)
-    if nc.perlin > 0:
-        depth, bh, bw = bank_shape(config)
-        bank = perlin_bank(nc.perlin_octaves, nc.perlin_persistence, nc.perlin_lacunarity, nc.perlin_frequency,
-                           nc.perlin_speed, depth, bh, bw)
-        travel = nc.perlin_drift * (T - 1)
-        side = max(H, W)
-        for c in range(C):
-            vx, vy = _vector(rng, (0.0, nc.perlin_drift))
-            oz = int(rng.integers(0, depth - T + 1))
-            # Origins keep every drifting sample strictly inside the bank.
-            ox = float(rng.uniform(travel + 1, bw - side - travel - 2))
-            oy = float(rng.uniform(travel + 1, bh - side - travel - 2))
-            flip_y, flip_x, transpose = (bool(b) for b in rng.integers(0, 2, 3))
-            # Flips and a transpose of the window turn one bank into many distinct fields.
-            # The field is written already transposed and flipped (contiguous) and scaled to unit mean magnitude,
-            # like the other two fields.
-            field = np.empty((T, H, W), np.float32)
-            mag = nk.perlin_window_oriented(bank, oz, oy, ox, vy, vx, flip_y, flip_x, transpose, field) / field.size
-            if mag > 0:
-                nk.add_scaled(total[:, c], field, nc.perlin / mag)
+    return key, rng.random((config.channels, pk.NOISE_DRAWS))
+
+
+def _bank(config: RenderConfig) -> np.ndarray:
+    nc = config.noise
+    if nc.perlin <= 0:
+        return _NO_DIGITS
+    depth, bh, bw = bank_shape(config)
+    return perlin_bank(nc.perlin_octaves, nc.perlin_persistence, nc.perlin_lacunarity, nc.perlin_frequency,
+                       nc.perlin_speed, depth, bh, bw)
+
+
+def noise_field(config: RenderConfig, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Mixed noise (T, C, H, W) float32: Σ weight · field, each field scaled to unit mean magnitude (docs/noise.md)."""
+    nc = config.noise
+    total = np.empty((config.frames, config.channels, config.height, config.width), np.float32)
+    key, draws = noise_draws(config, rng)
+    pk.noise_mix(key, draws, _bank(config), nc.gaussian, nc.white, nc.perlin, nc.perlin_drift, nk.gaussian_table(),
+                 nk.uniform_table(), total)
     return total, {"noise_key": key}
 
 
@@ -446,12 +498,74 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
     """Render sequences `indices` -> (video uint8 [n, T, C, H, W], parameters dict of stacked arrays).
 
     The parameters dict also holds `masks` (n, T, N, H, W) and `property_map` (n, T, H, W) when the config asks for them.
+    Python only runs each sequence's plan and draws its uniforms; sampling, drawing, noise and calibration for the whole
+    batch are one numba call (`kernels.pipeline.render_batch`, the same arithmetic as `render_sequence`).
     """
     indices = [int(i) for i in np.atleast_1d(np.asarray(indices, dtype=np.int64))]
     if any(i < 0 for i in indices):
         from .errors import ConfigError
 
         raise ConfigError(f"indices must be >= 0, got {min(indices)}")
+    if config.intensity.scope == "frame":  # joint intensity layers are drawn in Python (render_clean)
+        return _render_each(config, indices)
+    n, n_max = len(indices), config.max_objects
+    T, C, H, W = config.frames, config.channels, config.height, config.width
+    roles = np.zeros((n, n_max), np.int32)
+    shapes = np.zeros((n, n_max), np.int32)
+    counts = np.zeros(n, np.int64)
+    blocks = np.zeros((n, n_max, OBJECT_DRAWS + VERTEX_DRAWS))
+    seq_u = np.empty((n, SEQUENCE_DRAWS))
+    keys = np.zeros(n, np.uint64)
+    noise_u = np.zeros((n, C, pk.NOISE_DRAWS))
+    noisy = config.noise.ratio > 0
+    gens = (np.random.Generator(np.random.PCG64(0)), np.random.Generator(np.random.PCG64(0)))
+    scene, noise_rng = gens
+    preset = PROPERTIES[config.property]
+    shape_ids = rk.SHAPE_IDS
+    for row, i in enumerate(indices):  # the same draws, in the same order, as render_sequence/sample_scene
+        reseed(gens, config.seed, i, config.property)
+        plan = preset.plan(i, scene, config)
+        k = len(plan)
+        counts[row] = k
+        for j, (role, shape) in enumerate(plan):
+            roles[row, j], shapes[row, j] = role, shape_ids[shape]
+        scene.random(out=blocks[row, :k])
+        scene.random(out=seq_u[row])
+        if noisy:
+            keys[row], noise_u[row] = noise_draws(config, noise_rng)
+    cfg = pack_config(config)
+    digits = _NO_DIGITS
+    if (shapes[roles > 0] == shape_ids["digit"]).any():
+        digits = load_digits(config.shape.digits)
+        cfg = cfg.copy()
+        cfg[sc.C_N_DIGITS] = len(digits)
+    pad = _empty_objects(n_max)
+    pf = np.repeat(np.stack([pad[name] for name in OBJECT_FLOAT_FIELDS], axis=1)[None], n, axis=0)
+    pi = np.repeat(np.stack([pad[name] for name in OBJECT_INT_FIELDS], axis=1)[None], n, axis=0)
+    verts = np.repeat(pad["vertices"][None], n, axis=0)
+    ps = np.zeros((n, len(SEQUENCE_FIELDS)))
+    video = np.empty((n, T, C, H, W), np.uint8)
+    masks = np.zeros((n, T, n_max, H, W), np.uint8) if config.masks else None
+    pmap = np.zeros((n, T, H, W), np.uint8) if config.property_maps else None
+    nc = config.noise
+    pk.render_batch(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg, nc.ratio, nc.gaussian, nc.white,
+                    nc.perlin, nc.perlin_drift, digits, _bank(config) if noisy else _NO_DIGITS, nk.gaussian_table(),
+                    nk.uniform_table(), video, pf, pi, verts, ps, _NO_MASKS[None] if masks is None else masks,
+                    _NO_MASKS if pmap is None else pmap, masks is not None, pmap is not None)
+    params = {name: np.ascontiguousarray(pf[:, :, j]) for j, name in enumerate(OBJECT_FLOAT_FIELDS)}
+    params.update({name: np.ascontiguousarray(pi[:, :, j]) for j, name in enumerate(OBJECT_INT_FIELDS)})
+    params["vertices"] = verts
+    for j, name in enumerate(SEQUENCE_FIELDS):
+        params[name] = ps[:, j].astype(np.int64) if name in ("num_objects", "sequence_role") else ps[:, j].copy()
+    if masks is not None:
+        params["masks"] = masks
+    if pmap is not None:
+        params["property_map"] = pmap
+    return video, params
+
+
+def _render_each(config: RenderConfig, indices: list[int]) -> tuple[np.ndarray, dict]:
+    """`render` one `render_sequence` at a time (scope "frame", whose joint layer is drawn in Python)."""
     n = len(indices)
     T, C, H, W = config.frames, config.channels, config.height, config.width
     video = np.empty((n, T, C, H, W), np.uint8)

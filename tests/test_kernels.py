@@ -205,12 +205,21 @@ def test_hash_noise_matches_numpy(key, n):
         np.testing.assert_array_equal(fast, ref.hash_fill_reference(key, table, (n, 3)))
 
 
-def test_hash_mix_is_the_weighted_sum_of_two_fields():
-    g, u = nk.gaussian_table(), nk.uniform_table()
-    out = np.empty((5, 7), np.float32)
-    nk.hash_mix(np.uint64(11), g, 0.7, np.uint64(99), u, -1.5, out)
-    expect = 0.7 * ref.hash_fill_reference(11, g, (5, 7)) - 1.5 * ref.hash_fill_reference(99, u, (5, 7))
-    np.testing.assert_allclose(out, expect, rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("shape", [(3, 1, 8, 12), (2, 3, 5, 7)])  # one channel; channels and planes of odd size
+@pytest.mark.parametrize("weights", [(0.7, -1.5, True), (0.0, 2.0, True), (1.2, 0.0, False)])
+def test_mix_noise_is_the_weighted_sum_of_the_fields(shape, weights):
+    wg, wu, with_perlin = weights
+    perlin = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    scales = np.array([0.5, 0.0, 2.5][:shape[1]]) if with_perlin else np.zeros(0)
+    out = perlin.copy() if with_perlin else np.full(shape, np.nan, np.float32)  # not read without Perlin
+    nk.mix_noise(np.uint64(11), nk.gaussian_table(), wg, np.uint64(99), wu, scales, out)
+    np.testing.assert_array_equal(out, ref.mix_noise_reference(11, wg, 99, wu, scales, perlin))
+
+
+def test_white_levels_are_the_uniform_table():
+    # mix_noise computes the white levels (2k − 65535)/65536 instead of looking them up: the same float32 values.
+    k = np.arange(nk.LEVELS)
+    np.testing.assert_array_equal(((2 * k - 65535).astype(np.float32) * np.float32(2.0**-16)), nk.uniform_table())
 
 
 def test_hash_noise_distributions():
@@ -273,8 +282,8 @@ def test_quantise_matches_numpy():
 
 def test_perlin_window_is_a_bilinear_crop():
     bank = np.random.default_rng(2).random((6, 30, 30)).astype(np.float32)
-    out = np.empty((3, 8, 9), np.float32)
-    nk.perlin_window(bank, 2, 4.25, 3.5, 0.5, -0.75, out)
+    out = np.empty((3, 1, 8, 9), np.float32)
+    total = nk.perlin_window(bank, 2, 4.25, 3.5, 0.5, -0.75, False, False, out, 0)
     for t in range(3):
         y, x = np.mgrid[0:8, 0:9]
         px, py = 3.5 - 0.75 * t + x, 4.25 + 0.5 * t + y
@@ -283,35 +292,36 @@ def test_perlin_window_is_a_bilinear_crop():
         sl = bank[2 + t]
         slow = ((1 - fx) * (1 - fy) * sl[y0, x0] + fx * (1 - fy) * sl[y0, x0 + 1] + (1 - fx) * fy * sl[y0 + 1, x0]
                 + fx * fy * sl[y0 + 1, x0 + 1])
-        np.testing.assert_allclose(out[t], slow, atol=1e-6)
+        np.testing.assert_allclose(out[t, 0], slow, atol=1e-6)
+    assert total == pytest.approx(np.abs(out.astype(np.float64)).sum(), rel=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(5, 8, 12), (3, 7, 9)])  # h·w a multiple of 4 (unrolled sums) or not
+@pytest.mark.parametrize("shape", [(5, 8, 12), (3, 7, 9)])
 @pytest.mark.parametrize("flip_y", [False, True])
 @pytest.mark.parametrize("flip_x", [False, True])
-@pytest.mark.parametrize("transpose", [False, True])
-def test_perlin_window_oriented_matches_views(shape, flip_y, flip_x, transpose):
+def test_perlin_window_matches_twin_and_mirrors(shape, flip_y, flip_x):
     bank = np.random.default_rng(4).standard_normal((12, 30, 30)).astype(np.float32)
     t, h, w = shape
-    plain = np.empty((t, w, h) if transpose else (t, h, w), np.float32)
-    nk.perlin_window(bank, 3, 5.3, 2.75, 0.6, -0.4, plain)
-    view = plain.transpose(0, 2, 1) if transpose else plain
-    view = view[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]
-    fused = np.empty((t, h, w), np.float32)
-    mag = nk.perlin_window_oriented(bank, 3, 5.3, 2.75, 0.6, -0.4, flip_y, flip_x, transpose, fused)
-    np.testing.assert_array_equal(fused, view)
-    assert mag == nk.abs_sum(plain)  # the same additions in the same order: bit for bit
-    assert mag == pytest.approx(np.abs(plain.astype(np.float64)).sum(), rel=1e-12)
+    out = np.full((t, 2, h, w), 7.0, np.float32)
+    total = nk.perlin_window(bank, 3, 5.3, 2.75, 0.6, -0.4, flip_y, flip_x, out, 1)
+    assert (out[:, 0] == 7.0).all()  # only channel 1 is written
+    np.testing.assert_array_equal(out[:, 1], ref.perlin_window_reference(bank, 3, 5.3, 2.75, 0.6, -0.4, flip_y, flip_x,
+                                                                         shape))
+    assert total == pytest.approx(np.abs(out[:, 1].astype(np.float64)).sum(), rel=1e-6)
+    # A mirrored window is the plain window mirrored (up to the rounding of the shifted sample origin).
+    plain = np.empty((t, 1, h, w), np.float32)
+    nk.perlin_window(bank, 3, 5.3, 2.75, 0.6, -0.4, False, False, plain, 0)
+    np.testing.assert_allclose(out[:, 1], plain[:, 0, ::-1 if flip_y else 1, ::-1 if flip_x else 1], atol=1e-5)
 
 
-def test_abs_sum_and_add_scaled_on_flipped_views():
-    rng = np.random.default_rng(4)
-    field = rng.standard_normal((3, 5, 7)).astype(np.float32)
-    assert nk.abs_sum(field) == pytest.approx(np.abs(field.astype(np.float64)).sum(), rel=1e-12)
-    view = field.transpose(0, 2, 1)[:, ::-1, :]
-    out = np.ones((3, 7, 5), np.float32)
-    nk.add_scaled(out, view, 2.5)
-    np.testing.assert_allclose(out, 1 + 2.5 * view, rtol=1e-6)
+def test_oriented_bank_holds_the_transposed_slices():
+    vol = np.random.default_rng(5).random((4, 6, 6)).astype(np.float32)
+    both = nk.oriented_bank(vol)
+    assert both.shape == (8, 6, 6) and both.flags.c_contiguous
+    np.testing.assert_array_equal(both[:4], vol)
+    np.testing.assert_array_equal(both[4:], vol.transpose(0, 2, 1))
+    with pytest.raises(ValueError, match="square"):
+        nk.oriented_bank(np.zeros((2, 4, 5), np.float32))
 
 
 @SETTINGS
@@ -335,3 +345,17 @@ def test_irregular_polygons_contain_their_centre():
             a = np.sort(np.mod(np.arctan2(v[:, 1], v[:, 0]), 2 * np.pi))
             gaps = np.diff(np.concatenate([a, [a[0] + 2 * np.pi]]))
             assert gaps.max() < np.deg2rad(170.0 + 1e-9)
+
+
+def test_noise_scale_quantise_on_odd_sizes_and_saturated_pixels():
+    # Odd element count (the tail of the lane sums) and clean values at 0 and 1 (no free room one way).
+    rng = np.random.default_rng(7)
+    clean = rng.choice(np.array([0.0, 1.0, 0.5, 0.25], np.float32), size=(3, 1, 7, 9))
+    noise = rng.standard_normal(clean.shape).astype(np.float32)
+    out = np.zeros(clean.shape, np.uint8)
+    s, achieved = nk.noise_scale_quantise(clean, noise, 0.4, out)
+    np.testing.assert_array_equal(out, ref.quantise_reference(clean, noise, s))
+    qc = ref.quantise_reference(clean, clean, 0.0).astype(int)
+    measured = np.abs(out.astype(int) - qc).sum() / qc.sum()
+    assert achieved == pytest.approx(measured, rel=1e-12) and measured == pytest.approx(0.4, rel=0.011)
+    assert (s, achieved) == nk.noise_scale(clean, noise, 0.4)

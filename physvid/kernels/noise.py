@@ -2,25 +2,33 @@
 
 Gaussian and white noise come from a counter-based hash (SplitMix64's finaliser) so that element e of a sequence's
 noise is a pure function of (key, e): no generator state, no dependence on batching or threads. Each 64-bit hash
-yields four 16-bit levels that index a 65,536-entry table: the standard normal quantiles at the level midpoints
-(Gaussian; tails truncated at ±4.33σ) or uniform midpoints in [−1, 1] (white). The slow twins in physvid/reference.py
-compute the same values with NumPy uint64 arithmetic.
+yields four 16-bit levels k: a Gaussian level indexes a 65,536-entry table of standard normal quantiles at the level
+midpoints (tails truncated at ±4.33σ), a white level is the midpoint (2k − 65535)/65536 of the k-th of 65,536 equal bins
+of [−1, 1], computed exactly in float32 (the `uniform_table` entries, without the table). The slow twins in
+physvid/reference.py compute the same values with NumPy uint64 arithmetic.
+
+Every float reduction here runs in an order fixed by the code (explicit lanes), never reassociated, so the bytes are
+the same on every machine.
 """
 from __future__ import annotations
 
 import functools
 import math
+import sys
 from statistics import NormalDist
 
 import numpy as np
 from numba import njit
 
 LEVELS = 65536
+LANES = 16  # partial sums of the solver's float reductions
+if sys.byteorder != "little":  # mix_noise reads the 16-bit levels of a hash through a uint16 view
+    raise ImportError("physvid's noise kernels assume a little-endian machine")
 
 
 @functools.lru_cache(maxsize=None)
 def gaussian_table() -> np.ndarray:
-    """Standard normal quantiles at (k + 0.5) / 65536, float32 (mean 0, std 0.99994)."""
+    """Standard normal quantiles at (k + 0.5) / 65536, float32 (mean 0, std 0.99999; exactly antisymmetric)."""
     nd = NormalDist()
     return np.array([nd.inv_cdf((k + 0.5) / LEVELS) for k in range(LEVELS)], dtype=np.float32)
 
@@ -40,157 +48,162 @@ def splitmix64(z):
 
 @njit(cache=True)
 def hash_fill(key, table, out):
-    """out.flat[e] = table[16-bit level e % 4 of splitmix64(key + (e // 4) · golden)]."""
-    hash_mix(key, table, 1.0, key, table, 0.0, out)
-
-
-@njit(cache=True)
-def hash_mix(key_a, table_a, weight_a, key_b, table_b, weight_b, out):
-    """out.flat[e] = weight_a · A[e] + weight_b · B[e], A and B two hashed fields (see `hash_fill`), in one pass.
-
-    A field whose weight is 0 is not hashed at all.
-    """
+    """out.flat[e] = table[16-bit level e % 4 of splitmix64(key + (e // 4) · golden)] (the definition the fast paths
+    of `mix_noise` follow)."""
     flat = out.reshape(-1)
     n = flat.size
-    ka, kb = np.uint64(key_a), np.uint64(key_b)
+    k = np.uint64(key)
     golden = np.uint64(0x9E3779B97F4A7C15)
-    wa, wb = np.float32(weight_a), np.float32(weight_b)
-    use_a, use_b = weight_a != 0.0, weight_b != 0.0
-    for block in range((n + 3) // 4):
-        za = splitmix64(ka + np.uint64(block) * golden) if use_a else np.uint64(0)
-        zb = splitmix64(kb + np.uint64(block) * golden) if use_b else np.uint64(0)
-        for lane in range(4):
-            e = block * 4 + lane
-            if e < n:
-                shift = np.uint64(16 * lane)
-                v = np.float32(0.0)
-                if use_a:
-                    v += wa * table_a[(za >> shift) & np.uint64(0xFFFF)]
-                if use_b:
-                    v += wb * table_b[(zb >> shift) & np.uint64(0xFFFF)]
-                flat[e] = v
+    for e in range(n):
+        z = splitmix64(k + np.uint64(e // 4) * golden)
+        flat[e] = table[(z >> np.uint64(16 * (e % 4))) & np.uint64(0xFFFF)]
+
+
+CHUNK = 1024  # hashes per field and chunk of `mix_noise` (4096 elements: the chunk's hashes stay in L1)
 
 
 @njit(cache=True)
-def abs_sum(a):
-    """Σ|a| of a contiguous array with four independent partial sums (no single chain of dependent additions; the
-    order is fixed, so the result is the same on every machine)."""
-    flat = a.reshape(-1)
-    s0 = s1 = s2 = s3 = 0.0
-    n4 = flat.size - flat.size % 4
-    for i in range(0, n4, 4):
-        s0 += abs(flat[i])
-        s1 += abs(flat[i + 1])
-        s2 += abs(flat[i + 2])
-        s3 += abs(flat[i + 3])
-    for i in range(n4, flat.size):
-        s0 += abs(flat[i])
-    return (s0 + s1) + (s2 + s3)
+def _hashes(key, b0, z):
+    """z[j] = splitmix64(key + (b0 + j) · golden): one vectorised pass (64-bit multiplies)."""
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    for j in range(z.size):
+        z[j] = splitmix64(key + np.uint64(b0 + j) * golden)
 
 
 @njit(cache=True)
-def add_scaled(out, field, scale):
-    """out += scale · field (field may be a flipped or transposed view)."""
-    nt, h, w = field.shape
-    sc = np.float32(scale)
-    for t in range(nt):
-        for y in range(h):
-            for x in range(w):
-                out[t, y, x] += sc * field[t, y, x]
+def _gaussian_levels(z, table, dst):
+    """dst[4j + l] = table[level l of z[j]], as scalar loads: a vectorised gather is several times slower here (and a
+    computed quantile, vectorised, slower still)."""
+    mask = np.uint64(0xFFFF)
+    for j in range(z.size):
+        zz = z[j]
+        dst[4 * j] = table[zz & mask]
+        dst[4 * j + 1] = table[(zz >> np.uint64(16)) & mask]
+        dst[4 * j + 2] = table[(zz >> np.uint64(32)) & mask]
+        dst[4 * j + 3] = table[zz >> np.uint64(48)]
 
 
 @njit(cache=True)
-def perlin_window(bank, oz, oy, ox, vy, vx, out):
-    """out[t, y, x] = bilinear sample of bank[oz + t] at (ox + vx·t + x, oy + vy·t + y).
+def _mix_span(g, lu, wg, wu, scale, use_g, use_u, keep, dst):
+    """dst[i] = (wg·g[i] + wu·U(lu[i])) + scale·dst[i] (U the white level of a 16-bit level), the terms with
+    use_*/keep false left out: one branch-free vectorised loop per case (the flags are loop-invariant)."""
+    step = np.float32(1.0 / 65536.0)
+    zero = np.float32(0.0)
+    for i in range(dst.size):
+        v = zero
+        if use_g:
+            v += wg * g[i]
+        if use_u:
+            v += wu * (np.float32(np.int32(2) * np.int32(lu[i]) - np.int32(65535)) * step)
+        if keep:
+            v += scale * dst[i]
+        dst[i] = v
 
+
+@njit(cache=True)
+def mix_noise(key_g, gtable, weight_g, key_u, weight_u, scales, out):
+    """out (T, C, H, W) = weight_g·G + weight_u·U + scales[c]·out[:, c], in float32 and in that order.
+
+    G: `hash_fill(key_g, gtable)`; U: `hash_fill(key_u, uniform_table())`, its levels computed, not looked up.
+    `out` holds the channels' unscaled Perlin fields when `scales` is non-empty (scales[c] == 0 drops channel c's),
+    and is not read when `scales` is empty. A field whose weight is 0 is not hashed at all.
+    """
+    nt, nc, h, w = out.shape
+    flat = out.reshape(-1)
+    n = flat.size
+    plane = h * w
+    kg, ku = np.uint64(key_g), np.uint64(key_u)
+    wg, wu = np.float32(weight_g), np.float32(weight_u)
+    use_g, use_u, keep = weight_g != 0.0, weight_u != 0.0, scales.size > 0
+    za = np.zeros(CHUNK, np.uint64)
+    zb = np.zeros(CHUNK, np.uint64)
+    g = np.zeros(4 * CHUNK, np.float32)
+    lu = zb.view(np.uint16)  # level l of zb[j] at 4j + l: little-endian (checked at import)
+    for b0 in range(0, (n + 3) // 4, CHUNK):
+        m = min(CHUNK, (n + 3) // 4 - b0)
+        if use_g:
+            _hashes(kg, b0, za[:m])
+            _gaussian_levels(za[:m], gtable, g)
+        if use_u:
+            _hashes(ku, b0, zb[:m])
+        e0, e1 = 4 * b0, min(n, 4 * (b0 + m))
+        e = e0
+        while e < e1:  # spans that stay within one (t, c) plane share the channel's Perlin scale
+            stop = min(e1, (e // plane + 1) * plane)
+            sc = np.float32(scales[(e // plane) % nc]) if keep else np.float32(0.0)
+            # slices: indices from 0 (a signed offset would cost a wrap-around check that stops vectorisation)
+            _mix_span(g[e - e0:stop - e0], lu[e - e0:stop - e0], wg, wu, sc, use_g, use_u, keep, flat[e:stop])
+            e = stop
+
+
+@njit(cache=True)
+def perlin_window(bank, oz, oy, ox, vy, vx, flip_y, flip_x, out, c):
+    """out[t, c, y, x] = bilinear sample of bank[oz + t] at (py_t ± y, px_t ± x); returns Σ|out[:, c]|.
+
+    px_t = ox + vx·t, plus (W − 1) when `flip_x` (then columns run backwards: the window mirrored); rows likewise.
     Within a frame every sample shares the same fractional offset, so each frame is a fixed 4-tap stencil over the
-    bank slice. The caller guarantees that every sample point lies inside the bank (and applies flips/transposes as views).
+    bank slice, in float32. The caller guarantees that every sample point lies inside the bank (a transposed window is
+    a window of the transposed bank). The sum runs over W float32 column lanes (frames and rows in order), then over
+    the lanes in order in float64: a fixed order that vectorises.
     """
-    for t in range(out.shape[0]):
-        _perlin_frame(bank, oz, oy, ox, vy, vx, t, out[t])
-
-
-@njit(cache=True)
-def _perlin_frame(bank, oz, oy, ox, vy, vx, t, out):
-    """Frame t of `perlin_window` into the 2-D array `out`."""
-    h, w = out.shape
-    sl = bank[oz + t]
-    px = ox + vx * t
-    py = oy + vy * t
-    x0 = int(math.floor(px))
-    y0 = int(math.floor(py))
-    fx = np.float32(px - x0)
-    fy = np.float32(py - y0)
-    w00 = (1 - fx) * (1 - fy)
-    w01 = fx * (1 - fy)
-    w10 = (1 - fx) * fy
-    w11 = fx * fy
-    for y in range(h):
-        # 1-D row slices with a zero base offset: the inner loop vectorises (3x faster than indexing the 2-D slice)
-        r0 = sl[y0 + y, x0:x0 + w + 1]
-        r1 = sl[y0 + y + 1, x0:x0 + w + 1]
-        o = out[y]
-        for x in range(w):
-            o[x] = (w00 * r0[x] + w01 * r0[x + 1]) + (w10 * r1[x] + w11 * r1[x + 1])
-
-
-@njit(cache=True)
-def perlin_window_oriented(bank, oz, oy, ox, vy, vx, flip_y, flip_x, transpose, out):
-    """The window of `perlin_window` (shape (T, W, H) when `transpose`, else out's shape), stored in `out` (T, H, W)
-    already transposed and then flipped like the view `field.transpose(0, 2, 1)[:, ::±1, ::±1]`, so that adding it to
-    the noise is a contiguous pass. Returns `abs_sum` of the un-oriented window, with abs_sum's very additions.
-    """
-    nt, hh, ww = out.shape
-    h, w = (ww, hh) if transpose else (hh, ww)
-    frame = np.empty((h, w), np.float32)
-    n = nt * h * w
-    n4 = n - n % 4
-    s0 = s1 = s2 = s3 = 0.0
+    nt, nc, h, w = out.shape
+    one = np.float32(1.0)
+    acc = np.zeros(w, np.float32)
+    last = np.uint64(w - 1)  # unsigned indices: no negative-index wrap-around, so the mirrored read vectorises
     for t in range(nt):
-        _perlin_frame(bank, oz, oy, ox, vy, vx, t, frame)
-        flat = frame.reshape(-1)
-        base = t * h * w
-        if (h * w) % 4 == 0:  # every frame starts on a multiple of 4 and n4 == n
-            for i in range(0, h * w, 4):
-                s0 += abs(flat[i])
-                s1 += abs(flat[i + 1])
-                s2 += abs(flat[i + 2])
-                s3 += abs(flat[i + 3])
-        else:  # element e goes to partial sum e % 4, the tail past the last multiple of 4 to the first
-            for i in range(h * w):
-                e = base + i
-                lane = e % 4 if e < n4 else 0
-                v = abs(flat[i])
-                if lane == 0:
-                    s0 += v
-                elif lane == 1:
-                    s1 += v
-                elif lane == 2:
-                    s2 += v
-                else:
-                    s3 += v
-        dst = out[t]
+        sl = bank[oz + t]
+        px = ox + vx * t + (w - 1 if flip_x else 0)
+        py = oy + vy * t + (h - 1 if flip_y else 0)
+        x0 = int(math.floor(px))
+        y0 = int(math.floor(py))
+        fx = np.float32(px - x0)
+        fy = np.float32(py - y0)
+        w00 = (one - fx) * (one - fy)
+        w01 = fx * (one - fy)
+        w10 = (one - fx) * fy
+        w11 = fx * fy
+        xs = x0 - w + 1 if flip_x else x0
         for y in range(h):
-            src = frame[y]
-            if transpose:  # window (y, x) -> transposed (x, y) -> flipped
-                col = ww - 1 - y if flip_x else y
+            row = y0 - y if flip_y else y0 + y
+            o = out[t, c, y]
+            # 1-D row slices with a zero base offset vectorise (3x faster than indexing the 2-D slice)
+            r0 = sl[row, xs:xs + w + 1]
+            r1 = sl[row + 1, xs:xs + w + 1]
+            if flip_x:
                 for x in range(w):
-                    dst[hh - 1 - x if flip_y else x, col] = src[x]
+                    j = last - np.uint64(x)
+                    k = j + np.uint64(1)
+                    v = (w00 * r0[j] + w01 * r0[k]) + (w10 * r1[j] + w11 * r1[k])
+                    o[x] = v
+                    acc[x] += abs(v)
             else:
-                row = dst[hh - 1 - y if flip_y else y]
-                if flip_x:
-                    for x in range(w):
-                        row[ww - 1 - x] = src[x]
-                else:
-                    for x in range(w):
-                        row[x] = src[x]
-    return (s0 + s1) + (s2 + s3)
+                for x in range(w):
+                    v = (w00 * r0[x] + w01 * r0[x + 1]) + (w10 * r1[x] + w11 * r1[x + 1])
+                    o[x] = v
+                    acc[x] += abs(v)
+    total = 0.0
+    for x in range(w):
+        total += np.float64(acc[x])
+    return total
+
+
+def oriented_bank(volume: np.ndarray) -> np.ndarray:
+    """(2·D, S, S) float32: the Perlin volume (D, S, S) and, after it, each slice transposed, so that a transposed
+    window is a plain window of the second half (no scatter)."""
+    d, h, w = volume.shape
+    if h != w:
+        raise ValueError(f"the Perlin bank must be square to hold its transpose, got {h}x{w}")
+    return np.ascontiguousarray(np.concatenate([volume, volume.transpose(0, 2, 1)]), dtype=np.float32)
 
 
 @njit(cache=True)
 def _level(v):
-    """The uint8 quantiser as an integer: round-half-up of 255·clip(v, 0, 1) (truncation is floor for v >= 0)."""
-    return np.int64(min(1.0, max(0.0, v)) * 255.0 + 0.5)
+    """The uint8 quantiser as an integer: round-half-up of 255·clip(v, 0, 1) (truncation is floor for v >= 0).
+
+    The float64 value lies in [0, 255.5], so the int32 conversion is exact and vectorises (int64 would not, below
+    AVX-512).
+    """
+    return np.int32(min(1.0, max(0.0, v)) * 255.0 + 0.5)
 
 
 @njit(cache=True)
@@ -219,7 +232,7 @@ def noise_scale(clean, noise, ratio, rtol=0.01, max_iter=60):
     Returns (s, g(s) / Σ q(c)), the achieved ratio; (0, 0) when the clean signal is empty.
     """
     c, nz = clean.reshape(-1), noise.reshape(-1)
-    s, achieved, _ = _solve_scale(c, nz, ratio, rtol, max_iter, np.empty(0, np.uint8), False)
+    s, achieved, _ = _solve_scale(c, nz, ratio, rtol, max_iter, np.empty(c.size, np.uint8))
     return s, achieved
 
 
@@ -229,57 +242,76 @@ def noise_scale_quantise(clean, noise, ratio, out, rtol=0.01, max_iter=60):
     probe is usually at the returned s, which saves the separate quantisation pass. Returns (s, achieved ratio).
     """
     c, nz, o = clean.reshape(-1), noise.reshape(-1), out.reshape(-1)
-    s, achieved, last = _solve_scale(c, nz, ratio, rtol, max_iter, o, True)
+    s, achieved, last = _solve_scale(c, nz, ratio, rtol, max_iter, o)
     if last != s:
         quantise(clean, noise, s, out)
     return s, achieved
 
 
 @njit(cache=True)
-def _probe(c, nz, out, write, scale):
-    """g(scale), also writing the quantised bytes to `out` when `write` (same per-element arithmetic as `quantise`)."""
-    if not write:
-        return quantised_noise_mass(c, nz, scale)
+def _probe(c, nz, qc, out, scale):
+    """g(scale), writing the quantised bytes to `out` (same per-element arithmetic as `quantise`); qc = q(c)."""
     g = 0
-    for i in range(c.size):
-        ci = np.float64(c[i])
-        q = _level(ci + scale * np.float64(nz[i]))
+    for i in range(c.size):  # one vectorised pass; the integer sum is exact, so its order does not matter
+        q = _level(np.float64(c[i]) + scale * np.float64(nz[i]))
         out[i] = np.uint8(q)
-        g += abs(q - _level(ci))
+        g += abs(q - np.int32(qc[i]))
     return np.float64(g)
 
 
 @njit(cache=True)
-def _solve_scale(c, nz, ratio, rtol, max_iter, out, write):
-    """The solver of `noise_scale` on flat arrays; also returns the scale of its last probe (-1 when none)."""
+def _lane_total(acc):
+    """Σ acc over LANES partial sums as a fixed pairwise tree."""
+    a = acc.copy()
+    m = a.size
+    while m > 1:
+        m //= 2
+        for j in range(m):
+            a[j] = a[j] + a[j + m]
+    return a[0]
+
+
+@njit(cache=True)
+def _solve_scale(c, nz, ratio, rtol, max_iter, out):
+    """The solver of `noise_scale` on flat arrays, writing each probe's bytes to `out`; also returns the scale of its
+    last probe (-1 when none)."""
+    n = c.size
+    qc = np.empty(n, np.uint8)
     levels = 0
-    s0 = s1 = f0 = f1 = 0.0
-    n2 = c.size - c.size % 2
+    for i in range(n):  # levels of the clean signal (an exact integer sum)
+        q = _level(np.float64(c[i]))
+        qc[i] = np.uint8(q)
+        levels += q
+    # Σc and Σ|n| over the pixels whose noise points into free room, element i into lane i % LANES (float64 lanes,
+    # then a fixed tree): a fixed order that vectorises; branch-free selects.
+    sig = np.zeros(LANES)
+    room = np.zeros(LANES)
+    one = np.float32(1.0)
     zero = np.float32(0.0)
-    for i in range(0, n2, 2):  # two independent chains per sum, in a fixed order
-        ca, cb = c[i], c[i + 1]
-        na, nb = nz[i], nz[i + 1]
-        levels += _level(np.float64(ca)) + _level(np.float64(cb))
-        s0 += ca
-        s1 += cb
-        f0 += abs(na) if ((np.float32(1.0) - ca) if na > 0 else ca) > 0 else zero
-        f1 += abs(nb) if ((np.float32(1.0) - cb) if nb > 0 else cb) > 0 else zero
-    for i in range(n2, c.size):
-        levels += _level(np.float64(c[i]))
-        s0 += c[i]
-        f0 += abs(nz[i]) if ((np.float32(1.0) - c[i]) if nz[i] > 0 else c[i]) > 0 else zero
-    signal = s0 + s1
-    free = f0 + f1
+    tail = n - n % LANES
+    for i0 in range(0, tail, LANES):
+        for j in range(LANES):
+            ci = c[i0 + j]
+            ni = nz[i0 + j]
+            r = one - ci if ni > zero else ci
+            sig[j] += ci
+            room[j] += abs(ni) if r > zero else zero
+    for i in range(tail, n):
+        r = one - c[i] if nz[i] > zero else c[i]
+        sig[i - tail] += c[i]
+        room[i - tail] += abs(nz[i]) if r > zero else zero
+    signal = _lane_total(sig)
+    free = _lane_total(room)
     target = ratio * levels
     if target <= 0.0 or free == 0.0:
         return 0.0, 0.0, -1.0
     s0 = ratio * signal / free
-    g0 = _probe(c, nz, out, write, s0)
+    g0 = _probe(c, nz, qc, out, s0)
     if abs(g0 - target) <= rtol * target:
         return s0, g0 / levels, s0
     # g is close to proportional to s: one proportional step usually lands within 0.2 %.
     s1 = s0 * target / g0 if g0 > 0 else 2.0 * s0
-    g1 = _probe(c, nz, out, write, s1)
+    g1 = _probe(c, nz, qc, out, s1)
     last = s1
     if abs(g1 - target) <= rtol * target:
         return s1, g1 / levels, s1
@@ -292,14 +324,14 @@ def _solve_scale(c, nz, ratio, rtol, max_iter, out, write):
             hi, ghi = s_, g_
     if hi < 0.0:
         hi = 2.0 * lo
-        ghi = _probe(c, nz, out, write, hi)
+        ghi = _probe(c, nz, qc, out, hi)
         last = hi
     for _ in range(60):
         if ghi >= target:
             break
         lo, glo = hi, ghi
         hi *= 2.0
-        ghi = _probe(c, nz, out, write, hi)
+        ghi = _probe(c, nz, qc, out, hi)
         last = hi
     s, g = hi, ghi
     side = 0
@@ -312,7 +344,7 @@ def _solve_scale(c, nz, ratio, rtol, max_iter, out, write):
             s = lo + (target - glo) * (hi - lo) / (ghi - glo)
             if s <= lo or s >= hi:
                 s = 0.5 * (lo + hi)
-        g = _probe(c, nz, out, write, s)
+        g = _probe(c, nz, qc, out, s)
         last = s
         if g < target:
             lo, glo = s, g

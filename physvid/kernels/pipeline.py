@@ -1,0 +1,211 @@
+"""Numba kernels that run a whole sequence, or a whole batch, from packed parameters: set-up + compositing + noise +
+ratio calibration + quantisation, with no Python between the steps.
+
+`render_objects` and `noise_mix` are what `physvid.render.render_clean` and `noise_field` call for one sequence;
+`render_batch` runs `sample_objects`/`sample_sequence` (the twins of `render.sample_scene`) and both stages for every
+sequence of a batch in one call, which removes ~a dozen Python→numba round trips and ~60 small NumPy calls per sequence.
+Column and config-slot constants: physvid.kernels.scene.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .motion import integrate_poses
+from .noise import mix_noise, noise_scale_quantise, perlin_window, quantise
+from .raster import compose_sequence, resample_sprite, shape_sprite
+from .scene import (C_ADDITIVE, C_BOUNDARY, C_KERNEL, C_KERNEL_SIZE, C_OBJECT_SCOPE, DIGIT, F_ANG_A, F_ANG_J, F_ANG_V, F_ANGLE0,
+                    F_ASPECT, F_AX, F_AY, F_B, F_BRIGHTNESS, F_G, F_GAIN, F_JX, F_JY, F_R, F_SIZE, F_SPREAD,
+                    F_TEX_CONTRAST, F_TEX_DRIFT, F_TEX_FREQ, F_TEX_ORIENT, F_TEX_PHASE, F_THICKNESS, F_VX, F_VY, F_X0,
+                    F_Y0, I_DIGIT, I_ROLE, I_SHAPE, I_SIDES, I_TEXTURED, INTENSITY, S_BG_CONTRAST, S_BG_DRIFT,
+                    S_BG_FREQ, S_BG_LEVEL, S_BG_ORIENT, S_BG_PHASE, S_NOISE_RATIO, S_NOISE_SCALE, sample_objects,
+                    sample_sequence)
+
+KERNEL_CODES = {"gaussian": 0, "box": 1, "delta": 2}
+NOISE_DRAWS = 8  # per channel: drift magnitude, drift direction, time origin, x origin, y origin, flip y, flip x, transpose
+VISIBLE = 1.0 / 255.0  # a layer "touches" a pixel when it changes it by at least one grey level (masks, property map)
+WHITE_SALT = 0x5DEECE66D  # the white field's key is the Gaussian key xor this
+
+
+@njit(cache=True)
+def gain_kernel(kind, size, gain, spread, out):
+    """Convolution kernel (size × size) with sum `gain` (paper §3.2): delta, box, or a Gaussian of sigma `spread`."""
+    r = size // 2
+    k = np.zeros((size, size))
+    if kind == 2 or size == 1:
+        k[r, r] = 1.0
+    elif kind == 1:
+        k[:, :] = 1.0
+    else:
+        for i in range(size):
+            for j in range(size):
+                a, b = float(i - r), float(j - r)
+                k[i, j] = math.exp(-(a * a + b * b) / (2.0 * spread * spread))
+    total = 0.0
+    for i in range(size):
+        for j in range(size):
+            total += k[i, j]
+    for i in range(size):
+        for j in range(size):
+            out[i, j] = np.float32(k[i, j] / total * gain)
+
+
+@njit(cache=True)
+def _spreading(pi, k, kernel):
+    return pi[k, I_ROLE] == INTENSITY and kernel != 2
+
+
+@njit(cache=True)
+def render_objects(pf, pi, verts, n, ids, ps, cfg, digits, clean, owner, vmax, masks, want_masks):
+    """Draw objects `ids` of the first n (and the sine background) into clean (T, C, H, W) with owner/vmax (T, H, W)
+    and, when want_masks, masks[t, row] for the row-th id. Same set-up as the Python renderer had: sprite side from all
+    n objects, trajectories, reaches, sprites, gain kernels, per-frame fills, colours; then `compose_sequence`."""
+    nt, nc, h, w = clean.shape
+    kernel, ksize = int(cfg[C_KERNEL]), int(cfg[C_KERNEL_SIZE])
+    object_scope = cfg[C_OBJECT_SCOPE] > 0.5
+    side = 3
+    for k in range(n):  # the sprite's rim, plus room for the intensity kernel to spread over T frames
+        margin = (ksize // 2) * nt if _spreading(pi, k, kernel) and object_scope else 0
+        side = max(side, int(math.ceil(pf[k, F_SIZE])) + 3 + 2 * margin)
+    m = ids.size
+    coeffs = np.empty((m, 3, 4))
+    radius = np.empty(m)
+    reaches = np.empty((m, nt))
+    masses = np.zeros((m, side, side), np.float32)
+    kernels = np.zeros((m, ksize, ksize), np.float32)
+    evolve = np.zeros(m, np.bool_)
+    tex = np.zeros((m, nt, 5))
+    colours = np.zeros((m, nc), np.float32)
+    vz = np.zeros((verts.shape[1], 2))
+    for row in range(m):
+        k = ids[row]
+        for d, base in enumerate((F_X0, F_Y0, F_ANGLE0)):
+            coeffs[row, d, 0] = pf[k, base]
+        coeffs[row, 0, 1], coeffs[row, 0, 2], coeffs[row, 0, 3] = pf[k, F_VX], pf[k, F_AX], pf[k, F_JX]
+        coeffs[row, 1, 1], coeffs[row, 1, 2], coeffs[row, 1, 3] = pf[k, F_VY], pf[k, F_AY], pf[k, F_JY]
+        coeffs[row, 2, 1], coeffs[row, 2, 2], coeffs[row, 2, 3] = pf[k, F_ANG_V], pf[k, F_ANG_A], pf[k, F_ANG_J]
+        size = pf[k, F_SIZE]
+        radius[row] = 0.5 * size
+        half = 0.5 * size * math.sqrt(2.0) if pi[k, I_SHAPE] == DIGIT else 0.5 * size  # a digit's box spans `size`
+        step = ksize // 2 if _spreading(pi, k, kernel) else 0
+        for t in range(nt):
+            reaches[row, t] = half + 2.0 + step * t
+        if pi[k, I_SHAPE] == DIGIT:
+            resample_sprite(digits[pi[k, I_DIGIT]], size, masses[row])
+        else:
+            for v in range(vz.shape[0]):
+                for c in range(2):
+                    x = verts[k, v, c]
+                    vz[v, c] = 0.0 if np.isnan(x) else x
+            shape_sprite(pi[k, I_SHAPE], 0.5 * size, pf[k, F_ASPECT], pf[k, F_THICKNESS], vz, max(pi[k, I_SIDES], 0),
+                         masses[row])
+        if pi[k, I_ROLE] == INTENSITY:
+            gain_kernel(kernel, ksize, pf[k, F_GAIN], max(pf[k, F_SPREAD], 1e-3), kernels[row])
+            evolve[row] = True
+        phase = pf[k, F_TEX_PHASE] + pf[k, F_TEX_DRIFT] * 0.0
+        for t in range(nt):
+            tex[row, t, 0] = pi[k, I_TEXTURED]
+            tex[row, t, 1] = pf[k, F_TEX_FREQ]
+            tex[row, t, 2] = pf[k, F_TEX_ORIENT]
+            tex[row, t, 3] = phase + pf[k, F_TEX_DRIFT] * t
+            tex[row, t, 4] = pf[k, F_TEX_CONTRAST]
+        if nc == 1:
+            colours[row, 0] = pf[k, F_BRIGHTNESS]
+        else:
+            colours[row, 0], colours[row, 1], colours[row, 2] = pf[k, F_R], pf[k, F_G], pf[k, F_B]
+    poses = np.empty((m, nt, 3))
+    integrate_poses(coeffs, radius, h, w, int(cfg[C_BOUNDARY]), poses)
+    background = np.zeros((nt, 5))
+    if ps[S_BG_LEVEL] > 0:
+        for t in range(nt):
+            background[t, 0], background[t, 1] = ps[S_BG_LEVEL], ps[S_BG_FREQ]
+            background[t, 2], background[t, 4] = ps[S_BG_ORIENT], ps[S_BG_CONTRAST]
+            background[t, 3] = ps[S_BG_PHASE] + ps[S_BG_DRIFT] * t
+    compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, background, cfg[C_ADDITIVE] > 0.5,
+                     int(cfg[C_BOUNDARY]) == 2, clean, owner, vmax, masks, want_masks)
+
+
+@njit(cache=True)
+def noise_mix(key, draws, bank, gaussian, white, perlin, drift, gtable, utable, out):
+    """Mixed noise (T, C, H, W): Σ weight · field with every field at unit mean magnitude (docs/noise.md).
+
+    Gaussian and white fields are counter-based hashes of `key` (Gaussian levels looked up in `gtable`; `mix_noise`
+    computes the white levels, the values of `utable`, which only the slow twins look up); each channel's Perlin
+    field is a drifting window of the shared oriented `bank` (render.perlin_bank: the volume, then its transposed
+    slices) whose drift, origin and orientation come from that channel's NOISE_DRAWS uniforms in `draws`. The Perlin
+    windows are written into `out` first, then one pass adds the hashed fields.
+    """
+    nt, nc, h, w = out.shape
+    scales = np.zeros(nc if perlin > 0 else 0)
+    if perlin > 0:
+        depth, bh, bw = bank.shape[0] // 2, bank.shape[1], bank.shape[2]
+        travel = drift * (nt - 1)
+        side = max(h, w)
+        for c in range(nc):
+            d = draws[c]
+            mag, ang = drift * d[0], 2.0 * math.pi * d[1]
+            vx, vy = mag * math.cos(ang), mag * math.sin(ang)
+            oz = min(int(d[2] * (depth - nt + 1)), depth - nt)
+            # Origins keep every drifting sample strictly inside the bank.
+            lo = travel + 1.0
+            ox = lo + ((bw - side - travel - 2.0) - lo) * d[3]
+            oy = lo + ((bh - side - travel - 2.0) - lo) * d[4]
+            # Flips and a transpose (a window of the transposed half) turn one bank into many distinct fields.
+            if d[7] < 0.5:
+                oz += depth
+            total = perlin_window(bank, oz, oy, ox, vy, vx, d[5] < 0.5, d[6] < 0.5, out, c)
+            mean = total / (nt * h * w)
+            if mean > 0:
+                scales[c] = perlin / mean
+    # Gaussian table: unit variance, mean |g| = sqrt(2/π); uniform on [-1, 1]: mean |u| = 1/2.
+    mix_noise(np.uint64(key), gtable, gaussian / math.sqrt(2.0 / math.pi), np.uint64(key) ^ np.uint64(WHITE_SALT),
+              white * 2.0, scales, out)
+
+
+@njit(cache=True)
+def owner_roles(pi, ids, owner, vmax, out):
+    """Per-pixel property map (T, H, W): the role of the brightest object where it shows by a grey level, else 0."""
+    nt, h, w = owner.shape
+    for t in range(nt):
+        for y in range(h):
+            for x in range(w):
+                o = owner[t, y, x]
+                out[t, y, x] = pi[ids[o - 1], I_ROLE] if o > 0 and vmax[t, y, x] >= VISIBLE else 0
+
+
+@njit(cache=True)
+def render_batch(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg, ratio, gaussian, white, perlin, drift,
+                 digits, bank, gtable, utable, video, pf, pi, verts, ps, masks, pmap, want_masks, want_map):
+    """Every sequence of a batch: sample (twins of sample_scene), draw, add noise at the calibrated scale, quantise.
+
+    Inputs per row b: the preset's plan (roles[b], shapes[b], counts[b]), the scene uniforms blocks[b] / seq_u[b], and
+    the noise key and uniforms. Outputs: video (B, T, C, H, W) uint8, parameters pf/pi/verts/ps (padding rows are the
+    caller's), masks (B, T, N, H, W) and pmap (B, T, H, W) when asked (else 1-sized dummies).
+    """
+    nb, nt, nc, h, w = video.shape
+    clean = np.empty((nt, nc, h, w), np.float32)
+    noise = np.empty((nt, nc, h, w), np.float32)
+    owner = np.empty((nt, h, w), np.int16)
+    vmax = np.empty((nt, h, w), np.float32)
+    for b in range(nb):
+        n = counts[b]
+        ids = np.arange(n)
+        sample_objects(blocks[b], roles[b], shapes[b], n, cfg, pf[b], pi[b], verts[b])
+        sample_sequence(seq_u[b], roles[b], n, cfg, ps[b])
+        clean[:] = 0.0
+        owner[:] = 0
+        vmax[:] = 0.0
+        render_objects(pf[b], pi[b], verts[b], n, ids, ps[b], cfg, digits, clean, owner, vmax,
+                       masks[b if want_masks else 0], want_masks)
+        if want_map:
+            owner_roles(pi[b], ids, owner, vmax, pmap[b])
+        if ratio > 0:
+            noise_mix(keys[b], noise_u[b], bank, gaussian, white, perlin, drift, gtable, utable, noise)
+            # The ratio is met on the stored bytes, after clipping and quantisation (docs/noise.md).
+            s, achieved = noise_scale_quantise(clean, noise, ratio, video[b])
+        else:
+            quantise(clean, clean, 0.0, video[b])
+            s, achieved = 0.0, 0.0
+        ps[b, S_NOISE_SCALE], ps[b, S_NOISE_RATIO] = s, achieved
