@@ -35,6 +35,7 @@ import numpy as np
 
 from ..config import RenderConfig
 from ..errors import ConfigError, DatasetError
+from .chunks import ChunkWriter
 from .layout import (COMPRESSIONS, MANIFEST, PLAN, STATE_DIR, ShardSpec, atomic_write_text, dumps, filter_options,
                      fsync_path, is_dataset_file, read_json, record_path, sha256_file, shard_specs, tmp_name)
 from .manifest import check_format, differences, identity, make_manifest, make_plan
@@ -284,7 +285,7 @@ def _write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: 
         attrs["seed"] = plan["seed"]
     for k, v in attrs.items():
         f.attrs[k] = v
-    dsets, schema, table = None, None, {}
+    dsets, schema, table, direct = None, None, {}, {}
     stop = spec.first_index + spec.count
     for a in range(spec.first_index, stop, BATCH):
         if parent is not None and os.getppid() != parent:
@@ -299,18 +300,26 @@ def _write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: 
         if dsets is None:
             schema = _schema_of(video, params)
             dsets = _create_datasets(f, spec.count, video, params, opts)
+            # One-sequence chunks of the big datasets are encoded here (isal deflate, numba fletcher32) and stored
+            # with write_direct_chunk: ≈ 5× less CPU than HDF5's zlib for gzip. LZF keeps HDF5's own filter.
+            direct = {name: w for name in ("video", *TOP_LEVEL) if name in dsets
+                      for w in [ChunkWriter.of(dsets[name])] if w is not None}
             # Small per-sequence parameters are gathered and written once per shard: one HDF5 call per batch and
             # parameter would cost as much as compressing the video.
             table = {k: np.empty((spec.count,) + v.shape[1:], v.dtype) for k, v in params.items() if k not in TOP_LEVEL}
         elif _schema_of(video, params) != schema:
             raise DatasetError(f"the source changed shapes, dtypes or parameter names {where}; every batch must match")
         lo, hi = a - spec.first_index, b - spec.first_index
-        dsets["video"][lo:hi] = video
         for name, arr in params.items():
-            if name in TOP_LEVEL:
+            if name not in TOP_LEVEL:
+                table[name][lo:hi] = arr
+        for name, arr in (("video", video), *((k, params[k]) for k in TOP_LEVEL if k in params)):
+            chunk_writer = direct.get(name)
+            if chunk_writer is None:
                 dsets[name][lo:hi] = arr
             else:
-                table[name][lo:hi] = arr
+                for r in range(hi - lo):
+                    chunk_writer.write(lo + r, arr[r])
         if report is not None:
             report(b - a)
     for name in sorted(table):
