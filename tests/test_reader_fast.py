@@ -134,8 +134,8 @@ def test_reads_equal_plain_h5py_byte_for_byte(datasets, compression):
         np.testing.assert_array_equal(one["masks"], masks[i])
         np.testing.assert_array_equal(one["property_map"], maps[i])
         assert one["index"] == i
-    # gzip and none take the fast path; LZF is read by h5py (FAST_FILTERS says why).
-    kind = rd._PlainReader if compression == "lzf" else rd._ChunkReader
+    # Every compression takes the fast path (LZF through physvid's own decoder).
+    kind = rd._ChunkReader
     assert isinstance(ds._reader("video", 0), kind) and isinstance(ds._reader("masks", 2), kind)
     ds[0][:] = 0  # a returned array is the caller's own
     np.testing.assert_array_equal(ds[0], ref[0])
@@ -165,8 +165,7 @@ def test_a_flipped_byte_in_a_chunk_raises(datasets, tmp_path, compression):
     for read in (lambda: ds[1], lambda: ds[0:3], lambda: ds.get(1)):
         with pytest.raises(DatasetError, match=r"shard-00000.h5:/video: rows? [01].*physvid verify") as err:
             read()
-        if compression != "lzf":
-            assert "fletcher32" in str(err.value)
+        assert "fletcher32" in str(err.value)
     with pytest.raises(OSError):  # what plain h5py says about the same chunk: it is corrupt, not just different
         with h5py.File(shard, "r") as f:
             f["video"][1]
@@ -250,7 +249,9 @@ def test_pickled_dataset_reopens_and_reads(datasets):
 # ---------------------------------------------------------------------------------------------- the chunk encoder
 @pytest.mark.parametrize("deflater", ["default", "zlib"])
 @pytest.mark.parametrize("dtype,shuffle,compression", [(np.uint8, True, "gzip"), (np.int16, True, "gzip"),
-                                                       (np.float32, False, "gzip"), (np.uint8, False, None)])
+                                                       (np.float32, False, "gzip"), (np.uint8, False, None),
+                                                       (np.uint8, True, "lzf"), (np.int16, True, "lzf"),
+                                                       (np.float32, False, "lzf")])
 def test_chunk_writer_output_is_what_hdf5_reads(tmp_path, monkeypatch, deflater, dtype, shuffle, compression):
     """Chunks encoded by physvid (shuffle, deflate, fletcher32) and stored with write_direct_chunk are decoded and
     checksum-verified by HDF5's own filters into the original rows, and our reader agrees."""
@@ -263,7 +264,8 @@ def test_chunk_writer_output_is_what_hdf5_reads(tmp_path, monkeypatch, deflater,
     data[1] = 0  # an all-zero chunk (fletcher32 of zeros is 0)
     with h5py.File(tmp_path / "c.h5", "w") as f:
         d = f.create_dataset("v", data.shape, dtype, chunks=(1,) + data.shape[1:], compression=compression,
-                             compression_opts=1 if compression else None, shuffle=shuffle, fletcher32=True)
+                             compression_opts=1 if compression == "gzip" else None, shuffle=shuffle,
+                             fletcher32=True)
         writer = chunks.ChunkWriter.of(d)
         assert writer is not None
         for j in range(len(data)):
@@ -275,9 +277,200 @@ def test_chunk_writer_output_is_what_hdf5_reads(tmp_path, monkeypatch, deflater,
             np.testing.assert_array_equal(reader.read(j), data[j])
 
 
-def test_chunk_writer_declines_lzf(tmp_path):
+# ---------------------------------------------------------------------------------------------- LZF codec
+def lzf_decompress_twin(src: bytes, capacity: int) -> bytes | int:
+    """liblzf's decoder spelled out token by token on Python bytes: the decoded bytes, or the LZF_* error code the
+    kernel must return for the same stream."""
     from physvid.dataset import chunks
 
-    with h5py.File(tmp_path / "l.h5", "w") as f:
-        d = f.create_dataset("v", (2, 4, 4), np.uint8, chunks=(1, 4, 4), compression="lzf", fletcher32=True)
-        assert chunks.ChunkWriter.of(d) is None
+    out = bytearray()
+    ip = 0
+    while ip < len(src):
+        ctrl = src[ip]
+        ip += 1
+        if ctrl < 32:
+            if ip + ctrl + 1 > len(src):
+                return chunks.LZF_TRUNCATED
+            if len(out) + ctrl + 1 > capacity:
+                return chunks.LZF_OVERFLOW
+            out += src[ip:ip + ctrl + 1]
+            ip += ctrl + 1
+            continue
+        length = ctrl >> 5
+        if length == 7:
+            if ip >= len(src):
+                return chunks.LZF_TRUNCATED
+            length += src[ip]
+            ip += 1
+        if ip >= len(src):
+            return chunks.LZF_TRUNCATED
+        distance = ((ctrl & 0x1F) << 8) + src[ip] + 1
+        ip += 1
+        if distance > len(out):
+            return chunks.LZF_BAD_DISTANCE
+        if len(out) + length + 2 > capacity:
+            return chunks.LZF_OVERFLOW
+        for _ in range(length + 2):
+            out.append(out[-distance])
+    return bytes(out)
+
+
+def lzf_tokens(stream: bytes) -> list[tuple[str, int]]:
+    """(kind, length) of each token of a valid stream."""
+    tokens, ip = [], 0
+    while ip < len(stream):
+        ctrl = stream[ip]
+        if ctrl < 32:
+            tokens.append(("literal", ctrl + 1))
+            ip += ctrl + 2
+        else:
+            length = ctrl >> 5
+            if length == 7:
+                length += stream[ip + 1]
+                ip += 1
+            tokens.append(("match", length + 2))
+            ip += 2
+    return tokens
+
+
+def frames(rng, n: int, noise: float) -> np.ndarray:
+    """(n, 10, 1, 32, 32) uint8 frames: a dark background, a bright moving square, uniform noise of amplitude
+    `noise` (0: clean)."""
+    video = np.zeros((n, 10, 1, 32, 32), np.float64)
+    for i in range(n):
+        for t in range(10):
+            y, x = rng.integers(0, 24, 2)
+            video[i, t, 0, y:y + 8, x:x + 8] = 200
+    video += rng.uniform(-noise, noise, video.shape)
+    return np.clip(video, 0, 255).astype(np.uint8)
+
+
+def encode(data: np.ndarray, min_match: int) -> bytes:
+    from physvid.dataset import chunks
+
+    src = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    dst = np.empty(src.size + src.size // 32 + 1, np.uint8)
+    size = chunks.lzf_compress(src, dst, min_match)
+    assert size > 0
+    return dst[:size].tobytes()
+
+
+@pytest.mark.parametrize("noise", [0.0, 40.0], ids=["clean", "noisy"])
+def test_lzf_decoder_reads_chunks_hdf5_wrote(tmp_path, noise):
+    """Chunks compressed by h5py's liblzf filter (raw liblzf output, no header) decode to what HDF5 reads; a chunk
+    LZF could not shrink is stored raw with the filter's mask bit, and the reader honours it."""
+    from physvid.dataset import chunks
+
+    rng = np.random.default_rng(11)
+    data = frames(rng, 4, noise)
+    data[3] = rng.integers(0, 256, data[3].shape, dtype=np.uint8)  # incompressible
+    with h5py.File(tmp_path / "h.h5", "w") as f:
+        f.create_dataset("v", data=data, chunks=(1,) + data.shape[1:], compression="lzf", shuffle=True,
+                         fletcher32=True)
+    with h5py.File(tmp_path / "h.h5", "r") as f:
+        d = f["v"]
+        steps = rd._fast_pipeline(d)
+        assert steps == ((rd.FILTER_SHUFFLE, 1), (rd.FILTER_LZF, 1), (rd.FILTER_FLETCHER32, 1))
+        for j in range(3):
+            mask, raw = d.id.read_direct_chunk((j, 0, 0, 0, 0))
+            assert mask == 0
+            out = np.empty(data[j].size, np.uint8)
+            assert chunks.lzf_decompress(np.frombuffer(raw[:-4], np.uint8), out) == out.size
+            np.testing.assert_array_equal(out, data[j].reshape(-1))
+            assert lzf_decompress_twin(raw[:-4], out.size) == out.tobytes()
+        mask, raw = d.id.read_direct_chunk((3, 0, 0, 0, 0))
+        assert mask == 0b010 and raw[:-4] == data[3].tobytes()
+        reader = rd._ChunkReader(d, steps, "h.h5:/v")
+        for j in range(4):
+            np.testing.assert_array_equal(reader.read(j), data[j])
+
+
+@pytest.mark.parametrize("min_match", [3, 4, 5, 8, 13, 40])
+def test_lzf_kernel_equals_twin_on_encoder_streams(min_match):
+    """Streams of every token shape (short and long matches, overlapping references, literal runs, the 8 KiB window
+    edge) decode the same in the kernel and the twin; every match is at least min_match bytes long."""
+    from physvid.dataset import chunks
+
+    rng = np.random.default_rng(min_match)
+    pieces = [rng.integers(0, 256, 300, dtype=np.uint8), np.zeros(700, np.uint8), np.full(5, 9, np.uint8)]
+    pieces += [rng.integers(0, 4, 2000, dtype=np.uint8), np.tile(rng.integers(0, 256, 7, dtype=np.uint8), 50)]
+    far = rng.integers(0, 256, 8200, dtype=np.uint8)
+    pieces += [far, far[:300], frames(rng, 1, 30.0).reshape(-1)]
+    data = np.concatenate(pieces)
+    for stop in (0, 1, 3, 4, 37, 1500, data.size):
+        src = data[:stop]
+        stream = encode(src, min_match) if stop else b""
+        assert stream == encode(src, min_match) if stop else True  # deterministic
+        out = np.empty(stop, np.uint8)
+        assert chunks.lzf_decompress(np.frombuffer(stream, np.uint8), out) == stop
+        np.testing.assert_array_equal(out, src)
+        assert lzf_decompress_twin(stream, stop) == src.tobytes()
+        tokens = lzf_tokens(stream)
+        assert all(length >= max(min_match, 4) and length <= chunks.LZF_MAX_MATCH
+                   for kind, length in tokens if kind == "match")
+        assert all(length <= 32 for kind, length in tokens if kind == "literal")
+    kinds = {kind for kind, _ in lzf_tokens(encode(data, min_match))}
+    assert kinds == {"literal", "match"}
+
+
+def test_lzf_corrupt_streams_return_errors_not_crashes():
+    """Truncated, out-of-window and overlong streams give the error codes the twin gives; random bytes too."""
+    from physvid.dataset import chunks
+
+    good = encode(np.concatenate([np.arange(40, dtype=np.uint8), np.zeros(300, np.uint8)]), 8)
+    cases = {
+        bytes([5, 1, 2]): chunks.LZF_TRUNCATED,  # literal run longer than the stream
+        bytes([0, 7, 0xE0]): chunks.LZF_TRUNCATED,  # long match without its length byte
+        bytes([0, 7, 0x20]): chunks.LZF_TRUNCATED,  # match without its distance byte
+        bytes([0, 7, 0x20, 1]): chunks.LZF_BAD_DISTANCE,  # distance 2 with one byte decoded
+        bytes([0, 7, 0xE0, 255, 0]): chunks.LZF_OVERFLOW,  # 264 bytes into a chunk of 20
+        good[:-1]: chunks.LZF_TRUNCATED,
+    }
+    for stream, code in cases.items():
+        out = np.empty(20 if stream[:2] == bytes([0, 7]) and len(stream) == 5 else 340, np.uint8)
+        assert chunks.lzf_decompress(np.frombuffer(stream, np.uint8), out) == code, stream
+        assert lzf_decompress_twin(stream, out.size) == code
+    out = np.empty(339, np.uint8)  # the good stream, one byte too little room
+    assert chunks.lzf_decompress(np.frombuffer(good, np.uint8), out) == chunks.LZF_OVERFLOW
+    rng = np.random.default_rng(12)
+    for trial in range(300):
+        stream = rng.integers(0, 256, int(rng.integers(1, 80)), dtype=np.uint8)
+        out = np.empty(int(rng.integers(0, 300)), np.uint8)
+        got = chunks.lzf_decompress(stream, out)
+        want = lzf_decompress_twin(stream.tobytes(), out.size)
+        if isinstance(want, int):
+            assert got == want, trial
+        else:
+            assert got == len(want) and out[:got].tobytes() == want, trial
+
+
+def test_lzf_writer_round_trips_through_hdf5(tmp_path):
+    """ChunkWriter's LZF chunks are decoded and checksum-verified by HDF5's own LZF filter; a chunk LZF cannot
+    shrink is stored raw with the filter's mask bit; a corrupt LZF stream under a valid checksum raises
+    DatasetError."""
+    from physvid.dataset import chunks
+
+    rng = np.random.default_rng(13)
+    data = np.concatenate([frames(rng, 2, 0.0), frames(rng, 2, 40.0),
+                           rng.integers(0, 256, (1, 10, 1, 32, 32), dtype=np.uint8)])
+    with h5py.File(tmp_path / "w.h5", "w") as f:
+        d = f.create_dataset("v", (6,) + data.shape[1:], np.uint8, chunks=(1,) + data.shape[1:], compression="lzf",
+                             shuffle=True, fletcher32=True)
+        writer = chunks.ChunkWriter.of(d)
+        for j in range(len(data)):
+            writer.write(j, data[j])
+        body = bytes([0, 7, 0x20, 5])  # a back-reference to before the chunk's start
+        d.id.write_direct_chunk((5, 0, 0, 0, 0), body + fletcher32_twin(body).to_bytes(4, "little"))
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        d = f["v"]
+        np.testing.assert_array_equal(d[:5], data)
+        masks = [d.id.read_direct_chunk((j, 0, 0, 0, 0))[0] for j in range(5)]
+        assert masks[:2] == [0, 0] and masks[4] == 0b010 and set(masks) <= {0, 0b010}  # noisy: either
+        sizes = [chunk_span(d, j)[1] for j in range(5)]
+        assert sizes[0] < data[0].size // 4 and sizes[4] == data[4].size + 4
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        reader = rd._ChunkReader(f["v"], rd._fast_pipeline(f["v"]), "w.h5:/v")
+        for j in range(5):
+            np.testing.assert_array_equal(reader.read(j), data[j])
+        with pytest.raises(DatasetError, match=r"w.h5:/v: row 5 is corrupt \(LZF stream: back-reference"):
+            reader.read(5)

@@ -7,9 +7,10 @@ DataLoader with `num_workers > 0` under fork or spawn; each worker opens the sha
 Fast path: a dataset stored one sequence per chunk (`video`, `masks`, `property_map`) is read with
 `read_direct_chunk` and its filter pipeline is undone here, in the reverse of the order the file records it: the
 fletcher32 checksum is verified on every chunk exactly as HDF5 defines it (a numba kernel), then deflate (zlib, or
-python-isal's 2-3x faster inflate when it is installed) and byte shuffle. That skips HDF5's per-read selection
-machinery and, with isal, halves the inflate time that dominates gzip reads. Any layout or filter not handled here
-(LZF included, see FAST_FILTERS) falls back to the plain h5py read, so correctness never depends on the fast path.
+python-isal's 2-3x faster inflate when it is installed) or LZF (a numba decoder of any LZF stream, see FAST_FILTERS)
+and byte shuffle. That skips HDF5's per-read selection machinery and, with isal, halves the inflate time that
+dominates gzip reads. Any layout or filter not handled here falls back to the plain h5py read, so correctness never
+depends on the fast path.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import DatasetError
-from .chunks import (FAST_FILTERS, FILTER_DEFLATE, FILTER_FLETCHER32, FILTER_SHUFFLE,  # noqa: F401 (re-exported)
-                     fast_pipeline as _fast_pipeline, fletcher32, swap_halves as _swap_halves)
+from .chunks import (FAST_FILTERS, FILTER_DEFLATE, FILTER_FLETCHER32, FILTER_LZF, FILTER_SHUFFLE,  # noqa: F401
+                     LZF_ERRORS, fast_pipeline as _fast_pipeline, fletcher32, lzf_decompress,
+                     swap_halves as _swap_halves)
 from .layout import MANIFEST
 from .manifest import check_format, load_manifest
 
@@ -84,6 +86,12 @@ class _ChunkReader:
                     buf = np.frombuffer(_inflater.decompress(buf, bufsize=self.nbytes), np.uint8)
                 except _inflater.error as exc:
                     raise self._corrupt(j, f"deflate: {exc}") from None
+            elif fid == FILTER_LZF:
+                out = np.empty(self.nbytes, np.uint8)  # filters after LZF in the pipeline (shuffle) keep the size
+                got = lzf_decompress(buf, out)
+                if got < 0:
+                    raise self._corrupt(j, f"LZF stream: {LZF_ERRORS[got]}")
+                buf = out[:got]
             elif fid == FILTER_SHUFFLE and size > 1 and buf.shape[0] >= size:
                 whole = buf.shape[0] // size * size  # HDF5 leaves the trailing partial element as it is
                 out = np.empty_like(buf)

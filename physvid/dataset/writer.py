@@ -300,8 +300,8 @@ def _write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: 
         if dsets is None:
             schema = _schema_of(video, params)
             dsets = _create_datasets(f, spec.count, video, params, opts)
-            # One-sequence chunks of the big datasets are encoded here (isal deflate, numba fletcher32) and stored
-            # with write_direct_chunk: ≈ 5× less CPU than HDF5's zlib for gzip. LZF keeps HDF5's own filter.
+            # One-sequence chunks of the big datasets are encoded here (isal deflate or numba LZF, numba fletcher32)
+            # and stored with write_direct_chunk: ≈ 5× less CPU than HDF5's zlib for gzip (dataset/chunks.py).
             direct = {name: w for name in ("video", *TOP_LEVEL) if name in dsets
                       for w in [ChunkWriter.of(dsets[name])] if w is not None}
             # Small per-sequence parameters are gathered and written once per shard: one HDF5 call per batch and
