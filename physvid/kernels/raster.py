@@ -273,7 +273,14 @@ def draw_sprite_box(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reac
                 # sprite coordinates of (x_lo, y), then one step (cos θ, sin θ) per pixel to the right
                 su = ct * (x_lo - ox) - st * dy + c
                 sv = st * (x_lo - ox) + ct * dy + c
-                x_a, x_b = _span(su, ct, b_lo - 1.0, b_hi, x_lo, x_lo, x_hi)
+                # `reach` bounds the Euclidean distance of every non-zero sample: keep the row's chord of that disk
+                # (≈ 20 % fewer pixels than its bounding square), then the pixels whose sample can touch the box.
+                chord = reach * reach - dy * dy
+                if chord < 0.0:
+                    continue
+                half = math.sqrt(chord)
+                x_a, x_b = max(x_lo, int(math.floor(ox - half))), min(x_hi, int(math.ceil(ox + half)))
+                x_a, x_b = _span(su, ct, b_lo - 1.0, b_hi, x_lo, x_a, x_b)
                 x_a, x_b = _span(sv, st, b_lo - 1.0, b_hi, x_lo, x_a, x_b)
                 if x_b < x_a:
                     continue
@@ -429,7 +436,10 @@ def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, back
                     for i in range(s):  # re-bake M_t ⊙ fill only when the fill changed
                         for j in range(s):
                             sprites[k, i, j] = cur[k, i, j] * fill[k, i, j]
-            reach = min(reaches[k, t], radius[k])
+            # The draw keeps a disk of radius `reach`: radius[k] bounds the mass's Euclidean distance exactly (tracked
+            # per frame while it evolves); reaches[k, t] is Euclidean only for objects that do not spread (a 3×3
+            # kernel spreads √2 px per step along diagonals).
+            reach = radius[k] if evolve[k] else min(reaches[k, t], radius[k])
             cx, cy, th = poses[k, t, 0], poses[k, t, 1], poses[k, t, 2]
             draw_sprite_box(clean[t], owner[t], value_max[t], k + 1, sprites[k], cx, cy, th, reach, colours[k],
                             wrap, additive, box_lo[k], box_hi[k])
