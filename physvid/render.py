@@ -305,7 +305,9 @@ def make_sprite(p: dict, k: int, config: RenderConfig, side: int | None = None) 
 
 
 def reaches(p: dict, n: int, config: RenderConfig) -> np.ndarray:
-    """(n, T): how far from its centre each object can have mass at each frame (bounds the pixels visited)."""
+    """(n, T): how far from its centre each object can have mass at each frame (bounds the pixels visited): a
+    Euclidean radius for objects that do not spread, a per-axis one (the kernel spreads √2 px per step diagonally) for
+    those that do, whose draws use their tracked support radius instead (raster.compose_sequence)."""
     half = 0.5 * p["size"][:n].astype(np.float64)
     half = np.where(p["shape"][:n] == rk.SHAPE_IDS["digit"], half * math.sqrt(2.0), half)  # a digit's box spans `size`
     it = config.intensity
