@@ -359,3 +359,25 @@ def test_noise_scale_quantise_on_odd_sizes_and_saturated_pixels():
     measured = np.abs(out.astype(int) - qc).sum() / qc.sum()
     assert achieved == pytest.approx(measured, rel=1e-12) and measured == pytest.approx(0.4, rel=0.011)
     assert (s, achieved) == nk.noise_scale(clean, noise, 0.4)
+
+
+def test_kernel_caches_are_dropped_when_any_source_changes(tmp_path):
+    """numba checks a cached function only against its own file; the package drops the folder's caches on any change."""
+    import os
+
+    from physvid.kernels import refresh_caches
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 2\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    (cache / "a.f-1.py311.nbi").write_bytes(b"index")
+    assert refresh_caches(tmp_path)  # first sight: no stamp yet
+    assert not (cache / "a.f-1.py311.nbi").exists()
+    (cache / "a.f-1.py311.nbc").write_bytes(b"code")
+    assert not refresh_caches(tmp_path)  # nothing changed: caches kept
+    assert (cache / "a.f-1.py311.nbc").exists()
+    st = (tmp_path / "b.py").stat()
+    os.utime(tmp_path / "b.py", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # another file of the folder changed
+    assert refresh_caches(tmp_path)
+    assert not (cache / "a.f-1.py311.nbc").exists()
