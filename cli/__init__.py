@@ -2,14 +2,16 @@
 importable as `cli`. Commands only parse options and call the libraries (`physvid`, `stmoe`).
 
 Shared here: the one-line error contract (`error: <message>` on stderr, exit 2 for usage and 1 for runtime problems,
-130 when interrupted, never a traceback) and the `--help` example epilogs.
+130 when interrupted, never a traceback), the `--help` example epilogs, and options that set dotted config keys.
 """
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import click
+from click.core import ParameterSource
 
 
 def fail(message: str, code: int, prefix: str = "") -> None:
@@ -49,3 +51,34 @@ def one_line_errors(translate: Callable[[BaseException], tuple[str, int] | None]
 def examples(*lines: str) -> str:
     """A --help epilog; \\b keeps click from re-wrapping the lines."""
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+@dataclass(frozen=True)
+class KeyOption:
+    """A command-line option that sets dotted config key(s). Its click default is None and only a value the user typed
+    counts (`given`), so an option left out never overrides a config file; `to_config` maps the value to keys when it
+    is not simply {key: value}."""
+
+    decls: tuple[str, ...]
+    key: str
+    type: Any
+    help: str
+    flag: bool = False
+    to_config: Callable[[Any], dict[str, Any]] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.key.replace(".", "__")
+
+    def values(self, value: Any) -> dict[str, Any]:
+        return self.to_config(value) if self.to_config else {self.key: value}
+
+    def option(self) -> Callable:
+        if self.flag:
+            return click.option(*self.decls, self.dest, default=None, help=self.help)
+        return click.option(*self.decls, self.dest, type=self.type, default=None, help=self.help)
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Was the option typed (or set through the environment)? Defaults never count, whatever their value."""
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import click
-from click.core import ParameterSource
 
-from . import examples, one_line_errors
+from . import KeyOption, examples, given, one_line_errors
 
 from physvid import __version__
 from physvid.config import BOUNDARIES, KERNELS, OVERLAPS, SCOPES, SHAPES
@@ -95,30 +93,6 @@ class SizeType(click.ParamType):
 
 
 # --------------------------------------------------------------------------- shared options, defined once
-@dataclass(frozen=True)
-class ConfigOption:
-    """A command-line option that sets RenderConfig field(s): `key` is dotted; `to_config` maps the value to keys."""
-
-    decls: tuple[str, ...]
-    key: str
-    type: Any
-    help: str
-    flag: bool = False
-    to_config: Callable[[Any], dict[str, Any]] | None = None
-
-    @property
-    def dest(self) -> str:
-        return self.key.replace(".", "__")
-
-    def values(self, value: Any) -> dict[str, Any]:
-        return self.to_config(value) if self.to_config else {self.key: value}
-
-    def option(self) -> Callable:
-        if self.flag:
-            return click.option(*self.decls, self.dest, default=None, help=self.help)
-        return click.option(*self.decls, self.dest, type=self.type, default=None, help=self.help)
-
-
 def _noise_types(value: tuple[str, ...]) -> dict[str, Any]:
     chosen = set(value) - {"none"}
     return {f"noise.{t}": 1.0 if t in chosen else 0.0 for t in NOISE_TYPES}
@@ -126,58 +100,58 @@ def _noise_types(value: tuple[str, ...]) -> dict[str, Any]:
 
 R, IR = RangeType(float), RangeType(int)
 CONFIG_OPTIONS = (
-    ConfigOption(("--property", "-p"), "property", click.Choice(sorted(PROPERTIES)),
+    KeyOption(("--property", "-p"), "property", click.Choice(sorted(PROPERTIES)),
                  "Which physical property drives the objects (required here or in --config)."),
-    ConfigOption(("--size",), "size", SizeType(), "Frame size, N or HxW  [default: 64]",
+    KeyOption(("--size",), "size", SizeType(), "Frame size, N or HxW  [default: 64]",
                  to_config=lambda v: {"height": v[0], "width": v[1]}),
-    ConfigOption(("--frames", "-t"), "frames", click.IntRange(min=2), "Frames per sequence  [default: 10]"),
-    ConfigOption(("--channels",), "channels", click.Choice(["1", "3"]), "1 (grey) or 3 (colour)  [default: 1]",
+    KeyOption(("--frames", "-t"), "frames", click.IntRange(min=2), "Frames per sequence  [default: 10]"),
+    KeyOption(("--channels",), "channels", click.Choice(["1", "3"]), "1 (grey) or 3 (colour)  [default: 1]",
                  to_config=lambda v: {"channels": int(v)}),
-    ConfigOption(("--seed",), "seed", click.IntRange(min=0), "Seed of the whole dataset  [default: 0]"),
-    ConfigOption(("--objects",), "shape.num_objects", IR, "Objects per sequence, LO:HI or N  [default: 1:3]"),
-    ConfigOption(("--shapes",), "shape.shapes", ListType(SHAPES), f"Comma list of {', '.join(SHAPES)}"),
-    ConfigOption(("--object-size",), "shape.size", R, "Object diameter in pixels  [default: 12:24]"),
-    ConfigOption(("--aspect",), "shape.aspect", R, "Minor/major axis of ellipses and rectangles  [default: 0.4:1]"),
-    ConfigOption(("--thickness",), "shape.thickness", R, "Line thickness in pixels  [default: 2:4]"),
-    ConfigOption(("--sides",), "shape.sides", IR, "Polygon sides  [default: 3:8]"),
-    ConfigOption(("--brightness",), "shape.brightness", R, "Object brightness in [0, 1]  [default: 0.6:1]"),
-    ConfigOption(("--overlap",), "shape.overlap", click.Choice(OVERLAPS), "Where objects overlap  [default: max]"),
-    ConfigOption(("--digits",), "shape.digits", click.Path(dir_okay=False),
+    KeyOption(("--seed",), "seed", click.IntRange(min=0), "Seed of the whole dataset  [default: 0]"),
+    KeyOption(("--objects",), "shape.num_objects", IR, "Objects per sequence, LO:HI or N  [default: 1:3]"),
+    KeyOption(("--shapes",), "shape.shapes", ListType(SHAPES), f"Comma list of {', '.join(SHAPES)}"),
+    KeyOption(("--object-size",), "shape.size", R, "Object diameter in pixels  [default: 12:24]"),
+    KeyOption(("--aspect",), "shape.aspect", R, "Minor/major axis of ellipses and rectangles  [default: 0.4:1]"),
+    KeyOption(("--thickness",), "shape.thickness", R, "Line thickness in pixels  [default: 2:4]"),
+    KeyOption(("--sides",), "shape.sides", IR, "Polygon sides  [default: 3:8]"),
+    KeyOption(("--brightness",), "shape.brightness", R, "Object brightness in [0, 1]  [default: 0.6:1]"),
+    KeyOption(("--overlap",), "shape.overlap", click.Choice(OVERLAPS), "Where objects overlap  [default: max]"),
+    KeyOption(("--digits",), "shape.digits", click.Path(dir_okay=False),
                  "MNIST idx3 images file (.gz or raw) for dynamic-mnist and the digit shape"),
-    ConfigOption(("--texture-probability",), "texture.object_probability", click.FloatRange(0, 1),
+    KeyOption(("--texture-probability",), "texture.object_probability", click.FloatRange(0, 1),
                  "Chance that an object carries a sine texture  [default: 0.5]"),
-    ConfigOption(("--background-texture",), "texture.background_probability", click.FloatRange(0, 1),
+    KeyOption(("--background-texture",), "texture.background_probability", click.FloatRange(0, 1),
                  "Chance of a sine-wave background  [default: 0]"),
-    ConfigOption(("--background-level",), "texture.background_level", R, "Background brightness  [default: 0.1:0.3]"),
-    ConfigOption(("--texture-frequency",), "texture.frequency", R, "Texture cycles per pixel  [default: 0.08:0.25]"),
-    ConfigOption(("--texture-contrast",), "texture.contrast", R, "Texture contrast  [default: 0.3:0.8]"),
-    ConfigOption(("--texture-drift",), "texture.drift", R, "Texture phase speed, rad/frame  [default: 0:0]"),
-    ConfigOption(("--speed",), "motion.speed", R, "Translation speed, px/frame  [default: 1:3]"),
-    ConfigOption(("--acceleration",), "motion.acceleration", R,
+    KeyOption(("--background-level",), "texture.background_level", R, "Background brightness  [default: 0.1:0.3]"),
+    KeyOption(("--texture-frequency",), "texture.frequency", R, "Texture cycles per pixel  [default: 0.08:0.25]"),
+    KeyOption(("--texture-contrast",), "texture.contrast", R, "Texture contrast  [default: 0.3:0.8]"),
+    KeyOption(("--texture-drift",), "texture.drift", R, "Texture phase speed, rad/frame  [default: 0:0]"),
+    KeyOption(("--speed",), "motion.speed", R, "Translation speed, px/frame  [default: 1:3]"),
+    KeyOption(("--acceleration",), "motion.acceleration", R,
                  "Translation acceleration, px/frame^2  [default: 0:0.2]"),
-    ConfigOption(("--jerk",), "motion.jerk", R, "Translation jerk, px/frame^3  [default: 0:0.03]"),
-    ConfigOption(("--angle",), "motion.angle", R, "Initial orientation, degrees  [default: 0:360]"),
-    ConfigOption(("--angular-speed",), "motion.angular_speed", R, "Rotation speed, deg/frame  [default: 4:15]"),
-    ConfigOption(("--angular-acceleration",), "motion.angular_acceleration", R,
+    KeyOption(("--jerk",), "motion.jerk", R, "Translation jerk, px/frame^3  [default: 0:0.03]"),
+    KeyOption(("--angle",), "motion.angle", R, "Initial orientation, degrees  [default: 0:360]"),
+    KeyOption(("--angular-speed",), "motion.angular_speed", R, "Rotation speed, deg/frame  [default: 4:15]"),
+    KeyOption(("--angular-acceleration",), "motion.angular_acceleration", R,
                  "Rotation acceleration, deg/frame^2  [default: 0:1]"),
-    ConfigOption(("--angular-jerk",), "motion.angular_jerk", R, "Rotation jerk, deg/frame^3  [default: 0:0.2]"),
-    ConfigOption(("--boundary",), "motion.boundary", click.Choice(BOUNDARIES), "At the frame edge  [default: bounce]"),
-    ConfigOption(("--gain",), "intensity.gain", R, "Intensity kernel sum g per frame (>1 grows)  [default: 0.8:1.25]"),
-    ConfigOption(("--min-change",), "intensity.min_change", click.FloatRange(0, 1),
+    KeyOption(("--angular-jerk",), "motion.angular_jerk", R, "Rotation jerk, deg/frame^3  [default: 0:0.2]"),
+    KeyOption(("--boundary",), "motion.boundary", click.Choice(BOUNDARIES), "At the frame edge  [default: bounce]"),
+    KeyOption(("--gain",), "intensity.gain", R, "Intensity kernel sum g per frame (>1 grows)  [default: 0.8:1.25]"),
+    KeyOption(("--min-change",), "intensity.min_change", click.FloatRange(0, 1),
                  "Excluded band |g - 1| < this  [default: 0.05]"),
-    ConfigOption(("--grow-probability",), "intensity.grow_probability", click.FloatRange(0, 1),
+    KeyOption(("--grow-probability",), "intensity.grow_probability", click.FloatRange(0, 1),
                  "Chance that an intensity object grows  [default: 0.5]"),
-    ConfigOption(("--kernel",), "intensity.kernel", click.Choice(KERNELS), "Intensity kernel  [default: gaussian]"),
-    ConfigOption(("--kernel-size",), "intensity.kernel_size", click.IntRange(min=1), "Odd kernel size  [default: 3]"),
-    ConfigOption(("--spread",), "intensity.spread", R, "Gaussian kernel sigma, px  [default: 0.3:0.7]"),
-    ConfigOption(("--intensity-scope",), "intensity.scope", click.Choice(SCOPES),
+    KeyOption(("--kernel",), "intensity.kernel", click.Choice(KERNELS), "Intensity kernel  [default: gaussian]"),
+    KeyOption(("--kernel-size",), "intensity.kernel_size", click.IntRange(min=1), "Odd kernel size  [default: 3]"),
+    KeyOption(("--spread",), "intensity.spread", R, "Gaussian kernel sigma, px  [default: 0.3:0.7]"),
+    KeyOption(("--intensity-scope",), "intensity.scope", click.Choice(SCOPES),
                  "Convolve each object or the whole frame  [default: object]"),
-    ConfigOption(("--noise-ratio",), "noise.ratio", click.FloatRange(0, 10),
+    KeyOption(("--noise-ratio",), "noise.ratio", click.FloatRange(0, 10),
                  "Noise ratio: noise mass / signal mass (paper: 0, 0.26, 0.70)  [default: 0]"),
-    ConfigOption(("--noise-types",), "noise.types", ListType(NOISE_TYPES + ("none",)),
+    KeyOption(("--noise-types",), "noise.types", ListType(NOISE_TYPES + ("none",)),
                  "Comma list of gaussian, white, perlin (or none)  [default: all three]", to_config=_noise_types),
-    ConfigOption(("--masks/--no-masks",), "masks", None, "Store per-object masks  [default: no]", flag=True),
-    ConfigOption(("--property-maps/--no-property-maps",), "property_maps", None,
+    KeyOption(("--masks/--no-masks",), "masks", None, "Store per-object masks  [default: no]", flag=True),
+    KeyOption(("--property-maps/--no-property-maps",), "property_maps", None,
                  "Store per-pixel property maps (0 background, 1 translation, 2 rotation, 3 intensity)  [default: no]",
                  flag=True),
 )
@@ -187,11 +161,6 @@ def config_options(f: Callable) -> Callable:
     for opt in reversed(CONFIG_OPTIONS):
         f = opt.option()(f)
     return f
-
-
-def given(ctx: click.Context, name: str) -> bool:
-    """Was the option typed (or set through the environment)? Defaults never count, whatever their value."""
-    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 
 def index_option(f: Callable) -> Callable:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import click
-from click.core import ParameterSource
 
-from . import examples, one_line_errors
+from . import KeyOption, examples, given, one_line_errors
 
 from physvid._version import __version__
 
@@ -60,52 +58,26 @@ handle_errors = one_line_errors(
 
 
 # --------------------------------------------------------------------------- shared options, defined once
-@dataclass(frozen=True)
-class Shortcut:
-    """An option that sets one dotted config key (relative to the stage section in `stmoe train STAGE`)."""
-
-    decls: tuple[str, ...]
-    key: str
-    type: Any
-    help: str
-    flag: bool = False
-    convert: Callable[[Any], Any] | None = None
-
-    @property
-    def dest(self) -> str:
-        return self.key.replace(".", "__")
-
-    def option(self) -> Callable:
-        if self.flag:
-            return click.option(*self.decls, self.dest, default=None, help=self.help)
-        return click.option(*self.decls, self.dest, type=self.type, default=None, help=self.help)
-
-
 SHORTCUTS = (
-    Shortcut(("--epochs",), "optim.epochs", click.IntRange(min=1), "Epochs (optim.epochs)."),
-    Shortcut(("--lr",), "optim.lr", click.FloatRange(min=0, min_open=True), "Adam learning rate (optim.lr)."),
-    Shortcut(("--schedule",), "optim.schedule", click.Choice(("none", "cosine", "onecycle", "plateau")),
+    KeyOption(("--epochs",), "optim.epochs", click.IntRange(min=1), "Epochs (optim.epochs)."),
+    KeyOption(("--lr",), "optim.lr", click.FloatRange(min=0, min_open=True), "Adam learning rate (optim.lr)."),
+    KeyOption(("--schedule",), "optim.schedule", click.Choice(("none", "cosine", "onecycle", "plateau")),
              "Learning-rate schedule (optim.schedule)."),
-    Shortcut(("--max-steps",), "optim.max_steps_per_epoch", click.IntRange(min=1),
+    KeyOption(("--max-steps",), "optim.max_steps_per_epoch", click.IntRange(min=1),
              "Cap the steps of an epoch (optim.max_steps_per_epoch)."),
-    Shortcut(("--batch-size", "-b"), "data.batch_size", click.IntRange(min=1), "Clips per step and process."),
-    Shortcut(("--input-frames", "-l"), "data.input_frames", click.IntRange(min=1), "l, observed frames."),
-    Shortcut(("--output-frames", "-n"), "data.output_frames", click.IntRange(min=1), "n, predicted frames."),
-    Shortcut(("--workers", "-j"), "data.num_workers", click.IntRange(min=0), "DataLoader worker processes."),
-    Shortcut(("--seed",), "run.seed", click.IntRange(min=0), "Seed of everything (run.seed)."),
-    Shortcut(("--device",), "run.device", str, "auto, cpu, cuda or cuda:N (run.device)."),
-    Shortcut(("--precision",), "run.precision", click.Choice(("auto", "fp32", "bf16")),
+    KeyOption(("--batch-size", "-b"), "data.batch_size", click.IntRange(min=1), "Clips per step and process."),
+    KeyOption(("--input-frames", "-l"), "data.input_frames", click.IntRange(min=1), "l, observed frames."),
+    KeyOption(("--output-frames", "-n"), "data.output_frames", click.IntRange(min=1), "n, predicted frames."),
+    KeyOption(("--workers", "-j"), "data.num_workers", click.IntRange(min=0), "DataLoader worker processes."),
+    KeyOption(("--seed",), "run.seed", click.IntRange(min=0), "Seed of everything (run.seed)."),
+    KeyOption(("--device",), "run.device", str, "auto, cpu, cuda or cuda:N (run.device)."),
+    KeyOption(("--precision",), "run.precision", click.Choice(("auto", "fp32", "bf16")),
              "auto = bf16 autocast on GPU, fp32 on CPU (run.precision)."),
-    Shortcut(("--threads",), "run.threads", click.IntRange(min=1), "torch CPU threads (run.threads)."),
-    Shortcut(("--compile/--no-compile",), "run.compile", None, "torch.compile the model (run.compile).", flag=True),
-    Shortcut(("--progress/--no-progress",), "run.progress", None, "Progress bar on stderr (default: when a terminal).",
-             flag=True, convert=lambda v: "on" if v else "off"),
+    KeyOption(("--threads",), "run.threads", click.IntRange(min=1), "torch CPU threads (run.threads)."),
+    KeyOption(("--compile/--no-compile",), "run.compile", None, "torch.compile the model (run.compile).", flag=True),
+    KeyOption(("--progress/--no-progress",), "run.progress", None, "Progress bar on stderr (default: when a terminal).",
+             flag=True, to_config=lambda v: {"run.progress": "on" if v else "off"}),
 )
-
-
-def given(ctx: click.Context, name: str) -> bool:
-    """Was the option typed (or set through the environment)? Defaults never count, whatever their value."""
-    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 
 def config_options(f: Callable) -> Callable:
@@ -148,7 +120,7 @@ def build_config(ctx: click.Context, preset, config_file, sets, options: dict[st
     for s in SHORTCUTS:
         if given(ctx, s.dest):
             value = options[s.dest]
-            overrides[prefix + s.key] = s.convert(value) if s.convert else value
+            overrides.update({prefix + key: v for key, v in s.values(value).items()})
     for name, key in (("synthetic", "synthetic"), ("real", "real"), ("all_dirs", "all")):
         if name in ctx.params and given(ctx, name):
             overrides[key] = ctx.params[name]
