@@ -467,14 +467,14 @@ def _bank(config: RenderConfig) -> np.ndarray:
                        nc.perlin_speed, depth, bh, bw)
 
 
-def noise_field(config: RenderConfig, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def noise_field(config: RenderConfig, rng: np.random.Generator) -> np.ndarray:
     """Mixed noise (T, C, H, W) float32: Σ weight · field, each field scaled to unit mean magnitude (docs/noise.md)."""
     nc = config.noise
     total = np.empty((config.frames, config.channels, config.height, config.width), np.float32)
     key, draws = noise_draws(config, rng)
     pk.noise_mix(key, draws, _bank(config), nc.gaussian, nc.white, nc.perlin, nc.perlin_drift, nk.gaussian_table(),
                  nk.uniform_table(), total)
-    return total, {"noise_key": key}
+    return total
 
 
 def render_sequence(config: RenderConfig, index: int, *, with_clean: bool = True, objects: dict | None = None,
@@ -487,7 +487,7 @@ def render_sequence(config: RenderConfig, index: int, *, with_clean: bool = True
         video = np.empty(clean.shape, np.uint8)
     scale, achieved = 0.0, 0.0
     if config.noise.ratio > 0:
-        noise, _ = noise_field(config, noise_rng)
+        noise = noise_field(config, noise_rng)
         # The ratio is met on the stored bytes, after clipping and quantisation (docs/noise.md).
         scale, achieved = nk.noise_scale_quantise(clean, noise, config.noise.ratio, video)
     else:

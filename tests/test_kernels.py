@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from physvid import reference as ref
 from physvid.kernels import noise as nk
 from physvid.kernels import raster as rk
+from physvid.kernels.pipeline import KERNEL_CODES, gain_kernel
 from physvid.render import VERTEX_DRAWS, _polygon, kernel_for
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -95,6 +96,9 @@ def test_convolution_matches_scipy(size, kind, gain, spread, seed):
     src = np.random.default_rng(seed).random((19, 23)).astype(np.float32)
     k = kernel_for(kind, size, gain, spread)
     assert k.sum() == pytest.approx(gain, rel=1e-5)
+    compiled = np.empty((size, size), np.float32)  # the batch pipeline's kernel, twin of kernel_for
+    gain_kernel(KERNEL_CODES[kind], size, gain, spread, compiled)
+    np.testing.assert_allclose(compiled, k, rtol=1e-6, atol=1e-9)
     fast = np.empty_like(src)
     rk.convolve_same(src, k, fast)
     np.testing.assert_allclose(fast, ref.convolve_reference(src, k), atol=1e-5)

@@ -23,8 +23,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import DatasetError
-from .chunks import (FAST_FILTERS, FILTER_DEFLATE, FILTER_FLETCHER32, FILTER_LZF, FILTER_SHUFFLE,  # noqa: F401
-                     LZF_ERRORS, fast_pipeline as _fast_pipeline, fletcher32, lzf_decompress,
+from .chunks import (FILTER_DEFLATE, FILTER_FLETCHER32, FILTER_LZF, FILTER_SHUFFLE, LZF_ERRORS, fast_pipeline as _fast_pipeline, fletcher32, lzf_decompress,
                      swap_halves as _swap_halves)
 from .layout import MANIFEST
 from .manifest import check_format, load_manifest

@@ -302,8 +302,10 @@ def _write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: 
             dsets = _create_datasets(f, spec.count, video, params, opts)
             # One-sequence chunks of the big datasets are encoded here (isal deflate or numba LZF, numba fletcher32)
             # and stored with write_direct_chunk: ≈ 5× less CPU than HDF5's zlib for gzip (dataset/chunks.py).
-            direct = {name: w for name in ("video", *TOP_LEVEL) if name in dsets
-                      for w in [ChunkWriter.of(dsets[name])] if w is not None}
+            for name in ("video", *TOP_LEVEL):
+                chunk_writer = ChunkWriter.of(dsets[name]) if name in dsets else None
+                if chunk_writer is not None:
+                    direct[name] = chunk_writer
             # Small per-sequence parameters are gathered and written once per shard: one HDF5 call per batch and
             # parameter would cost as much as compressing the video.
             table = {k: np.empty((spec.count,) + v.shape[1:], v.dtype) for k, v in params.items() if k not in TOP_LEVEL}
