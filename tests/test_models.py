@@ -268,11 +268,13 @@ def test_tiny_model_overfits_one_batch(name):
 
 # ----------------------------------------------------------------------------------------------- STGN and STMoE
 @pytest.mark.parametrize("attention", ["pixel", "uniform", "none"])
-@pytest.mark.parametrize("normalization", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("normalization", ["softmax", "sigmoid", "authors"])
 @pytest.mark.parametrize("name", MIX)
 def test_stgn_weights_in_unit_interval_and_softmax_sums_to_one(name, attention, normalization):
     model = make(name, attention=attention, normalization=normalization)
     with torch.no_grad():
+        for p in model.gate.parameters():  # a trained gate: the fresh one starts at W = 1/m (zero last layers)
+            torch.nn.init.normal_(p, std=0.3)
         w = model(frames(B=3), 4).weights
     assert w.shape == (3, 4, 3, 4, 4)
     assert (w >= 0).all() and (w <= 1).all()
@@ -290,6 +292,8 @@ def test_stgn_weights_in_unit_interval_and_softmax_sums_to_one(name, attention, 
 def test_stgn_pixel_weights_depend_on_the_neighbourhood_r_ij():
     torch.manual_seed(0)
     gate = STGN(in_channels=4, num_experts=3, gate_channels=8, gate_layers=2, gate_kernel=3)
+    for layer in (gate.se[-1], gate.g_second):  # as after training (a fresh gate's last layers are zero)
+        torch.nn.init.normal_(layer.weight, std=0.3)
     x = torch.rand(1, 4, 12, 12)
     x2 = x.clone()
     x2[..., 0, 0] += 5.0  # a change in one corner

@@ -51,7 +51,7 @@ def test_cell_shapes(cin: int) -> None:
     assert GradientHighwayUnit(cin, NH, K)(x, h).shape == (B, NH, P, P)
     for out in SpatioTemporalLSTMCell(cin, NH, K)(x, h, c, m):
         assert out.shape == (B, NH, P, P)
-    for out in (*MIMN(NH, K)(h, c, n), *MIMS(NH, K)(h, c, s), *MIMBlock(NH, K)(h, c, m, n, s, h, c)):
+    for out in (*MIMN(NH, K)(h, n), *MIMS(NH, K)(h, c, s), *MIMBlock(NH, K)(h, n, h, c, m, s)):
         assert out.shape == (B, NH, P, P)
     assert PhyCell(NH, 3)(h, c).shape == (B, NH, P, P)
 
@@ -67,27 +67,48 @@ def test_causal_lstm_connectivity() -> None:
     assert all(depends(h1, t) for t in (x, h, c, m))
 
 
-def test_causal_lstm_memory_cascade_by_hand() -> None:
-    """With all weights zero the cell reduces to its biases: C_t = sig(b_f + 1) C + sig(b_i) tanh(b_g), etc."""
+def zeroed_causal_cell() -> CausalLSTMCell:
+    """A 1-channel, 1x1 Causal LSTM with every weight and bias zero (the by-hand tests set what they need)."""
     cell = CausalLSTMCell(1, 1, 1)
-    for conv in (cell.conv_xhc, cell.conv_xcm, cell.conv_m, cell.conv_o, cell.conv_h):
+    for conv in (cell.conv_xhc, cell.conv_xc, cell.conv_m, cell.conv_o, cell.conv_h):
         nn.init.zeros_(conv.weight)
         nn.init.zeros_(conv.bias)
+    return cell
+
+
+def test_causal_lstm_memory_cascade_by_hand() -> None:
+    """With all weights zero the cell reduces to its biases: C_t = sig(b_f + 1) C + sig(b_i) tanh(b_g), etc."""
+    cell = zeroed_causal_cell()
     with torch.no_grad():
         cell.conv_xhc.bias.copy_(torch.tensor([0.3, -0.2, 0.5]))  # g, i, f
-        cell.conv_xcm.bias.copy_(torch.tensor([-0.4, 0.1, 0.7]))  # g', i', f'
-        cell.conv_m.bias.fill_(0.6)
+        cell.conv_xc.bias.copy_(torch.tensor([-0.4, 0.1, 0.7]))  # g', i'-part, f'-part
+        cell.conv_m.bias.copy_(torch.tensor([0.05, -0.1, 0.6]))  # i'-part, f'-part, W_3 * M
         cell.conv_o.bias.fill_(0.9)
         cell.conv_h.bias.fill_(-0.8)
     c0 = torch.full((1, 1, 2, 2), 0.25)
     h, c, m = cell(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), c0, torch.full((1, 1, 2, 2), 2.0))
     sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
     c_ref = sig(0.5 + 1) * 0.25 + sig(-0.2) * math.tanh(0.3)
-    m_ref = sig(0.7 + 1) * math.tanh(0.6) + sig(0.1) * math.tanh(-0.4)  # f' . tanh(W_3 * M) + i' . g'
+    m_ref = sig(0.7 - 0.1 + 1) * math.tanh(0.6) + sig(0.1 + 0.05) * math.tanh(-0.4)  # f' . tanh(W_3 * M) + i' . g'
     h_ref = math.tanh(0.9) * math.tanh(-0.8)  # output gate uses tanh
     torch.testing.assert_close(c, torch.full_like(c, c_ref))
     torch.testing.assert_close(m, torch.full_like(m, m_ref))
     torch.testing.assert_close(h, torch.full_like(h, h_ref))
+
+
+def test_causal_lstm_wiring_follows_the_reference_code() -> None:
+    """predrnn-pp's causal LSTM: the output gate also reads H_{t-1}; g' has no M term (only X and C_t)."""
+    cell = zeroed_causal_cell()
+    with torch.no_grad():
+        cell.conv_o.weight[0, 1] = 1.0  # o = tanh(H_{t-1}): inputs of W_4 are [X, H_{t-1}, C_t, M_t]
+        cell.conv_h.bias.fill_(1.0)
+    zeros = torch.zeros(1, 1, 2, 2)
+    h_prev = torch.tensor([[[[0.5, -1.0], [2.0, 0.0]]]])
+    h, _, _ = cell(zeros, h_prev, zeros, zeros)
+    torch.testing.assert_close(h, torch.tanh(h_prev) * math.tanh(1.0))
+    assert cell.conv_xc.in_channels == 1 + 1  # g' (and the X/C parts of i', f') from [X, C_t] only
+    ghu = GradientHighwayUnit(8, 8, 3)
+    assert float(ghu.conv.weight.detach().abs().max()) <= 1e-3 and float(ghu.conv.bias.detach().abs().max()) == 0
 
 
 def test_st_lstm_connectivity() -> None:
@@ -101,14 +122,13 @@ def test_st_lstm_connectivity() -> None:
 
 
 def test_mim_block_connectivity() -> None:
-    """MIM block: the forget path of C goes through MIM-N/MIM-S; M_t ignores H, C, N, S; N_t ignores C, S, M."""
+    """MIM block: the forget path of C goes through MIM-S (fed by D); M_t ignores H, C, D, S; S_t ignores M and H."""
     torch.manual_seed(0)
-    x, x_prev, h, c, m, n, s = (rand(B, NH, P, P, requires_grad=True) for _ in range(7))
-    h1, c1, m1, n1, s1 = MIMBlock(NH, K)(x, x_prev, h, c, m, n, s)
-    assert all(depends(c1, t) for t in (x, x_prev, h, c, n, s)) and not depends(c1, m)
-    assert depends(m1, x) and depends(m1, m) and not any(depends(m1, t) for t in (x_prev, h, c, n, s))
-    assert depends(n1, x) and depends(n1, x_prev) and depends(n1, n) and not any(depends(n1, t) for t in (h, c, m, s))
-    assert all(depends(s1, t) for t in (x, x_prev, n, c, s)) and not depends(s1, m) and not depends(s1, h)
+    x, d, h, c, m, s = (rand(B, NH, P, P, requires_grad=True) for _ in range(6))
+    h1, c1, m1, s1 = MIMBlock(NH, K)(x, d, h, c, m, s)
+    assert all(depends(c1, t) for t in (x, d, h, c, s)) and not depends(c1, m)
+    assert depends(m1, x) and depends(m1, m) and not any(depends(m1, t) for t in (d, h, c, s))
+    assert all(depends(s1, t) for t in (d, c, s)) and not any(depends(s1, t) for t in (x, m, h))
 
 
 # --------------------------------------------------------------------------------------------------- GHU by hand
@@ -140,45 +160,43 @@ def test_ghu_saturated_gate_passes_state_through() -> None:
 
 
 # --------------------------------------------------------------------------------------------------- MIM-N
-def test_mim_n_sees_only_the_temporal_difference() -> None:
-    """MIM-N: shifting H_t and H_{t-1} by the same tensor changes nothing; changing H_{t-1} alone does."""
-    torch.manual_seed(0)
-    mim_n = MIMN(NH, K)
-    h, h_prev, n, shift = (rand(B, NH, P, P) for _ in range(4))
-    d, n1 = mim_n(h, h_prev, n)
-    d2, n2 = mim_n(h + shift, h_prev + shift, n)
-    torch.testing.assert_close(d, d2)
-    torch.testing.assert_close(n1, n2)
-    d3, _ = mim_n(h, h_prev + shift, n)
-    assert (d3 - d).abs().max() > 1e-3
-
-
 def test_mim_n_zero_difference_path() -> None:
-    """With H_t = H_{t-1} and N_{t-1} = 0 only the biases act: N_t = sig(b_i) tanh(b_g), whatever H is."""
+    """With dH = 0 and N_{t-1} = 0 only the biases act: N_t = sig(b_i) tanh(b_g)."""
     torch.manual_seed(0)
     mim_n = MIMN(NH, K)
-    h = rand(B, NH, P, P)
-    d, n = mim_n(h, h.clone(), torch.zeros(B, NH, P, P))
+    d, n = mim_n(torch.zeros(B, NH, P, P), torch.zeros(B, NH, P, P))
     b_g, b_i, _ = mim_n.conv_gates.bias.detach().chunk(3)
     expected = (torch.sigmoid(b_i) * torch.tanh(b_g)).view(1, NH, 1, 1).expand_as(n)
     torch.testing.assert_close(n, expected)
-    d0, _ = mim_n(torch.zeros_like(h), torch.zeros_like(h), torch.zeros_like(h))
-    torch.testing.assert_close(d, d0)
 
 
-def test_mim_uses_previous_hidden_of_layer_below() -> None:
-    """The expert feeds MIM block l with H^{l-1}_t - H^{l-1}_{t-1}, taking H^{l-1}_{t-1} from the incoming state."""
-    expert = tiny("mim").experts[0]
+def _record_mim_n_inputs(expert):
+    """Forward hooks on every block's MIM-N: per call, (dH input, D output)."""
+    calls = {j: [] for j in range(len(expert.blocks))}
+    for j, block in enumerate(expert.blocks):
+        block.mim_n.register_forward_hook(lambda mod, inp, out, j=j: calls[j].append((inp[0].detach(), out[0].detach())))
+    return calls
+
+
+def test_mim_n_cascade_feeds_each_block_the_output_of_the_block_below() -> None:
+    """Authors' MIM (Yunbo426/MIM, OpenSTL): the first MIM-N reads H^1_t - H^1_{t-1}, block j >= 2 reads D_t of block
+    j - 1; at the first step every block gets D = 0 and N stays 0. Checked with hooks on a 4-layer MIM."""
+    expert = tiny("mim", num_layers=4).experts[0]
+    calls = _record_mim_n_inputs(expert)
+    block_d = {j: [] for j in range(3)}
+    for j, block in enumerate(expert.blocks):
+        block.register_forward_hook(lambda mod, inp, out, j=j: block_d[j].append(inp[1].detach()))
     x = torch.rand(B, 16, 4, 4)
     s0 = expert.init_state(B)
     _, s1 = expert.step(x, s0)
-    _, s2 = expert.step(x, s1)
-    mim_n = expert.blocks[0].mim_n
-    for new, old in ((s1, s0), (s2, s1)):
-        _, n_ref = mim_n(new["h"][0], old["h"][0], old["n"][0])
-        torch.testing.assert_close(new["n"][0], n_ref)
-    _, n_wrong = mim_n(s2["h"][0], s1["h"][1], s1["n"][0])  # the same layer's H would be a different signal
-    assert (s2["n"][0] - n_wrong).abs().max() > 1e-4
+    assert all(float(d[0].abs().max()) == 0 for d in block_d.values())  # first step: no difference, D = 0
+    assert all(float(n.detach().abs().max()) == 0 for n in s1["n"])
+    _, s2 = expert.step(torch.rand(B, 16, 4, 4), s1)
+    torch.testing.assert_close(calls[0][1][0], s2["h"][0] - s1["h"][0])  # the raw difference of the ST-LSTM layer
+    for j in (1, 2):
+        torch.testing.assert_close(calls[j][1][0], calls[j - 1][1][1])  # D of the block below
+        torch.testing.assert_close(block_d[j][1], calls[j][1][1])  # ... and the block uses its own MIM-N's D
+        assert (calls[j][1][0] - (s2["h"][j] - s1["h"][j])).abs().max() > 1e-4  # not the raw difference
 
 
 # --------------------------------------------------------------------------------------------------- PhyDNet
@@ -320,7 +338,8 @@ def test_state_threading(name: str) -> None:
         assert torch.equal(a, b)  # step does not modify its input state
     for t0, t1, t2 in zip(flat(state0), flat(state1), flat(state2)):
         assert t0.shape == t1.shape == t2.shape
-        assert (t1 - t2).abs().max() > 0  # every memory evolves
+        if t1.dim():  # 0-d flags (MIM's "started") are not memories
+            assert (t1 - t2).abs().max() > 0  # every memory evolves
     assert not torch.allclose(z1, z2)  # same input, different state -> different output
     model(torch.rand(B, 4, 1, 16, 16), 2)
     assert tensor_attributes(model) == []

@@ -13,7 +13,9 @@
   (global pooling of U_t -> MLP -> one excitation per expert) weighs the experts against each other.
   ``normalization="softmax"`` (default): W^k = s_k exp(A_k) / sum_j s_j exp(A_j), i.e. the SE excitation s_k = sig(e_k)
   scales each expert's positive gate exp(A_k) before the pixel-wise normalisation, so W sums to 1 per pixel;
-  ``"sigmoid"``: W^k = s_k sig(A_k), independent weights in [0, 1].
+  ``"sigmoid"``: W^k = s_k sig(A_k), independent weights in [0, 1]; ``"authors"``: W^k = s_k softmax_k(A)_k, the
+  authors' order (softmax of the per-expert maps, then multiplied by the SE excitation), for comparison runs: it
+  does not sum to 1 per pixel, so the SE branch can scale the whole mixture down.
 * ``attention`` (Table 6): ``"pixel"`` (the STGN above), ``"uniform"`` (one scalar per expert from the SE branch alone,
   conventional MoE), ``"none"`` (no gating network, W^k = 1/m).
 * H: ``stmoe-id`` uses the identity (experts output frames, Z is the frame); ``stmoe-conv`` one convolutional decoder
@@ -36,7 +38,7 @@ from .predictor import Predictor, Step
 from .registry import create_expert, list_experts, make_config, model_config_class, register_model
 
 ATTENTIONS = ("pixel", "uniform", "none")
-NORMALIZATIONS = ("softmax", "sigmoid")
+NORMALIZATIONS = ("softmax", "sigmoid", "authors")
 # Fields every expert must share with the mixture: they fix the input frames, the grid P x Q and C_Z of Eq. 4.
 MUST_MATCH = ("in_channels", "height", "width", "patch_size", "out_channels", "input_frames")
 
@@ -155,6 +157,13 @@ class STGN(nn.Module):
                                 nn.Linear(gate_channels, num_experts))
         if attention == "pixel":
             self.g_second = conv2d(gate_channels, num_experts, gate_kernel)  # G''^k over R(i, j): channel k = expert k
+        # Start from equal weights: with random last layers a fresh gate already prefers some expert in every pixel,
+        # and the reconstruction gradient of a near-tie between experts is too weak to undo that before the entropy
+        # term locks it in (measured on the tiny run: 0.94 of the weight on one expert).
+        last = [self.se[-1]] + ([self.g_second] if attention == "pixel" else [])
+        for layer in last:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         B, _, P, Q = x.shape
@@ -169,6 +178,8 @@ class STGN(nn.Module):
         a = self.g_second(u)  # (B, m, P, Q) pixel-wise gate logits A_k
         if self.normalization == "softmax":
             return torch.softmax(a + F.logsigmoid(e)[:, :, None, None], dim=1)  # prop. to s_k exp(A_k)
+        if self.normalization == "authors":
+            return torch.softmax(a, dim=1) * torch.sigmoid(e)[:, :, None, None]
         return torch.sigmoid(a) * torch.sigmoid(e)[:, :, None, None]
 
 
@@ -216,6 +227,9 @@ class STMoE(Predictor):
         for k, (expert, s) in enumerate(zip(self.experts, state["experts"])):
             out.update({f"experts.{k}.{key}": v for key, v in expert.aux_losses(s).items()})
         return out
+
+    def aux_weights(self) -> dict[str, float]:
+        return {f"experts.{k}.{key}": w for k, e in enumerate(self.experts) for key, w in e.aux_weights.items()}
 
 
 @register_model("stmoe-id")

@@ -22,7 +22,10 @@ class DoubleConv(nn.Sequential):
     """(conv -> GroupNorm -> ReLU) x 2; GroupNorm, not BatchNorm, so a prediction never depends on the rest of the batch."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        # >= 2 channels per group: at a 1x1 bottom level a batch of one clip must still have 2 values to normalise
         groups = math.gcd(out_channels, 8)
+        if out_channels // groups < 2:
+            groups = max(1, groups // 2)
         super().__init__(
             conv2d(in_channels, out_channels, kernel_size, bias=False), nn.GroupNorm(groups, out_channels), nn.ReLU(inplace=True),
             conv2d(out_channels, out_channels, kernel_size, bias=False), nn.GroupNorm(groups, out_channels), nn.ReLU(inplace=True),
@@ -62,6 +65,7 @@ class UNet(Expert):
     """Frames stacked as channels -> U-Net -> Z~_t. State: {"window": the last l patched frames (B, l, C*p*p, P, Q)}."""
 
     config_class = UNetConfig
+    recurrent = False  # sees only the window X_t
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__(config)
