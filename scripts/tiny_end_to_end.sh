@@ -28,7 +28,8 @@ if [ "${REAL:-mixed}" = "video" ]; then
   $STMOE prepare ../shared/data/video/traffic-highway-video02.avi --frames $FRAMES --stride 4 --size $SIZE \
     --out "$WORK/data/real"
 else
-  $PHYSVID generate --property mixed --n "$N_REAL" --seed 2 --shard-size 240 --workers 2 $GEN --out "$WORK/data/real"
+  $PHYSVID generate --property mixed --n "$N_REAL" --seed 2 --shard-size 240 --workers 2 $GEN --property-maps \
+    --out "$WORK/data/real"
 fi
 echo "data ready after $(( $(date +%s) - start )) s"
 

@@ -93,8 +93,11 @@ class LossConfig:
     magnitude_c: float = 1.0
     magnitude_weight: float = 0.0  # mag(W) is undefined in the paper; off unless asked for
     entropy_eps: float = 1e-8
-    # Weights of named auxiliary losses returned by the models (e.g. PhyDNet "moment", ADDL "divergence"); keys not listed get
-    # default_aux_weight. Stored as sorted (name, weight) pairs so the config stays hashable; a dict is accepted.
+    # Weights of named auxiliary losses returned by the models (e.g. PhyDNet "moment", ADDL "divergence", inside an STMoE
+    # "experts.<k>.divergence"). Precedence: a key listed here, then the model's own default for that term
+    # (Expert.aux_weights, scaled to this reconstruction term: docs/models.md), then default_aux_weight. A key may name
+    # a bare term ("magnitude") to set it for every expert that has it. Stored as sorted (name, weight) pairs so the
+    # config stays hashable; a dict is accepted. Weights may be negative (de Bezenac's -0.003 magnitude rewards motion).
     aux_weights: Any = field(default=())
     default_aux_weight: float = 1.0
 
@@ -113,11 +116,19 @@ class LossConfig:
                 f"aux_weights must be a mapping name -> weight or (name, weight) pairs, got {self.aux_weights!r}"
             ) from None
         for k, v in pairs:
-            _check_weight(v, f"aux_weights[{k!r}]")
+            if not math.isfinite(v):
+                raise LossConfigError(f"aux_weights[{k!r}] must be a finite number, got {v!r}")
         object.__setattr__(self, "aux_weights", pairs)
 
-    def aux_weight(self, name: str) -> float:
-        return dict(self.aux_weights).get(name, self.default_aux_weight)
+    def aux_weight(self, name: str, model_default: float | None = None) -> float:
+        """Weight of auxiliary term ``name``: set here (full name, then bare term) > the model's default > default_aux_weight."""
+        given = dict(self.aux_weights)
+        if name in given:
+            return given[name]
+        bare = name.rsplit(".", 1)[-1]
+        if bare in given:
+            return given[bare]
+        return self.default_aux_weight if model_default is None else model_default
 
     def to_dict(self) -> dict:
         """JSON-ready dict (aux_weights as a dict); `LossConfig(**d)` rebuilds it."""
@@ -137,6 +148,7 @@ def compute_loss(
     weights: Tensor | None = None,
     aux: Mapping[str, Tensor] | None = None,
     config: LossConfig | None = None,
+    aux_defaults: Mapping[str, float] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Global objective (paper Eq. 7-8) -> (total, terms).
 
@@ -144,6 +156,7 @@ def compute_loss(
     without a gate (then the W terms are absent). aux: named auxiliary losses of the model; non-scalar values are mean-reduced.
     terms holds the unweighted mean terms ("reconstruction", "entropy", "smoothness", "magnitude", "aux/<name>") as tensors still
     attached to the graph, and "total". Terms whose weight is 0 are not computed (and not reported).
+    aux_defaults: the model's own default weight per aux name (``Predictor.aux_weights()``), used where the config sets none.
     """
     cfg = config if config is not None else LossConfig()
     if not isinstance(cfg, LossConfig):
@@ -159,9 +172,10 @@ def compute_loss(
     total = recon
 
     if weights is not None:
-        if weights.ndim != 5 or weights.shape[0] != pred.shape[0] or weights.shape[1] != pred.shape[1]:
+        # n of W may be shorter than pred's horizon: warm-up predictions (optim.warmup_loss) carry no W terms.
+        if weights.ndim != 5 or weights.shape[0] != pred.shape[0] or not 1 <= weights.shape[1] <= pred.shape[1]:
             raise LossConfigError(
-                f"weights must be (B, n, m, P, Q) with B, n of pred {tuple(pred.shape[:2])}, got {tuple(weights.shape)}"
+                f"weights must be (B, n, m, P, Q) with B of pred and n <= {pred.shape[1]}, got {tuple(weights.shape)}"
             )
         if cfg.entropy_weight > 0:
             ent = robust_loss(entropy_map(weights, cfg.entropy_eps), cfg.entropy_alpha, cfg.entropy_c).mean()
@@ -182,7 +196,7 @@ def compute_loss(
     for name, value in sorted((aux or {}).items()):
         if not isinstance(value, Tensor):
             raise LossConfigError(f"aux[{name!r}] must be a tensor, got {type(value).__name__}")
-        w = cfg.aux_weight(name)
+        w = cfg.aux_weight(name, (aux_defaults or {}).get(name))
         if w == 0:
             continue
         value = value.mean() if value.ndim else value

@@ -175,13 +175,16 @@ def test_config_validation_and_json_round_trip():
     with pytest.raises(LossConfigError, match="smooth_weight"):
         LossConfig(smooth_weight=-1.0)
     with pytest.raises(LossConfigError, match=r"aux_weights\['x'\]"):
-        LossConfig(aux_weights={"x": -2.0})
+        LossConfig(aux_weights={"x": float("inf")})
+    assert LossConfig(aux_weights={"magnitude": -0.003}).aux_weight("magnitude") == -0.003  # de Bezenac's sign
     with pytest.raises(LossConfigError, match="recon_alpha"):
         LossConfig(recon_alpha=float("nan"))
     cfg = LossConfig(recon_alpha=1.0, aux_weights={"moment": 0.1, "div": 2.0})
     d = json.loads(json.dumps(cfg.to_dict()))
     assert LossConfig(**d) == cfg
     assert cfg.aux_weight("moment") == 0.1 and cfg.aux_weight("unknown") == 1.0
+    # precedence: the full name, then the bare term, then the model's default, then default_aux_weight
+    assert cfg.aux_weight("experts.2.moment", 0.5) == 0.1 and cfg.aux_weight("experts.0.magnitude", 0.5) == 0.5
 
 
 def test_bad_shapes_name_the_problem():

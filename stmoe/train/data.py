@@ -159,18 +159,33 @@ class ClipDataset(torch.utils.data.Dataset):
 
             raise DataReadError(f"cannot read sequence {i} of {self.names[k]}: {one_line(exc)}") from None
         clip = video[s:s + self.data.clip_length]
-        H, W = clip.shape[-2:]
+        y0, x0 = self._crop_origin(j, *clip.shape[-2:])
         h, w = self.size
-        if self.random_crop and (H > h or W > w):
-            rng = np.random.default_rng((self.seed, self.epoch, int(j)))
-            y0, x0 = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
-        else:
-            y0, x0 = (H - h) // 2, (W - w) // 2
         clip = np.ascontiguousarray(clip[..., y0:y0 + h, x0:x0 + w])
         out = torch.from_numpy(clip)
         if self.dtype == torch.uint8:
             return out
         return out.to(self.dtype).div_(255.0)
+
+
+    def _crop_origin(self, j: int, H: int, W: int) -> tuple[int, int]:
+        h, w = self.size
+        if self.random_crop and (H > h or W > w):
+            rng = np.random.default_rng((self.seed, self.epoch, int(j)))
+            return int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+        return (H - h) // 2, (W - w) // 2
+
+    def property_map(self, j: int) -> torch.Tensor | None:
+        """The physvid property map of clip j, (l + n, h, w) int64 role codes cropped like the clip; None when the
+        dataset was generated without property maps (``--property-maps``) or is not a physvid folder."""
+        k, i, s = (int(v) for v in self.index[j])
+        src = self.sources[k]
+        if isinstance(src, np.ndarray) or not getattr(src, "manifest", {}).get("config", {}).get("property_maps"):
+            return None
+        pm = np.asarray(src.get(i)["property_map"])[s:s + self.data.clip_length]  # (L, H, W)
+        y0, x0 = self._crop_origin(j, *pm.shape[-2:])
+        h, w = self.size
+        return torch.from_numpy(np.ascontiguousarray(pm[..., y0:y0 + h, x0:x0 + w]).astype(np.int64))
 
 
 def to_unit(batch: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -90,9 +90,10 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
-def all_reduce_min(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+def all_reduce_max(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Maximum over ranks (in place, returned)."""
     if info.distributed:
-        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tensor
 
 

@@ -81,6 +81,14 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
                                          batch_size=batch_size or cfg.data.eval_batch_size or cfg.data.batch_size)
     l, n = cfg.data.input_frames, cfg.data.output_frames
     acc = MetricAccumulator(mcfg)
+    # Attention alignment (stmoe.alignment) when the model gates m = 3 experts and the data knows each pixel's physics.
+    meter = None
+    if getattr(model, "num_experts", 1) == 3 and getattr(model, "gate", None) is not None and idx \
+            and ds.property_map(idx[0]) is not None:
+        from ..alignment import AlignmentMeter
+
+        meter = AlignmentMeter(model.config.patch_size)
+    offset = 0
     start = time.perf_counter()
     bar = None
     if progress:
@@ -91,8 +99,13 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
         bar = tqdm(total=len(loader), desc="evaluate", file=sys.stderr, unit="batch")
     for clip in loader:
         inputs, targets = split_clip(to_unit(clip.to(dev)), l)
-        pred = model(inputs, n).pred.float().clamp(0.0, 1.0)
+        output = model(inputs, n)
+        pred = output.pred.float().clamp(0.0, 1.0)
         acc.update(pred.cpu(), targets.cpu(), last_input=inputs[:, -1].cpu())
+        if meter is not None:
+            maps = torch.stack([ds.property_map(idx[offset + b]) for b in range(clip.shape[0])])[:, l:l + n]
+            meter.update(output.weights.float().cpu(), maps)
+        offset += clip.shape[0]
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -105,6 +118,8 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
                        "frames in [0, 1]",
         **acc.result(), "seconds": round(time.perf_counter() - start, 3),
     }
+    if meter is not None:
+        result["alignment"] = meter.result()
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

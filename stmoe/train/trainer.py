@@ -31,7 +31,7 @@ from ..losses import compute_loss
 from .checkpoint import load_checkpoint, model_meta, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, dump_yaml
 from .data import ClipDataset, make_loader, split_clip, to_unit
-from .distributed import DistInfo, all_reduce_min, all_reduce_sum, barrier, init_distributed, wrap_ddp
+from .distributed import DistInfo, all_reduce_max, all_reduce_sum, barrier, init_distributed, wrap_ddp
 from .errors import NonFiniteLossError, TrainConfigError, TrainError
 
 Callback = Callable[[str, "Trainer", dict], None]
@@ -338,10 +338,16 @@ class Trainer:
 
             bar = tqdm(total=steps, desc=f"{self.stage} {epoch}/{cfg.optim.epochs}", file=sys.stderr, unit="batch",
                        dynamic_ncols=True, leave=True)
-        sums: dict[str, float] = {}
+        # Loss terms are summed on the device and read back every run.log_every steps and at the epoch end (as
+        # nanoGPT does): a float() per term and step would stall a GPU on ~6 host syncs per step.
+        sums: dict[str, torch.Tensor] = {}
+        first_bad = torch.zeros((), dtype=torch.int64, device=self.device)  # 1 + index of the first non-finite batch
         count, tf_sum = 0, 0.0
+        warmup = self._warmup_loss()
+        aux_defaults = self.raw_model.aux_weights() if hasattr(self.raw_model, "aux_weights") else {}
         start = time.perf_counter()
         steps_log = (self.run_dir / "steps.jsonl").open("a") if self.is_main else None
+        loss = None
         try:
             for i, clip in enumerate(loader):
                 if i >= steps:
@@ -354,11 +360,16 @@ class Trainer:
                 if n > 1 and p_tf > 0:
                     mask = (torch.rand((B, n - 1), generator=gen) < p_tf).to(self.device)
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-                    out = model(inputs, n, targets=targets if mask is not None else None, teacher_mask=mask)
-                loss, terms = compute_loss(out.pred.float(), targets,
-                                           out.weights.float() if out.weights is not None else None,
-                                           {k: v.float() for k, v in out.aux.items()}, cfg.loss)
-                self._check_finite(loss, terms, epoch, i)
+                    out = model(inputs, n, targets=targets if mask is not None else None, teacher_mask=mask,
+                                warmup=warmup)
+                pred, target = out.pred.float(), targets
+                if warmup and out.warmup_pred is not None:  # every next-frame prediction: l - 1 + n targets
+                    pred = torch.cat([out.warmup_pred.float(), pred], 1)
+                    target = torch.cat([inputs[:, 1:], targets], 1)
+                loss, terms = compute_loss(pred, target, out.weights.float() if out.weights is not None else None,
+                                           {k: v.float() for k, v in out.aux.items()}, cfg.loss, aux_defaults)
+                first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()),
+                                        torch.full_like(first_bad, i + 1), first_bad)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.optim.grad_clip > 0:
@@ -371,25 +382,35 @@ class Trainer:
                 count += B
                 tf_sum += p_tf
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * B
-                if steps_log is not None and self.global_step % cfg.run.log_every == 0:
-                    steps_log.write(json.dumps({"epoch": epoch, "step": self.global_step, "loss": float(loss.detach()),
-                                                "lr": lr, "teacher_forcing": p_tf}) + "\n")
-                    steps_log.flush()
+                    sums[k] = sums[k] + v.detach().double() * B if k in sums else v.detach().double() * B
+                synced = self.global_step % cfg.run.log_every == 0
+                if synced:
+                    self._check_finite(first_bad, terms, epoch)
+                    value = float(loss.detach())
+                    if steps_log is not None:
+                        steps_log.write(json.dumps({"epoch": epoch, "step": self.global_step, "loss": value,
+                                                    "lr": lr, "teacher_forcing": p_tf}) + "\n")
+                        steps_log.flush()
                     if self._tb is not None:
-                        self._tb.add_scalar(f"{self.stage}/step_loss", float(loss.detach()), self.global_step)
+                        self._tb.add_scalar(f"{self.stage}/step_loss", value, self.global_step)
+                    if bar is not None:
+                        rate = count * self.dist.world_size / max(1e-9, time.perf_counter() - start)
+                        bar.set_postfix(loss=f"{value:.4g}", samples_s=f"{rate:.1f}", refresh=False)
                 if bar is not None:
-                    rate = count * self.dist.world_size / max(1e-9, time.perf_counter() - start)
-                    bar.set_postfix(loss=f"{float(loss.detach()):.4g}", samples_s=f"{rate:.1f}", refresh=False)
                     bar.update(1)
-                self._emit("step_end", {"epoch": epoch, "step": self.global_step, "loss": float(loss.detach())})
+                if self.callbacks:  # a float() here is a sync; only pay it when someone listens
+                    self._emit("step_end", {"epoch": epoch, "step": self.global_step, "loss": float(loss.detach())})
+            if loss is not None:
+                self._check_finite(first_bad, terms, epoch)
         finally:
             if steps_log is not None:
                 steps_log.close()
         self._bar = bar  # closed by _end_epoch, after the validation loss joins its postfix
         seconds = time.perf_counter() - start
         keys = sorted(sums)
-        packed = torch.tensor([count] + [sums[k] for k in keys], dtype=torch.float64, device=self.device)
+        packed = torch.stack([torch.tensor(float(count), dtype=torch.float64, device=self.device)]
+                             + [sums[k] for k in keys]) if keys else \
+            torch.tensor([float(count)], dtype=torch.float64, device=self.device)
         packed = all_reduce_sum(packed, self.dist).cpu()
         total = max(1.0, float(packed[0]))
         record: dict[str, Any] = {"epoch": epoch, "step": self.global_step,
@@ -402,17 +423,25 @@ class Trainer:
                        "world_size": self.dist.world_size})
         return record
 
-    def _check_finite(self, loss: torch.Tensor, terms: dict, epoch: int, i: int) -> None:
-        ok = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
-        ok = all_reduce_min(ok, self.dist)
-        if int(ok.item()) == 1:
+    def _warmup_loss(self) -> bool:
+        """optim.warmup_loss: on, off, or auto (the model's own default: recurrent baselines score l - 1 + n frames)."""
+        mode = self.config.optim.warmup_loss
+        if mode == "auto":
+            return bool(getattr(self.raw_model, "warmup_loss_default", False))
+        return mode == "on"
+
+    def _check_finite(self, first_bad: torch.Tensor, terms: dict, epoch: int) -> None:
+        """Raise NonFiniteLossError when any rank has seen a non-finite loss since the epoch began (one sync)."""
+        bad = all_reduce_max(first_bad.reshape(1), self.dist)
+        i = int(bad.item())
+        if i == 0:
             return
-        bad = {k: float(v.detach()) for k, v in terms.items() if not math.isfinite(float(v.detach()))}
+        nonfinite = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()]
         kept = self.ckpt_dir / LAST
         where = f"the last good checkpoint {kept} is kept" if kept.exists() else "no checkpoint was written yet"
         raise NonFiniteLossError(
-            f"stage {self.stage}: the loss became {float(loss.detach())} at epoch {epoch}, batch {i + 1} "
-            f"(non-finite terms: {', '.join(bad) or 'total'}); training stopped and {where}; lower optim.lr, "
+            f"stage {self.stage}: the loss became nan or inf at epoch {epoch}, batch {i} "
+            f"(non-finite terms: {', '.join(nonfinite) or 'total'}); training stopped and {where}; lower optim.lr, "
             f"set optim.grad_clip or check the data, then continue with --resume")
 
     @torch.no_grad()
