@@ -118,6 +118,8 @@ CONFIG_OPTIONS = (
     KeyOption(("--overlap",), "shape.overlap", click.Choice(OVERLAPS), "Where objects overlap  [default: max]"),
     KeyOption(("--digits",), "shape.digits", click.Path(dir_okay=False),
                  "MNIST idx3 images file (.gz or raw) for dynamic-mnist and the digit shape"),
+    KeyOption(("--digit-range",), "shape.digit_range", IR,
+                 "Draw digits FIRST:STOP of the file only (e.g. 0:9000 train, 9000:10000 test)  [default: all]"),
     KeyOption(("--texture-probability",), "texture.object_probability", click.FloatRange(0, 1),
                  "Chance that an object carries a sine texture  [default: 0.5]"),
     KeyOption(("--background-texture",), "texture.background_probability", click.FloatRange(0, 1),

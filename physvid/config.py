@@ -72,6 +72,9 @@ class ShapeConfig:
     brightness: tuple[float, float] = (0.6, 1.0)
     overlap: str = "max"  # "max" keeps the brightest object per pixel; "add" sums and clips at 1
     digits: str | None = None  # path to an MNIST idx3 images file (.gz or raw) for the "digit" shape
+    # [first, stop) of the digit images to draw from (e.g. 0:9000 for training data and 9000:10000 for a test set
+    # that shares no digit with it); None = every image of the file
+    digit_range: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.shapes, tuple) or not self.shapes:
@@ -89,6 +92,10 @@ class ShapeConfig:
             raise ConfigError("shape 'digit' needs shape.digits (--digits PATH): an MNIST idx3 images file")
         if self.digits is not None and not isinstance(self.digits, str):
             raise ConfigError(f"shape.digits must be a path string, got {self.digits!r}")
+        if self.digit_range is not None:
+            _range("shape.digit_range", self.digit_range, low=0, integer=True)
+            if self.digit_range[1] <= self.digit_range[0]:
+                raise ConfigError(f"shape.digit_range {self.digit_range!r} is empty; give FIRST:STOP with FIRST < STOP")
 
 
 @dataclass(frozen=True)

@@ -53,3 +53,15 @@ def load_digits(path: str | os.PathLike) -> np.ndarray:
         read_idx_images(p)  # raises the one-line DigitsError
         raise
     return _load(str(p), st.st_mtime_ns, st.st_size)
+
+
+def digit_images(path: str | os.PathLike, digit_range: tuple[int, int] | None = None) -> np.ndarray:
+    """The digits a config draws from: ``load_digits(path)[first:stop]`` (a view), checked against the file's count."""
+    digits = load_digits(path)
+    if digit_range is None:
+        return digits
+    first, stop = (int(v) for v in digit_range)
+    if stop > len(digits):
+        raise DigitsError(f"shape.digit_range {first}:{stop} exceeds the {len(digits)} images of {path}; "
+                          f"allowed: FIRST:STOP with STOP <= {len(digits)}")
+    return digits[first:stop]

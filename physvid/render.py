@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import RenderConfig
-from .digits import load_digits
+from .digits import digit_images
 from .kernels import motion as mk
 from .kernels import noise as nk
 from .kernels import pipeline as pk
@@ -227,7 +227,7 @@ def sample_scene(config: RenderConfig, index: int, rng: np.random.Generator, obj
     s, tx, mo, it = config.shape, config.texture, config.motion, config.intensity
     plan = PROPERTIES[config.property].plan(index, rng, config)
     roles = {r for r, _ in plan}
-    n_digits = len(load_digits(s.digits)) if any(sh == "digit" for _, sh in plan) else 0
+    n_digits = len(digit_images(s.digits, s.digit_range)) if any(sh == "digit" for _, sh in plan) else 0
     blocks = rng.random((len(plan), OBJECT_DRAWS + VERTEX_DRAWS))
     for k, (role, shape) in enumerate(plan):
         d = Uniforms(blocks[k, :OBJECT_DRAWS])
@@ -296,7 +296,7 @@ def make_sprite(p: dict, k: int, config: RenderConfig, side: int | None = None) 
     out = np.zeros((side, side), np.float32)
     shape = int(p["shape"][k])
     if shape == rk.SHAPE_IDS["digit"]:
-        rk.resample_sprite(load_digits(config.shape.digits)[int(p["digit"][k])], size, out)
+        rk.resample_sprite(digit_images(config.shape.digits, config.shape.digit_range)[int(p["digit"][k])], size, out)
     else:
         n = max(int(p["sides"][k]), 0)
         verts = np.where(np.isnan(p["vertices"][k]), 0.0, p["vertices"][k])
@@ -377,7 +377,8 @@ def render_clean(config: RenderConfig, p: dict, want_masks: bool = False, want_m
     joint_ids = [k for k in range(n) if roles[k] == INTENSITY] if config.intensity.scope == "frame" else []
     ids = [k for k in range(n) if k not in joint_ids]
     m = len(ids)
-    digits = load_digits(config.shape.digits) if (p["shape"][:n] == rk.SHAPE_IDS["digit"]).any() else _NO_DIGITS
+    digits = digit_images(config.shape.digits, config.shape.digit_range) \
+        if (p["shape"][:n] == rk.SHAPE_IDS["digit"]).any() else _NO_DIGITS
     clean = np.zeros((T, C, H, W), np.float32)
     owner = np.zeros((T, H, W), np.int16)
     vmax = np.zeros((T, H, W), np.float32)
@@ -538,7 +539,7 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
     cfg = pack_config(config)
     digits = _NO_DIGITS
     if (shapes[roles > 0] == shape_ids["digit"]).any():
-        digits = load_digits(config.shape.digits)
+        digits = digit_images(config.shape.digits, config.shape.digit_range)
         cfg = cfg.copy()
         cfg[sc.C_N_DIGITS] = len(digits)
     pad = _empty_objects(n_max)
