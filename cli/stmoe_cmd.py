@@ -420,6 +420,37 @@ def plot(run, out) -> None:
     click.echo(f"wrote {plot_run(run, out)}")
 
 
+@cli.command(epilog=examples(
+    "stmoe reproduce table1 --profile smoke --out runs/t1-smoke            # seconds: the structure",
+    "stmoe reproduce table1 --profile cpu --out runs/t1 --seeds 3          # 2 CPU cores",
+    "stmoe reproduce table1 --profile cpu --out runs/t1 --resume           # after a crash: finished runs are kept",
+    "stmoe reproduce all --profile gpu --out runs/all"))
+@click.argument("experiment", metavar="EXPERIMENT")
+@click.option("--profile", "-p", "profile", default="cpu", show_default=True,
+              help="Scale: smoke (seconds, for tests), cpu (2 cores), gpu (one GPU, 64x64) or paper (128x128).")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder for data, runs, tables and figures (one experiment, or `all`, per folder).")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Repeat every row with seeds 0..K-1; "
+              "tables report mean ± std.")
+@click.option("--resume", is_flag=True, help="Continue a reproduction in OUT: finished runs are skipped, an "
+              "interrupted one continues from its last checkpoint.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Third-party data (MNIST digits, real clips) [default: ../shared/data beside the repository].")
+@handle_errors
+def reproduce(experiment, profile, out, seeds, resume, data_root) -> None:
+    """Run an experiment of the paper (§4) and write its table beside the paper's numbers (docs/results.md).
+
+    EXPERIMENT: table1 (Dynamic MNIST), table5 (local+global vs end-to-end), table6 (attention none / uniform /
+    pixel), noise (noise-ratio ablation, Fig. 8), datasize (Fig. 10), real (traffic, street, textures, radar) or all.
+    """
+    from stmoe.reproduce import reproduce as run_reproduce
+
+    results = run_reproduce(experiment, profile, out, seeds=seeds, resume=resume, data_root=data_root,
+                            log=lambda m: click.echo(m, err=True))
+    for name in results:
+        click.echo(f"wrote {os.path.join(out, name, 'table.md')}")
+
+
 @cli.command()
 @handle_errors
 def models() -> None:

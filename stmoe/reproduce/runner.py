@@ -1,0 +1,390 @@
+"""`stmoe reproduce`: generate the data, train every row of an experiment (resumably), evaluate, tabulate.
+
+Folder layout of ``out`` (one experiment, or ``all`` of them sharing data and trained networks)::
+
+    reproduce.json                 experiment, profile, seeds (a second experiment in the same folder is refused)
+    data/                          physvid datasets: D^k per noise ratio, Dynamic MNIST train / test, real clips
+    runs/local-<model>-noise<r>-s<seed>/{decoder, experts/expert-<k>}    local optimisation, shared by every row
+    runs/<row key>-s<seed>/{baseline | pretrain, real | gating, global | end_to_end}
+    <experiment>/rows/<row key>-s<seed>.json     evaluation of one trained row (its existence = finished)
+    <experiment>/results.json, table.md, *.png   the table, the paper's numbers beside ours, the figures
+
+Every stage folder holds checkpoints/last.pt and result.json: a finished stage is skipped, an interrupted one
+continues from its last checkpoint, so killing and re-running the same command (with ``--resume``) loses at most one
+epoch. Nothing here selects on the test set: checkpoints are chosen on the validation split.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..train.errors import TrainError
+from .spec import ALL, EXPERIMENTS, PROFILES, REAL_DATA, Profile, Row, experiment_rows
+
+MNIST = "mnist/t10k-images-idx3-ubyte.gz"
+TRAIN_DIGITS, TEST_DIGITS = (0, 9000), (9000, 10000)  # the MNIST test file's images; disjoint train/test digits
+CLIP = (4, 6)  # l observed, n predicted frames (§4.1)
+# The global objective of every row trained on real data: the paper's Eq. 8 set-up (REFERENCE-NOTES), with the
+# entropy weight scaled to our per-pixel reconstruction term (docs/training.md: 0.01 collapses the gate).
+REAL_LOSS = {"recon_alpha": 0.0, "recon_c": 0.9, "entropy_alpha": 0.0, "entropy_c": 0.3, "entropy_weight": 1e-4,
+             "smooth_alpha": 0.0, "smooth_c": 0.75, "smooth_weight": 0.01}
+LOCAL_LOSS = {"recon_alpha": 2.0, "recon_c": 1.0}  # "the usual loss function of DL experts" (§3.2): 1/2 MSE
+
+
+class ReproduceError(TrainError):
+    """Bad arguments or an unusable output folder (exit 2)."""
+
+    exit_code = 2
+
+
+def default_data_root() -> Path:
+    """../shared/data next to the repository (where the tests and examples read third-party data)."""
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+# --------------------------------------------------------------------------------------------------- budgets
+def budget(steps: int, n_sequences: int, batch_size: int) -> dict[str, int]:
+    """optim.epochs and optim.max_steps_per_epoch that give ~``steps`` optimiser steps over ``n_sequences``."""
+    per_epoch = max(1, math.ceil(n_sequences / batch_size))
+    epochs = max(1, math.ceil(steps / per_epoch))
+    return {"epochs": epochs, "max_steps_per_epoch": max(1, math.ceil(steps / epochs))}
+
+
+def time_split(n_clips: int, stride: int) -> dict[str, list[int]]:
+    """Train / val / test clip ranges of one real video in time order (test last, 20 %; val 10 %), with a gap of
+    clips between them so that no test frame also appears in a training or validation clip (clips of l + n frames
+    every ``stride`` frames overlap their next ceil((l + n) / stride) - 1 neighbours)."""
+    gap = math.ceil(sum(CLIP) / stride) - 1
+    n_test = max(1, round(0.2 * n_clips))
+    n_val = max(1, round(0.1 * n_clips))
+    test0 = n_clips - n_test
+    val0 = test0 - gap - n_val
+    train1 = val0 - gap
+    if train1 < 1:
+        raise ReproduceError(f"{n_clips} clips (stride {stride}) are too few for a train / val / test split with "
+                             f"{gap}-clip gaps")
+    return {"train_range": [0, train1], "val_range": [val0, val0 + n_val], "test_range": [test0, n_clips]}
+
+
+# --------------------------------------------------------------------------------------------------- data
+class Data:
+    """The datasets of one reproduction folder, generated on first use (physvid resumes a killed generation)."""
+
+    def __init__(self, root: Path, profile: Profile, data_root: Path, log: Callable[[str], None]) -> None:
+        self.root, self.p, self.data_root, self.log = root, profile, data_root, log
+
+    def _generate(self, name: str, config: dict, n: int) -> str:
+        import physvid
+
+        out = self.root / name
+        if not (out / "manifest.json").is_file() or not json.loads((out / "manifest.json").read_text()).get("shards"):
+            self.log(f"data: generating {name} ({n} sequences)")
+        physvid.generate(physvid.RenderConfig.from_dict(config), n, out, workers=1, compression="none",
+                         shard_size=max(1, min(n, 1000)))
+        return str(out)
+
+    def _motion(self, frames: int) -> dict:
+        s = self.p.size
+        lo, hi = self.p.object_size
+        return {"height": s, "width": s, "frames": frames,
+                "shape": {"size": [lo * s, hi * s], "thickness": [max(1.0, s / 32), max(1.5, s / 16)]},
+                "motion": {"speed": [self.p.speed[0] * s, self.p.speed[1] * s],
+                           "acceleration": [0.0, 0.004 * s], "jerk": [0.0, 0.0006 * s]}}
+
+    def synthetic(self, noise: float) -> list[str]:
+        """D^translation, D^rotation, D^intensity at noise ratio ``noise`` (paper §3.2; 10 frames, like the real clips)."""
+        out = []
+        for k, prop in enumerate(("translation", "rotation", "intensity")):
+            cfg = {"property": prop, "seed": 100 + k, **self._motion(sum(CLIP)), "noise": {"ratio": noise}}
+            out.append(self._generate(f"{prop}-noise{noise:g}", cfg, self.p.n_syn))
+        return out
+
+    def mnist(self) -> Path:
+        path = self.data_root / MNIST
+        if not path.is_file():
+            raise ReproduceError(f"Dynamic MNIST needs the MNIST test digits at {path} (put the third-party data in "
+                                 f"../shared/data, see README), or give --data-root DIR")
+        return path
+
+    def dynamic_mnist(self, split: str) -> str:
+        """Train (+ validation, digits 0:9000) or test (digits 9000:10000, property maps) Dynamic MNIST (§4.1)."""
+        digits = TRAIN_DIGITS if split == "train" else TEST_DIGITS
+        n = max(self.p.n_train, *self.p.datasizes) + self.p.n_val if split == "train" else self.p.n_test
+        cfg = {"property": "dynamic-mnist", "seed": 7 if split == "train" else 8, **self._motion(sum(CLIP)),
+               "shape": {**self._motion(sum(CLIP))["shape"], "digits": str(self.mnist()), "digit_range": list(digits)},
+               "property_maps": split == "test"}
+        return self._generate(f"dynamic-mnist-{split}", cfg, n)
+
+    def real(self, name: str) -> str:
+        """A real clip set of ../shared/data prepared at the profile's size (one folder, split in time order)."""
+        from ..train.data import prepare_dataset
+
+        rel, kind, stride = REAL_DATA[name]
+        src = self.data_root / rel
+        if not src.exists():
+            raise ReproduceError(f"experiment 'real' needs {src} (put the third-party data in ../shared/data, "
+                                 f"see README), or give --data-root DIR")
+        out = self.root / f"real-{name}"
+        if not (out / "manifest.json").is_file():
+            self.log(f"data: preparing {name} from {src}")
+            prepare_dataset(str(src), out, clip_length=sum(CLIP), stride=stride or self.p.real_clip_stride,
+                            size=self.p.size, kind=kind, allow_upscale=True, overwrite=True)
+        return str(out)
+
+
+# --------------------------------------------------------------------------------------------------- one row
+class RowRunner:
+    """Trains and evaluates the rows of one reproduction folder."""
+
+    def __init__(self, out: Path, profile: Profile, data: Data, log: Callable[[str], None]) -> None:
+        self.out, self.p, self.data, self.log = out, profile, data, log
+
+    # ------------------------------------------------------------------ configs
+    def _model(self, row: Row, name: str | None = None) -> dict:
+        name = name or row.model
+        m = {"name": name, **self.p.model_fields}
+        extra = {"phy_channels": self.p.phy_channels, "phy_kernel": self.p.phy_kernel}
+        if name == "phydnet":
+            m.update(extra)
+        if name.startswith("stmoe"):
+            m.update({"gate_channels": self.p.gate_channels, "attention": row.attention})
+        return m
+
+    def _real(self, row: Row) -> tuple[str, str, dict]:
+        """(train/val folder, test folder, data section) of the row's real dataset."""
+        p = self.p
+        if row.real == "dynamic-mnist":
+            train = self.data.dynamic_mnist("train")
+            n_train = row.n_train or p.n_train
+            first_val = max(p.n_train, *p.datasizes)
+            section = {"train_range": [0, n_train], "val_range": [first_val, first_val + p.n_val],
+                       "test_range": [0, 0]}
+            return train, self.data.dynamic_mnist("test"), section
+        folder = self.data.real(row.real)
+        stride = REAL_DATA[row.real][2] or p.real_clip_stride
+        return folder, folder, time_split(self._count(folder, 1.0), stride)
+
+    def config(self, row: Row, seed: int) -> Any:
+        """The stmoe Config document of ``row`` (every stage resolved from it)."""
+        from ..train.config import Config
+
+        p = self.p
+        train, _, real_data = self._real(row)
+        n_real = (row.n_train or p.n_train) if row.real == "dynamic-mnist" else self._count(train, 0.7)
+        half = budget(max(1, p.real_steps // 2), n_real, p.batch_size)
+        syn = budget(p.syn_steps, int(0.9 * p.n_syn), p.batch_size)
+        syn_data = {"split": [0.9, 0.1, 0.0]}
+        doc = {
+            "model": self._model(row),
+            "data": {"input_frames": CLIP[0], "output_frames": CLIP[1], "batch_size": p.batch_size},
+            "optim": {"lr": p.lr, "schedule": "cosine", "grad_clip": 1.0},
+            "loss": REAL_LOSS,
+            "run": {"seed": seed, "threads": p.threads, "progress": "off", "tensorboard": "off", "log_every": 50},
+            "real": train,
+            "stages": {
+                "decoder": {"model": {"name": "mim"}, "loss": LOCAL_LOSS, "optim": syn, "data": syn_data},
+                "experts": {"loss": LOCAL_LOSS, "optim": syn, "data": syn_data},
+                "gating": {"optim": half, "data": real_data},
+                "global": {"optim": half, "data": real_data},
+                "end_to_end": {"optim": budget(p.real_steps, n_real, p.batch_size), "data": real_data},
+                "baseline": {"model": self._model(row), "optim": budget(p.real_steps, n_real, p.batch_size),
+                             "data": real_data},
+            },
+        }
+        if row.kind in ("stmoe", "pretrained"):
+            doc["synthetic"] = self.data.synthetic(row.noise)
+        if row.kind == "pretrained":
+            doc["stages"]["baseline"] = {**doc["stages"]["baseline"], "optim": syn}
+        return Config(doc)
+
+    @staticmethod
+    def _count(folder: str, fraction: float) -> int:
+        total = json.loads((Path(folder) / "manifest.json").read_text())["total_sequences"]
+        return max(1, int(round(total * fraction)))
+
+    # ------------------------------------------------------------------ training
+    @staticmethod
+    def _done(stage_dir: Path) -> Path | None:
+        result = stage_dir / "result.json"
+        if result.is_file():
+            best = Path(json.loads(result.read_text())["best_checkpoint"])
+            if best.is_file():
+                return best
+        return None
+
+    def train(self, row: Row, seed: int) -> Path:
+        """The best (validation) checkpoint of ``row`` trained with ``seed``; finished stages are reused."""
+        from ..train import stages
+
+        cfg = self.config(row, seed)
+        run = self.out / "runs" / f"{row.key}-s{seed}"
+        kw = {"resume": True}
+
+        def stage(folder: Path, fn: Callable[[], Path | None]) -> Path | None:
+            done = self._done(folder)
+            if done is not None:
+                return done
+            self.log(f"train: {folder.relative_to(self.out)}")
+            return fn()
+
+        if row.kind == "baseline":
+            return stage(run / "baseline", lambda: stages.train_baseline(cfg, run / "baseline", **kw))
+        if row.kind == "end_to_end":
+            return stage(run / "end_to_end", lambda: stages.train_end_to_end(cfg, run / "end_to_end", **kw))
+        if row.kind == "pretrained":  # MIM w/ D^all: pre-train on the synthetic D^k together, then the real data
+            pre_cfg = cfg.replace({"stages.baseline.data.path": list(cfg.synthetic),
+                                   "stages.baseline.data.split": [0.9, 0.1, 0.0],
+                                   "stages.baseline.data.train_range": None, "stages.baseline.data.val_range": None,
+                                   "stages.baseline.data.test_range": None})
+            pre = stage(run / "pretrain", lambda: stages.train_baseline(pre_cfg, run / "pretrain", **kw))
+            real_cfg = self.config(row.replace(kind="baseline"), seed)
+            return stage(run / "real", lambda: self._finetune(real_cfg, pre, run / "real"))
+        # stmoe: local optimisation (shared by every row with the same model, noise and seed), then global
+        local = self.out / "runs" / f"local-{row.model}-noise{row.noise:g}-s{seed}"
+        decoder = None
+        if cfg.base.model.model_config.decoder != "identity":
+            decoder = stage(local / "decoder", lambda: stages.train_decoder(cfg, local / "decoder", **kw))
+        experts = [stage(local / "experts" / f"expert-{k}",
+                         lambda k=k: stages.train_expert(cfg, k, local / "experts" / f"expert-{k}",
+                                                         decoder_checkpoint=decoder, **kw))
+                   for k in range(cfg.num_experts)]
+        if row.attention == "none":  # no gating network to train: the global stage starts from the experts
+            return stage(run / "global", lambda: self._global_from_experts(cfg, experts, decoder, run / "global"))
+        gating = stage(run / "gating", lambda: stages.train_gating(cfg, run / "gating", expert_checkpoints=experts,
+                                                                     decoder_checkpoint=decoder, **kw))
+        return stage(run / "global", lambda: stages.train_global(cfg, run / "global", checkpoint=gating, **kw))
+
+    @staticmethod
+    def _finetune(cfg: Any, checkpoint: Path, out: Path) -> Path:
+        from ..train.checkpoint import load_checkpoint, load_state_into
+        from ..train.stages import _build, _paths, fit
+
+        tc = cfg.stage("baseline")
+        model = _build(tc)
+        load_state_into(model, load_checkpoint(checkpoint)["model_state"], f"the pre-trained model {checkpoint}")
+        return fit(model, tc, out, _paths(tc, cfg.real, "the baseline"), stage="baseline",
+                   meta={"init_checkpoint": str(checkpoint)}, resume=True).best_checkpoint
+
+    @staticmethod
+    def _global_from_experts(cfg: Any, experts: list, decoder: Path | None, out: Path) -> Path:
+        from ..train.stages import _build, _paths, fit, load_experts
+
+        tc = cfg.stage("global")
+        model = _build(tc)
+        load_experts(model, experts, decoder)
+        return fit(model, tc, out, _paths(tc, cfg.real, "the global stage"), stage="global",
+                   meta={"expert_checkpoints": [str(p) for p in experts]}, resume=True).best_checkpoint
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, row: Row, seed: int, checkpoint: Path, out: Path) -> dict:
+        from ..train.evaluate import evaluate
+
+        _, test, _ = self._real(row)
+        split = "all" if row.real == "dynamic-mnist" else "test"  # real sets: the config's gapped test range
+        result = evaluate(checkpoint, test, split=split)
+        return {"row": row.label, "key": row.key, "seed": seed, "kind": row.kind, "model": row.model,
+                "real": row.real, "checkpoint": str(checkpoint.relative_to(self.out)), "mean": result["mean"],
+                "per_frame": result.get("per_frame"), "alignment": result.get("alignment"),
+                "clips": result.get("clips"), "paper": row.paper}
+
+
+# --------------------------------------------------------------------------------------------------- entry point
+def _check_out(out: Path, experiment: str, profile: str, resume: bool, settings: dict) -> None:
+    marker = out / "reproduce.json"
+    if marker.is_file():
+        try:
+            held = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise ReproduceError(f"{marker} is unreadable; choose another --out") from None
+        if held.get("experiment") != experiment or held.get("profile") != profile:
+            raise ReproduceError(f"{out} holds the reproduction {held.get('experiment')!r} with profile "
+                                 f"{held.get('profile')!r}; choose another --out for {experiment!r} ({profile})")
+        if json.loads(json.dumps(settings)) != held.get("profile_settings"):
+            raise ReproduceError(f"{out} was made with other settings of profile {profile!r} (an older version?); "
+                                 f"choose another --out")
+        if not resume:
+            raise ReproduceError(f"{out} already holds this reproduction; pass --resume to continue it (finished "
+                                 f"runs are skipped) or choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise ReproduceError(f"{out} is not empty and holds no reproduction; choose an empty or new --out")
+
+
+def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1, resume: bool = False,
+              data_root: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run ``experiment`` (a key of EXPERIMENTS, or "all") at ``profile`` into ``out``; returns {experiment: results}.
+
+    Raises ReproduceError (exit 2) for an unknown experiment or profile, seeds < 1, missing ../shared/data for the
+    data an experiment needs, or an --out that holds another reproduction.
+    """
+    from .report import write_report
+
+    if experiment not in (*EXPERIMENTS, "all"):
+        raise ReproduceError(f"unknown experiment {experiment!r}; allowed: {', '.join((*EXPERIMENTS, 'all'))}")
+    if profile not in PROFILES:
+        raise ReproduceError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ReproduceError(f"--seeds must be an integer >= 1, got {seeds!r}")
+    out = Path(out)
+    root = Path(data_root) if data_root is not None else default_data_root()
+    prof = PROFILES[profile]
+    names = ALL if experiment == "all" else (experiment,)
+    if ("real" in names) and not root.is_dir():
+        raise ReproduceError(f"experiment 'real' needs the third-party clips in {root} (see README); none there")
+    _check_out(out, experiment, profile, resume, asdict(prof))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reproduce.json").write_text(json.dumps({"experiment": experiment, "profile": profile, "seeds": seeds,
+                                                    "profile_settings": asdict(prof)}, indent=2) + "\n")
+    data = Data(out / "data", prof, root, log)
+    runner = RowRunner(out, prof, data, log)
+    results: dict[str, Any] = {}
+    for name in names:
+        start = time.perf_counter()
+        rows_dir = out / name / "rows"
+        rows_dir.mkdir(parents=True, exist_ok=True)
+        evaluated = []
+        for row in experiment_rows(name, prof, str(root)):
+            for seed in range(seeds):
+                path = rows_dir / f"{row.key}-s{seed}.json"
+                if path.is_file():
+                    evaluated.append(json.loads(path.read_text()))
+                    continue
+                t0 = time.perf_counter()
+                ckpt = runner.train(row, seed)
+                rec = runner.evaluate(row, seed, ckpt, path)
+                rec["train_eval_seconds"] = round(time.perf_counter() - t0, 1)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(rec, indent=2) + "\n")
+                tmp.replace(path)  # a row counts as finished only once its evaluation is complete
+                log(f"{name}: {row.label} (seed {seed}) MSE {rec['mean'].get('mse', float('nan')):.3f} "
+                    f"SSIM {rec['mean'].get('ssim', float('nan')):.4f}")
+                evaluated.append(rec)
+        meta = {"experiment": name, "description": EXPERIMENTS[name], "profile": asdict(prof), "seeds": seeds,
+                "machine": f"{platform.machine()} {platform.system()}, {_cores()} cores, no GPU"
+                if not _cuda() else f"{platform.machine()}, GPU {_cuda()}",
+                "date": time.strftime("%Y-%m-%d"), "seconds_this_call": round(time.perf_counter() - start, 1)}
+        results[name] = write_report(out / name, name, prof, evaluated, meta, runner)
+    return results
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _cuda() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0

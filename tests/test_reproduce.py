@@ -1,0 +1,136 @@
+"""`stmoe reproduce`: every experiment of paper §4 runs at the smoke profile, resumes after a kill, refuses bad input.
+
+The smoke profile trains for two steps per stage: these tests check structure (rows, tables beside the paper's
+numbers, figures, shared runs, resume), never conclusions. They need the MNIST digits (and for `real` the clips) of
+../shared/data and skip with the reason when they are absent.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from stmoe.reproduce import ALL, PROFILES, ReproduceError, experiment_rows, reproduce
+from stmoe.reproduce.runner import default_data_root, time_split
+
+DATA = default_data_root()
+needs_data = pytest.mark.skipif(not (DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
+                                reason=f"needs the MNIST test digits in {DATA} (third-party data, see README)")
+
+
+@pytest.fixture(scope="module")
+def smoke_all(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce") / "all"
+    if not DATA.is_dir():
+        pytest.skip(f"needs ../shared/data ({DATA})")
+    results = reproduce("all", "smoke", out, log=lambda m: None)
+    return out, results
+
+
+@needs_data
+@pytest.mark.parametrize("name", ALL)
+def test_every_experiment_writes_its_table_and_figures(smoke_all, name):
+    out, results = smoke_all
+    rows = experiment_rows(name, PROFILES["smoke"])
+    res = json.loads((out / name / "results.json").read_text())
+    assert [r["row"] for r in res["rows"]] == [r.label for r in rows]
+    table = (out / name / "table.md").read_text()
+    for r in rows:
+        assert f"| {r.label} |" in table
+        for value in r.paper.values():  # the paper's numbers stand beside ours
+            assert f"{value:g}" in table or f"{value:.3f}" in table
+    assert "profile `smoke`" in table.lower() or "Profile `smoke`" in table
+    for fig in res["figures"]:
+        assert (out / name / fig).stat().st_size > 1000
+    assert res["figures"], f"{name} drew no figure"
+    for r in res["rows"]:
+        assert r["stats"]["mse"][0] >= 0 and -1 <= r["stats"]["ssim"][0] <= 1
+    if name == "table1":
+        aligned = [r for r in res["rows"] if r["alignment"]]
+        assert {r["model"] for r in aligned} == {"stmoe-id", "stmoe-conv"}
+        assert "Attention alignment" in table and (out / name / "attention.png").is_file()
+
+
+@needs_data
+def test_rows_share_trained_networks_across_experiments(smoke_all):
+    """table5's two-step row is table1's STMoE-Id: one local stage and one global stage serve both."""
+    out, results = smoke_all
+    t1 = {r["row"]: r for r in results["table1"]["rows"]}
+    t5 = {r["row"]: r for r in results["table5"]["rows"]}
+    assert t5["STMoE w/ local and global optimisation"]["checkpoint"] == t1["STMoE-Id"]["checkpoint"]
+    locals_ = sorted(p.name for p in (out / "runs").iterdir() if p.name.startswith("local-"))
+    assert locals_ == ["local-stmoe-conv-noise0-s0", "local-stmoe-conv-noise0.26-s0", "local-stmoe-conv-noise0.7-s0",
+                       "local-stmoe-id-noise0.26-s0"]
+
+
+@needs_data
+def test_a_killed_reproduction_resumes_and_gives_the_same_table(smoke_all, tmp_path):
+    class Killed(Exception):
+        pass
+
+    seen = []
+
+    def kill(message):
+        seen.append(message)
+        if message.startswith("train:") and "expert-1" in message:
+            raise Killed()
+
+    out = tmp_path / "t5"
+    with pytest.raises(Killed):
+        reproduce("table5", "smoke", out, log=kill)
+    first = out / "runs" / "local-stmoe-id-noise0.26-s0" / "experts" / "expert-0" / "result.json"
+    stamp = first.stat().st_mtime_ns
+    with pytest.raises(ReproduceError, match="--resume"):
+        reproduce("table5", "smoke", out, log=lambda m: None)
+    again = []
+    reproduce("table5", "smoke", out, resume=True, log=again.append)
+    assert first.stat().st_mtime_ns == stamp  # finished work is kept, not redone
+    assert not any("expert-0" in m for m in again)
+    ours = json.loads((out / "table5" / "results.json").read_text())["rows"]
+    straight = smoke_all[1]["table5"]["rows"]
+    assert [list(r["stats"]["mse"]) for r in ours] == [list(r["stats"]["mse"]) for r in straight]  # same as one run
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["tableX", "--out", "{tmp}/a"], "unknown experiment 'tableX'; allowed: table1"),
+    (["table1", "--profile", "huge", "--out", "{tmp}/a"], "unknown profile 'huge'; allowed: smoke, cpu, gpu, paper"),
+    (["real", "--profile", "smoke", "--out", "{tmp}/a", "--data-root", "{tmp}/nowhere"], "needs the third-party"),
+    (["table1", "--profile", "smoke", "--out", "{tmp}/a", "--seeds", "0"], "--seeds must be an integer >= 1"),
+    (["table5", "--profile", "smoke", "--out", "{tmp}/held"], "holds the reproduction 'table1'"),
+    (["table1", "--profile", "smoke", "--out", "{tmp}/full"], "not empty and holds no reproduction"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
+    from physvid_cli.stmoe_cmd import cli
+
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "reproduce.json").write_text(json.dumps({"experiment": "table1", "profile": "smoke"}))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    res = CliRunner().invoke(cli, ["reproduce", *[a.replace("{tmp}", str(tmp_path)) for a in args]])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], res.output
+    assert not (tmp_path / "a").exists()  # nothing half-written
+
+
+def test_time_split_keeps_test_frames_out_of_training_clips():
+    """Clips of 10 frames every `stride` frames: no test clip shares a frame with a training or validation clip."""
+    for n, stride in ((185, 4), (39, 1), (61, 4)):
+        s = time_split(n, stride)
+        frames = lambda a, b: set(range(a * stride, (b - 1) * stride + 10))  # noqa: E731
+        test = frames(*s["test_range"])
+        assert not test & frames(*s["train_range"]) and not test & frames(*s["val_range"])
+        assert not frames(*s["val_range"]) & frames(*s["train_range"])
+        assert s["train_range"][1] > s["train_range"][0]
+    with pytest.raises(ReproduceError, match="too few"):
+        time_split(12, 1)
+
+
+def test_profiles_fit_their_budgets():
+    """cpu: a 32x32 table1 with 2-layer experts (the issue's 45 minutes on 2 cores); paper: the paper's setting."""
+    cpu, paper = PROFILES["cpu"], PROFILES["paper"]
+    assert (cpu.size, cpu.num_layers, cpu.n_train, cpu.n_test) == (32, 2, 250, 200)
+    assert (paper.size, paper.patch_size, paper.num_layers, paper.num_hidden, paper.filter_size) == (128, 4, 4, 128, 5)
+    assert Path(default_data_root()).name == "data"
