@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..config import RenderConfig
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError, NotADatasetError
 from .chunks import ChunkWriter
 from .layout import (COMPRESSIONS, MANIFEST, PLAN, STATE_DIR, ShardSpec, atomic_write_text, dumps, filter_options,
                      fsync_path, is_dataset_file, read_json, record_path, sha256_file, shard_specs, tmp_name)
@@ -654,7 +654,8 @@ def finalize_dataset(out: str | os.PathLike, expect: dict[str, Any] | None = Non
     out = Path(out)
     plan = existing_plan(out) if out.is_dir() else None
     if plan is None:
-        raise DatasetError(f"{out} holds no physvid dataset to finalize; run `physvid generate ... --out {out}` first")
+        raise NotADatasetError(f"{out} holds no physvid dataset to finalize; run `physvid generate ... --out {out}` "
+                               "first")
     if expect is not None and identity(expect) != plan:
         diff = differences(plan, identity(expect))
         raise ConfigError(f"{out} holds a different dataset ({'; '.join(diff[:3])}); finalize it without those options "
