@@ -35,6 +35,7 @@ import numpy as np
 
 from ..config import RenderConfig
 from ..errors import ConfigError, DatasetError, NotADatasetError
+from .budget import check_memory, check_size
 from .chunks import ChunkWriter
 from .layout import (COMPRESSIONS, MANIFEST, PLAN, STATE_DIR, ShardSpec, atomic_write_text, dumps, filter_options,
                      fsync_path, is_dataset_file, read_json, record_path, sha256_file, shard_specs, tmp_name)
@@ -64,6 +65,41 @@ class RenderSource:
         from ..render import render
 
         return render(self.config, indices)
+
+    def check_shard(self, params: dict[str, np.ndarray], spec: ShardSpec) -> None:
+        """Refuse (ConfigError) a shard whose sequences systematically miss the requested noise ratio: the median
+        achieved ratio of the sequences that got noise lies outside NOISE_TOLERANCE of the request. (Single sequences
+        may miss it, e.g. bright scenes where the noise is clipped; each one's achieved ratio is stored.)"""
+        ratio = self.config.noise.ratio
+        if ratio <= 0 or "noise_ratio" not in params:
+            return
+        got = params["noise_ratio"][params["noise_scale"] > 0]  # scale 0: an empty clean signal gets no noise
+        median = float(np.median(got)) if got.size else 0.0
+        if got.size and abs(median / ratio - 1) > NOISE_TOLERANCE:
+            raise ConfigError(f"sequences {spec.first_index}..{spec.first_index + spec.count - 1} reach a median noise "
+                              f"ratio of {median:.3g}, {ratio:g} requested (tolerance {NOISE_TOLERANCE:.0%}): these "
+                              "noise settings cannot deliver it on these scenes; lower --noise-ratio or change the "
+                              "noise types")
+
+
+# Relative tolerance of the achieved noise ratio (docs/noise.md): the solver stops within 1 %.
+NOISE_TOLERANCE = 0.10
+
+
+def check_noise_reachable(config: RenderConfig) -> None:
+    """Refuse a config whose noise field is identically zero while a ratio > 0 is asked (e.g. Perlin-only noise with
+    perlin_frequency 1 and perlin_speed 0 samples only lattice points, where Perlin noise is exactly 0)."""
+    from ..render import noise_field, sequence_rngs
+
+    if config.noise.ratio <= 0:
+        return
+    field = noise_field(config, sequence_rngs(config.seed, 0, config.property)[1])
+    if not np.any(field):
+        nc = config.noise
+        raise ConfigError(f"noise.ratio {nc.ratio:g} cannot be reached: the noise field is 0 everywhere (weights "
+                          f"gaussian {nc.gaussian:g}, white {nc.white:g}, perlin {nc.perlin:g}; Perlin noise is 0 at its "
+                          f"lattice points, which perlin_frequency {nc.perlin_frequency:g} and perlin_speed "
+                          f"{nc.perlin_speed:g} sample); add gaussian or white noise or change those two")
 
 
 @dataclass
@@ -146,6 +182,7 @@ def _layout(n, shard_size, workers, compression, shard_range):
     workers = resolve_workers(workers)
     if compression not in COMPRESSIONS:
         raise ConfigError(f"unknown compression {compression!r}; allowed: {', '.join(COMPRESSIONS)}")
+    check_size(n, shard_size)
     specs = shard_specs(n, shard_size)
     return n, shard_size, workers, specs, resolve_shard_range(shard_range, len(specs))
 
@@ -318,6 +355,9 @@ def _write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: 
                 direct[name].write(lo + r, arr[r])
         if report is not None:
             report(b - a)
+    check = getattr(source, "check_shard", None)
+    if check is not None and table:
+        check(table, spec)
     for name in sorted(table):
         direct[name].write_all(table[name])
     index = f.create_dataset("index", (spec.count,), np.int64, chunks=(min(spec.count, PARAM_CHUNK_BYTES // 8),),
@@ -696,6 +736,7 @@ def _render_args(config: RenderConfig | dict) -> RenderConfig:
         from ..digits import load_digits
 
         load_digits(config.shape.digits)  # a missing or corrupt file fails now, before any folder is touched
+    check_noise_reachable(config)
     return config
 
 
@@ -706,11 +747,17 @@ def render_plan(config: RenderConfig | dict, n: int, *, shard_size: int = 1000, 
                      shard_size=_check_int("shard_size", shard_size, 1), compression=compression)
 
 
+def _check_memory(config: RenderConfig, n, shard_size, workers, shard_range) -> None:
+    n, shard_size, workers, _specs, (a, b) = _layout(n, shard_size, workers, "none", shard_range)
+    check_memory(config, shard_size, workers, BATCH, b - a)
+
+
 def generate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, shard_size: int = 1000,
              workers: int | None = None, compression: str = "gzip", shard_range: Any = None, overwrite: bool = False,
              progress: Progress | None = None, finalize: bool | None = None) -> Summary:
     """Render sequences 0..n-1 of `config` into the dataset folder `out` (see `write_dataset`)."""
     config = _render_args(config)
+    _check_memory(config, n, shard_size, workers, shard_range)
     return write_dataset(out, RenderSource(config), n, config.to_dict(), seed=config.seed,
                          source_name=RenderSource.name,
                          shard_size=shard_size, workers=workers, compression=compression, shard_range=shard_range,
@@ -725,6 +772,7 @@ def estimate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, sha
 
     config = _render_args(config)
     n, shard_size, workers, specs, (a, b) = _layout(n, shard_size, workers, compression, shard_range)
+    check_memory(config, shard_size, workers, BATCH, b - a)
     out = Path(out)
     notes: list[str] = []
     todo = specs[a:b]
