@@ -1,5 +1,6 @@
-"""Issue 11's full-size determinism check: RUNS runs of `physvid generate -p all --n 4000` per compression, each with
-the CPU loaded by a concurrent busy process, must give identical manifest.json files (every shard's sha256).
+"""Issue 11's full-size determinism check: RUNS runs of `physvid generate -p all --n 4000 --noise-ratio 0.26` (64x64x10,
+shards of 100, all cores) per compression, each with the CPU loaded by a concurrent busy process, must give identical
+manifest.json files (every shard's sha256).
 CI runs the small version (tests/test_determinism.py); this one takes minutes.
 
     python benchmarks/check_determinism.py                  # 3 runs x gzip, lzf of 4,000 sequences
@@ -24,6 +25,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--shard-size", type=int, default=100)
     ap.add_argument("--compression", nargs="+", default=["gzip", "lzf"])
     args = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -37,7 +39,7 @@ def main() -> int:
                 out = Path(tmp) / f"{comp}-{run}"
                 try:
                     subprocess.run([sys.executable, "-m", "physvid", "generate", "-p", "all", "--n", str(args.n),
-                                    "--size", "32", "--frames", "8", "--shard-size", "100", "--noise-ratio", "0.26",
+                                    "--shard-size", str(args.shard_size), "--noise-ratio", "0.26",
                                     "--compression", comp, "--quiet", "--out", str(out)], env=env, check=True)
                 finally:
                     hog.kill()
