@@ -257,3 +257,28 @@ def test_sigterm_stops_cleanly_without_leaked_semaphores(tmp_path):
     assert err.strip().startswith("error: terminated; finished shards are kept") and err.count("\n") == 1, err
     assert "resource_tracker" not in err and "Traceback" not in err
     assert not list((tmp_path / "ds").glob("*.tmp"))
+
+
+def test_predict_scale_and_evaluate_out_on_a_real_checkpoint(tmp_path, monkeypatch):
+    """The stmoe commands end to end: a picture too big is refused before the out folder exists; a metrics file that
+    cannot be written leaves nothing."""
+    cfg = RenderConfig.from_dict({"property": "mixed", "height": 16, "width": 16, "frames": 8,
+                                  "shape": {"size": [4.0, 8.0], "thickness": [1.0, 2.0]}})
+    generate(cfg, 16, tmp_path / "data", shard_size=8, workers=1)
+    tiny = ["--preset", "tiny", "--set", "model.height=16", "--set", "model.width=16", "--set", "model.num_hidden=8",
+            "-n", "3", "-b", "4", "--threads", "1", "--epochs", "1", "--max-steps", "1"]
+    res = invoke("train", "baseline", *tiny, "--model", "unet", "--real", tmp_path / "data", "--out", tmp_path / "b",
+                 app=stmoe_cli)
+    assert res.exit_code == 0, res.output
+    best = tmp_path / "b" / "checkpoints" / "best.pt"
+    one_line(invoke("predict", "--checkpoint", best, "--data", tmp_path / "data", "--out", tmp_path / "pred",
+                    "--scale", 100000, app=stmoe_cli), 2, r"--scale 100000 makes 1600000x1600000 frames")
+    assert not (tmp_path / "pred").exists()
+
+    def full(fd):  # a full disk reported when the metrics file is flushed
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    one_line(invoke("evaluate", "--checkpoint", best, "--data", tmp_path / "data", "--out", tmp_path / "m.json",
+                    app=stmoe_cli), 1, r"^error: cannot write .*m\.json: No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "data"]
