@@ -199,7 +199,8 @@ class Dataset:
             self.manifest = _shard_manifest(p)
             root = p.parent
         else:
-            raise NotADatasetError(f"no dataset at {p}: give the folder written by `physvid generate` or one shard file")
+            raise NotADatasetError(f"no dataset at {p}: give the folder written by `physvid generate` or one shard "
+                                   "file")
         self.path = p
         self._folder = p.is_dir()
         shards = self.manifest["shards"]

@@ -97,8 +97,8 @@ def check_noise_reachable(config: RenderConfig) -> None:
     if not np.any(field):
         nc = config.noise
         raise ConfigError(f"noise.ratio {nc.ratio:g} cannot be reached: the noise field is 0 everywhere (weights "
-                          f"gaussian {nc.gaussian:g}, white {nc.white:g}, perlin {nc.perlin:g}; Perlin noise is 0 at its "
-                          f"lattice points, which perlin_frequency {nc.perlin_frequency:g} and perlin_speed "
+                          f"gaussian {nc.gaussian:g}, white {nc.white:g}, perlin {nc.perlin:g}; Perlin noise is 0 at "
+                          f"its lattice points, which perlin_frequency {nc.perlin_frequency:g} and perlin_speed "
                           f"{nc.perlin_speed:g} sample); add gaussian or white noise or change those two")
 
 
