@@ -8,8 +8,9 @@ Every chunk of every dataset physvid writes is encoded here, so that a shard's b
 a table it does not initialise (lzfP.h, INIT_HTAB 0), so its output depends on stack garbage; HDF5 fills the padding of
 partial edge chunks only when it must. Deflate is Python's zlib, whose output depends on the input, level, window and
 memory level only (deflateInit clears its hash heads and the bytes past the input in its window). python-isal is
-≈ 5× faster at level 1, but its level buffer is uninitialised PyMem memory and runs under load were seen to differ
-(issue 11), so it is only used to inflate (reader.py), where any valid stream decodes to the same bytes.
+≈ 5× faster at level 1, but runs under load were seen to differ (issue 11; its level buffer is uninitialised PyMem
+memory, the likely cause, not reproduced in isolation), so it is only used to inflate (reader.py), where any valid
+stream decodes to the same bytes.
 """
 from __future__ import annotations
 
