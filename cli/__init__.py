@@ -6,7 +6,9 @@ Shared here: the one-line error contract (`error: <message>` on stderr, exit 2 f
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,6 +21,28 @@ def fail(message: str, code: int, prefix: str = "") -> None:
     raise click.exceptions.Exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (workers stopped, temporary files removed,
+    multiprocessing's semaphores released instead of reported as leaked); exit code 143 = 128 + SIGTERM."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Inside: SIGTERM raises Terminated in the main thread (elsewhere the handler cannot be set: left as it is)."""
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def one_line_errors(translate: Callable[[BaseException], tuple[str, int] | None], interrupted: str,
                     prefix: Callable[[], str] = lambda: "", cleanup: Callable[[], None] | None = None) -> Callable:
     """Decorator: library errors become one line. `translate(exc)` gives (message, exit code) for the errors a command
@@ -29,7 +53,9 @@ def one_line_errors(translate: Callable[[BaseException], tuple[str, int] | None]
         def wrapper(*args, **kwargs):
             try:
                 return f(*args, **kwargs)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
+                if isinstance(exc, Terminated):
+                    fail("terminated; " + interrupted.split("; ", 1)[-1], 143, prefix())
                 fail(interrupted, 130, prefix())
             except Exception as exc:  # noqa: BLE001 - re-raised below unless it is a known error
                 known = translate(exc)
@@ -46,6 +72,34 @@ def one_line_errors(translate: Callable[[BaseException], tuple[str, int] | None]
         return wrapper
 
     return decorate
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def check_config_file(path: Any, prefix: str = "") -> None:
+    """A --config file must be small UTF-8 text: refuse a binary or garbage file with one line (exit 2) before any
+    parser sees it (parsers fail on such bytes with errors of their own kinds)."""
+    import os
+
+    if path is None or not os.path.isfile(path):
+        return  # the loader says what is missing
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        fail(f"cannot read config file {path}: {exc.strerror or exc}", 2, prefix)
+    if len(data) > MAX_CONFIG_BYTES:
+        fail(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MB; give a YAML, JSON or TOML text file", 2,
+             prefix)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(f"config file {path} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); give a YAML, JSON "
+             "or TOML text file", 2, prefix)
+    if "\0" in text:
+        fail(f"config file {path} holds NUL bytes, so it is binary, not text; give a YAML, JSON or TOML text file", 2,
+             prefix)
 
 
 def examples(*lines: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import click
 
-from . import KeyOption, examples, given, one_line_errors
+from . import KeyOption, check_config_file, examples, given, one_line_errors, sigterm_as_interrupt
 
 from physvid import __version__
 from physvid.config import BOUNDARIES, KERNELS, OVERLAPS, SCOPES, SHAPES
@@ -166,7 +166,7 @@ def config_options(f: Callable) -> Callable:
 
 
 def index_option(f: Callable) -> Callable:
-    return click.option("--index", "-i", "indices", type=click.IntRange(min=None), multiple=True,
+    return click.option("--index", "-i", "indices", type=click.IntRange(min=0), multiple=True,
                         help="Sequence index (repeatable); default: see above.")(f)
 
 
@@ -224,6 +224,7 @@ def generate(ctx: click.Context, n, out, config_file, shard_size, workers, compr
     from physvid.dataset.configfile import build_render_config, read_config_file
     from physvid.dataset.writer import render_plan
 
+    check_config_file(config_file)
     file_config, file_run = read_config_file(config_file) if config_file else ({}, {})
     overrides: dict[str, Any] = {}
     for opt in CONFIG_OPTIONS:
@@ -262,7 +263,8 @@ def generate(ctx: click.Context, n, out, config_file, shard_size, workers, compr
         return
     bar = ProgressBar(quiet)
     try:
-        summary = generate_dataset(config, run["n"], out_dir, progress=bar, **kwargs)
+        with sigterm_as_interrupt():
+            summary = generate_dataset(config, run["n"], out_dir, progress=bar, **kwargs)
     finally:
         bar.close()
     if not quiet:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import click
 
-from . import KeyOption, examples, given, one_line_errors
+from . import KeyOption, check_config_file, examples, fail, given, one_line_errors
 
 from physvid._version import __version__
 
@@ -104,9 +104,23 @@ def data_options(f: Callable) -> Callable:
     return f
 
 
+def _writable_folder(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """--out must be a folder this process can create and write (usage error, exit 2), checked before any work."""
+    if value is None:
+        return value
+    probe = os.path.abspath(value)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        why = "is not a folder" if not os.path.isdir(probe) else "is not writable"
+        fail(f"cannot write the run folder {value}: {probe} {why}; choose a writable --out", 2, _rank_prefix())
+    return value
+
+
 def run_options(f: Callable) -> Callable:
     f = click.option("--resume", is_flag=True, help="Continue a killed run from OUT/checkpoints/last.pt.")(f)
-    f = click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder.")(f)
+    f = click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder.",
+                     callback=_writable_folder)(f)
     return f
 
 
@@ -128,7 +142,12 @@ def build_config(ctx: click.Context, preset, config_file, sets, options: dict[st
     for text in sets:
         key, value = parse_assignment(text)
         overrides[key] = value
-    return load_config(preset, config_file, overrides)
+    check_config_file(config_file, _rank_prefix())
+    cfg = load_config(preset, config_file, overrides)
+    from stmoe.train.checkpoint import check_model_sizes
+
+    check_model_sizes(cfg, stage)
+    return cfg
 
 
 def shortcut_values(options: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,9 @@ BOUNDARIES = ("bounce", "wrap", "free")
 OVERLAPS = ("max", "add")
 KERNELS = ("gaussian", "box", "delta")
 SCOPES = ("object", "frame")
+# Upper bounds of every range, far beyond any useful value: they keep float32 positions, sprite sizes and memory
+# finite (memory itself is estimated before a run, dataset/budget.py). Pixels (per frame^k), degrees, other rates.
+MAX_PIXELS, MAX_DEGREES, MAX_RATE = 8192.0, 36000.0, 1000.0
 # Role codes, also the values of the per-pixel property map (0 is background).
 ROLES = ("background", "translation", "rotation", "intensity")
 
@@ -82,9 +85,9 @@ class ShapeConfig:
         for s in self.shapes:
             _choice("shape", s, SHAPES)
         _range("shape.num_objects", self.num_objects, low=1, high=16, integer=True)
-        _range("shape.size", self.size, low=2.0)
+        _range("shape.size", self.size, low=2.0, high=MAX_PIXELS)
         _range("shape.aspect", self.aspect, low=0.05, high=1.0)
-        _range("shape.thickness", self.thickness, low=0.5)
+        _range("shape.thickness", self.thickness, low=0.5, high=MAX_PIXELS)
         _range("shape.sides", self.sides, low=3, high=12, integer=True)
         _range("shape.brightness", self.brightness, low=0.0, high=1.0)
         _choice("shape.overlap", self.overlap, OVERLAPS)
@@ -115,7 +118,7 @@ class TextureConfig:
         _range("texture.background_level", self.background_level, low=0.0, high=1.0)
         _range("texture.frequency", self.frequency, low=0.0, high=0.5)
         _range("texture.contrast", self.contrast, low=0.0, high=1.0)
-        _range("texture.drift", self.drift, low=0.0)
+        _range("texture.drift", self.drift, low=0.0, high=MAX_RATE)
 
 
 @dataclass(frozen=True)
@@ -135,9 +138,11 @@ class MotionConfig:
     boundary: str = "bounce"  # bounce off the frame edges, wrap around (torus), or fly free out of the frame
 
     def __post_init__(self) -> None:
-        for name in ("speed", "acceleration", "jerk", "angular_speed", "angular_acceleration", "angular_jerk"):
-            _range(f"motion.{name}", getattr(self, name), low=0.0)
-        _range("motion.angle", self.angle)
+        for name in ("speed", "acceleration", "jerk"):
+            _range(f"motion.{name}", getattr(self, name), low=0.0, high=MAX_PIXELS)
+        for name in ("angular_speed", "angular_acceleration", "angular_jerk"):
+            _range(f"motion.{name}", getattr(self, name), low=0.0, high=MAX_DEGREES)
+        _range("motion.angle", self.angle, low=-MAX_DEGREES, high=MAX_DEGREES)
         _choice("motion.boundary", self.boundary, BOUNDARIES)
 
 
@@ -169,7 +174,7 @@ class IntensityConfig:
         _number("intensity.kernel_size", self.kernel_size, low=1, high=15, integer=True)
         if int(self.kernel_size) % 2 != 1:
             raise ConfigError(f"intensity.kernel_size must be odd (1, 3, 5, ...), got {self.kernel_size}")
-        _range("intensity.spread", self.spread, low=0.01)
+        _range("intensity.spread", self.spread, low=0.01, high=MAX_RATE)
         _choice("intensity.scope", self.scope, SCOPES)
 
 
@@ -195,12 +200,12 @@ class NoiseConfig:
     def __post_init__(self) -> None:
         _number("noise.ratio", self.ratio, low=0.0, high=10.0)
         for name in ("gaussian", "white", "perlin"):
-            _number(f"noise.{name}", getattr(self, name), low=0.0)
+            _number(f"noise.{name}", getattr(self, name), low=0.0, high=MAX_RATE)
         if self.ratio > 0 and self.gaussian + self.white + self.perlin == 0:
             raise ConfigError("noise.ratio > 0 needs at least one noise type with a positive weight (gaussian, white, perlin)")
         _number("noise.perlin_octaves", self.perlin_octaves, low=1, high=16, integer=True)
         _number("noise.perlin_persistence", self.perlin_persistence, low=0.0, high=1.0, low_open=True)
-        _number("noise.perlin_lacunarity", self.perlin_lacunarity, low=1.0)
+        _number("noise.perlin_lacunarity", self.perlin_lacunarity, low=1.0, high=MAX_RATE)
         from .kernels.perlin import check_perlin_params  # the kernel module owns the limits of its float32 arithmetic
 
         try:
@@ -250,6 +255,11 @@ class RenderConfig:
         for name in ("masks", "property_maps"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        side = max(self.height, self.width)
+        for name in ("size", "thickness"):  # an object twice the frame's side is already all frame
+            if getattr(self.shape, name)[1] > 2 * side:
+                raise ConfigError(f"shape.{name} must be <= {2 * side} (twice the frame's side {side}), got "
+                                  f"{getattr(self.shape, name)!r}")
         PROPERTIES[self.property].validate(self)
 
     # ------------------------------------------------------------------ serialisation

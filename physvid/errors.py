@@ -21,3 +21,9 @@ class DigitsError(PhysvidError):
 
 class DatasetError(PhysvidError):
     """A dataset on disk is missing, incomplete, corrupt or does not match the request."""
+
+
+class NotADatasetError(DatasetError):
+    """The path given is not a physvid dataset at all (a missing or empty folder): a usage error, exit code 2."""
+
+    exit_code = 2

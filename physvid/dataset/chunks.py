@@ -3,8 +3,14 @@ what HDF5's own filters accept, so a one-sequence chunk can be written with `wri
 `read_direct_chunk` without HDF5's per-call filter machinery. Every file stays readable by plain h5py/HDF5 (the tests
 read what the encoder wrote through HDF5's own filters, which verify the checksum).
 
-Deflate uses python-isal when it is installed (level 1: ≈ 5× faster than zlib's level 1 on noisy frames, and smaller)
-and zlib otherwise; the choice changes the compressed bytes, never the data.
+Every chunk of every dataset physvid writes is encoded here, so that a shard's bytes are a pure function of its data
+(docs/FORMAT.md, "Determinism"): HDF5's own filters are never used for writing. h5py's LZF filter (liblzf) hashes into
+a table it does not initialise (lzfP.h, INIT_HTAB 0), so its output depends on stack garbage; HDF5 fills the padding of
+partial edge chunks only when it must. Deflate is Python's zlib, whose output depends on the input, level, window and
+memory level only (deflateInit clears its hash heads and the bytes past the input in its window). python-isal is
+≈ 5× faster at level 1, but runs under load were seen to differ (issue 11; its level buffer is uninitialised PyMem
+memory, the likely cause, not reproduced in isolation), so it is only used to inflate (reader.py), where any valid
+stream decodes to the same bytes.
 """
 from __future__ import annotations
 
@@ -13,10 +19,7 @@ import zlib
 import numpy as np
 from numba import njit
 
-try:
-    from isal import isal_zlib as _deflater
-except ImportError:  # pragma: no cover - depends on the platform (isal ships wheels for x86-64 and ARM64)
-    _deflater = zlib
+_deflater = zlib  # the encoder; see the module docstring for why not isal
 
 # HDF5 filter ids (H5Zpublic.h; LZF is h5py's registered id 32000), all decoded by the reader's fast path. LZF chunks
 # are encoded here with longer back-references only (MIN_MATCH): liblzf's noisy 40 KB chunks take ~150-200 us to decode
@@ -250,10 +253,17 @@ def lzf_compress(src: np.ndarray, dst: np.ndarray, min_match: int) -> int:
 def fast_pipeline(dset) -> tuple[tuple[int, int], ...] | None:
     """The (filter id, shuffle element size) steps of `dset`'s pipeline in file order, or None where the fast path
     does not apply: not one row per chunk, a non-native dtype, or a filter not decoded here."""
+    if dset.chunks is None or dset.ndim < 1 or dset.chunks[0] != 1:
+        return None
+    return row_pipeline(dset)
+
+
+def row_pipeline(dset) -> tuple[tuple[int, int], ...] | None:
+    """Like `fast_pipeline` for chunks of any number of whole rows ((rows,) + row shape): what ChunkWriter encodes."""
     import h5py
 
     dtype = dset.dtype
-    if (dset.chunks is None or dset.ndim < 1 or tuple(dset.chunks) != (1,) + tuple(dset.shape[1:])
+    if (dset.chunks is None or dset.ndim < 1 or tuple(dset.chunks[1:]) != tuple(dset.shape[1:])
             or dtype.kind not in "uif" or not dtype.isnative or dtype.itemsize > 8):
         return None
     plist = dset.id.get_create_plist()
@@ -279,26 +289,28 @@ def deflate_level(dset) -> int:
 
 
 class ChunkWriter:
-    """Writes row j of a one-row-per-chunk dataset as a finished chunk: the file's filters applied here in file order
-    (shuffle, deflate or LZF, fletcher32), then `write_direct_chunk`. `ChunkWriter.of(dset)` is None when the dataset's
-    layout or filters are not ones this module encodes (the caller then writes through h5py)."""
+    """Writes chunks of a dataset chunked as (rows,) + row shape as finished chunks: the file's filters applied here in
+    file order (shuffle, deflate or LZF, fletcher32), then `write_direct_chunk`. `ChunkWriter.of(dset)` is None when
+    the dataset's layout or filters are not ones this module encodes."""
 
-    __slots__ = ("dsid", "steps", "level", "tail", "min_match")
+    __slots__ = ("dsid", "steps", "level", "tail", "min_match", "rows", "row_shape", "dtype", "length")
 
     def __init__(self, dset, steps, min_match: int = MIN_MATCH):
         self.dsid, self.steps = dset.id, steps
-        self.level = max(0, min(deflate_level(dset), 3 if _deflater is not zlib else 9))
+        self.level = max(0, min(deflate_level(dset), 9))
         self.tail = (0,) * (dset.ndim - 1)
         self.min_match = min_match
+        self.rows, self.row_shape, self.dtype = int(dset.chunks[0]), tuple(dset.shape[1:]), dset.dtype
+        self.length = int(dset.shape[0])
 
     @classmethod
     def of(cls, dset) -> "ChunkWriter | None":
-        steps = fast_pipeline(dset)
+        steps = row_pipeline(dset)
         return None if steps is None else cls(dset, steps)
 
     def encode(self, row: np.ndarray) -> tuple[bytes, int]:
-        """(chunk bytes, HDF5 filter mask): LZF, an optional filter, is skipped (its mask bit set, as HDF5 does) when
-        it cannot shrink the chunk."""
+        """(chunk bytes, HDF5 filter mask) of one whole chunk's data: LZF, an optional filter, is skipped (its mask
+        bit set, as HDF5 does) when it cannot shrink the chunk."""
         buf = np.ascontiguousarray(row).reshape(-1).view(np.uint8)
         mask = 0
         for pos, (fid, size) in enumerate(self.steps):
@@ -319,5 +331,22 @@ class ChunkWriter:
         return buf.tobytes(), mask
 
     def write(self, j: int, row: np.ndarray) -> None:
-        data, mask = self.encode(row)
+        """Row j of a one-row-per-chunk dataset."""
+        self.write_rows(j, np.asarray(row)[None])
+
+    def write_rows(self, j: int, block: np.ndarray) -> None:
+        """The chunk that starts at row j (a multiple of the chunk's rows): `block` holds its rows inside the dataset.
+        An edge chunk's rows past the end are stored as zeros (HDF5 ignores them; never left uninitialised)."""
+        if j % self.rows or block.shape[0] != min(self.rows, self.length - j):
+            raise ValueError(f"chunk at row {j} needs {min(self.rows, self.length - j)} rows, got {block.shape[0]}")
+        if block.shape[0] < self.rows:
+            full = np.zeros((self.rows,) + self.row_shape, self.dtype)
+            full[:block.shape[0]] = block
+            block = full
+        data, mask = self.encode(np.asarray(block, self.dtype))
         self.dsid.write_direct_chunk((j,) + self.tail, data, filter_mask=mask)
+
+    def write_all(self, data: np.ndarray) -> None:
+        """Every chunk of the dataset from `data` (its whole contents)."""
+        for j in range(0, self.length, self.rows):
+            self.write_rows(j, data[j:j + self.rows])

@@ -1,6 +1,7 @@
 """Other formats for other tools: a Moving-MNIST style .npy, one .mp4 or one PNG folder per sequence, and previews."""
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Iterable
@@ -15,15 +16,21 @@ NPY_LAYOUTS = ("tnhw", "nthwc", "ntchw")
 BLOCK = 256  # sequences per read while streaming into the .npy
 
 
+# Largest side of an exported or previewed frame after --scale, and largest preview picture: beyond these a picture
+# is no use to anyone and only exhausts memory (refused before anything is read, exit code 2).
+MAX_SCALED_SIDE = 8192
+MAX_PICTURE_BYTES = 1 << 30
+
+
 def _indices(ds: Dataset, indices: Iterable[int] | None) -> list[int]:
     if indices is None:
         return list(range(len(ds)))
     out = []
     for i in indices:
         i = int(i)
-        if not -len(ds) <= i < len(ds):
+        if not 0 <= i < len(ds):
             raise ConfigError(f"--index {i} is out of range for a dataset of {len(ds)} sequences (0..{len(ds) - 1})")
-        out.append(i % len(ds))
+        out.append(i)
     if not out:
         raise ConfigError("no sequences selected; give --index I (repeatable) or leave it out for all")
     return out
@@ -51,6 +58,8 @@ def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | N
         raise ConfigError(f"--scale must be >= 1, got {scale}")
     ds = open_dataset(path)
     idx = _indices(ds, indices)
+    if fmt != "npy":
+        check_scale(ds.shape, scale, 1)
     out = Path(out) if out is not None else default_export_path(path, fmt)
     try:
         with ds:
@@ -59,6 +68,26 @@ def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | N
             return _export_frames(ds, idx, out, fmt, fps, scale)
     except OSError as exc:
         raise DatasetError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
+def check_scale(shape: tuple[int, ...], scale: int, sequences: int, gif: bool = False) -> None:
+    """Refuse (ConfigError) a --scale whose pictures of `sequences` sequences of shape (N, T, C, H, W) are too big."""
+    _, t, _, h, w = shape
+    side = max(h, w) * scale
+    if side > MAX_SCALED_SIDE:
+        raise ConfigError(f"--scale {scale} makes {h * scale}x{w * scale} frames; at most {MAX_SCALED_SIDE} pixels a "
+                          f"side: use --scale <= {max(1, MAX_SCALED_SIDE // max(h, w))}")
+    picture = sequences * t * h * w * scale * scale * 3 * (2 if gif else 1)
+    if picture > MAX_PICTURE_BYTES:
+        raise ConfigError(f"--scale {scale} makes a picture of {picture / 1e9:.1f} GB for {sequences} sequence(s) of "
+                          f"{t} frames; at most {MAX_PICTURE_BYTES / 1e9:.1f} GB: lower --scale or pick fewer --index")
+
+
+def _write_at(fd: int, data: np.ndarray, offset: int) -> None:
+    view = memoryview(np.ascontiguousarray(data)).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def _export_npy(ds: Dataset, idx: list[int], out: Path, layout: str) -> Path:
@@ -73,20 +102,38 @@ def _export_npy(ds: Dataset, idx: list[int], out: Path, layout: str) -> Path:
     else:
         shape = (n, T, C, H, W)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npy")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    # Plain writes at offsets, not a memory map: on a full disk a write fails with ENOSPC (one line, exit 1), where a
+    # mapped page that cannot be stored kills the process with SIGBUS. The space is reserved first where the file
+    # system can, so a disk too small fails before any block is read.
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
     try:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        for lo in range(0, n, BLOCK):
-            v = ds.read_video(idx[lo:lo + BLOCK])  # (b, T, C, H, W)
-            hi = lo + v.shape[0]
-            if layout == "tnhw":
-                arr[:, lo:hi] = v.transpose(1, 0, 3, 4, 2)[..., 0] if C == 1 else v.transpose(1, 0, 3, 4, 2)
-            elif layout == "nthwc":
-                arr[lo:hi] = v.transpose(0, 1, 3, 4, 2)
-            else:
-                arr[lo:hi] = v
-        arr.flush()
-        del arr
+        with open(tmp, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, header)
+            fh.flush()
+            base = fh.tell()
+            fd = fh.fileno()
+            total = base + int(np.prod(shape, dtype=np.int64))
+            if hasattr(os, "posix_fallocate") and total > base:
+                try:
+                    os.posix_fallocate(fd, 0, total)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", -1)):
+                        raise
+            os.ftruncate(fd, total)
+            frame = H * W * C
+            for lo in range(0, n, BLOCK):
+                v = ds.read_video(idx[lo:lo + BLOCK])  # (b, T, C, H, W)
+                hi = lo + v.shape[0]
+                if layout == "tnhw":  # (T, n, H, W[, C]): one run of sequences per frame index
+                    block = v.transpose(1, 0, 3, 4, 2)
+                    for t in range(T):
+                        _write_at(fd, block[t], base + (t * n + lo) * frame)
+                elif layout == "nthwc":
+                    _write_at(fd, v.transpose(0, 1, 3, 4, 2), base + lo * T * frame)
+                else:
+                    _write_at(fd, v, base + lo * T * frame)
+            os.fsync(fd)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -156,6 +203,7 @@ def preview_dataset(path: str | os.PathLike, out: str | os.PathLike, *, indices:
     ds = open_dataset(path)
     with ds:
         idx = _indices(ds, indices) if indices else list(range(min(count, len(ds))))
+        check_scale(ds.shape, scale, len(idx), gif=suffix == ".gif")
         video = ds.read_video(idx)
         pmap = None
         if property_map:

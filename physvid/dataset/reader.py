@@ -22,11 +22,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import DatasetError, NotADatasetError
 from .chunks import (FILTER_DEFLATE, FILTER_FLETCHER32, FILTER_LZF, FILTER_SHUFFLE, LZF_ERRORS, fast_pipeline as _fast_pipeline, fletcher32, lzf_decompress,
                      swap_halves as _swap_halves)
 from .layout import MANIFEST
 from .manifest import check_format, load_manifest
+from .trust import foreign_objects, shard_problems
 
 try:  # python-isal inflates the same zlib streams 2-3x faster; optional
     from isal import isal_zlib as _inflater
@@ -150,6 +151,9 @@ def _shard_manifest(path: Path) -> dict[str, Any]:
 
     try:
         with h5py.File(path, "r") as f:
+            foreign = foreign_objects(f)
+            if foreign:
+                raise DatasetError(f"refusing {path}: {foreign[0]}")
             attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
             check_format(attrs, str(path))
             datasets: dict[str, Any] = {}
@@ -164,6 +168,8 @@ def _shard_manifest(path: Path) -> dict[str, Any]:
                            "its folder") from None
     except KeyError as exc:
         raise DatasetError(f"{path} lacks the attribute {exc}; it was not written by physvid") from None
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{path} has unreadable attributes ({exc}); it was not written by physvid") from None
     return {
         "format": attrs["format"], "format_version": attrs["format_version"],
         "physvid_version": attrs.get("physvid_version"), "source": attrs.get("source"),
@@ -193,8 +199,10 @@ class Dataset:
             self.manifest = _shard_manifest(p)
             root = p.parent
         else:
-            raise DatasetError(f"no dataset at {p}: give the folder written by `physvid generate` or one shard file")
+            raise NotADatasetError(f"no dataset at {p}: give the folder written by `physvid generate` or one shard "
+                                   "file")
         self.path = p
+        self._folder = p.is_dir()
         shards = self.manifest["shards"]
         self._files = [str(root / s["file"]) for s in shards]
         counts = [int(s["count"]) for s in shards]
@@ -272,9 +280,18 @@ class Dataset:
 
             try:
                 f = h5py.File(self._files[k], "r")
-            except OSError as exc:
+                # Before any data is read: nothing that leads outside the shard, and the shard is the one the
+                # manifest lists at this place (not a copy from another dataset, not two shards swapped).
+                problems = (shard_problems(f, self.manifest["shards"][k], self.manifest, k) if self._folder
+                            else [])
+            except (OSError, RuntimeError, KeyError) as exc:  # h5py's errors for damaged metadata
                 raise DatasetError(f"cannot open shard {self._files[k]} ({str(exc).splitlines()[0]}); run "
                                    "`physvid verify` on the dataset folder") from None
+            if problems:
+                f.close()
+                raise DatasetError(f"refusing shard {self._files[k]}: {problems[0]}"
+                                   + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else "")
+                                   + "; run `physvid verify` on the dataset folder")
             self._handles[k] = f
         return f
 
@@ -365,7 +382,11 @@ class Dataset:
             for k in range(len(self._files)):
                 group = self._file(k)["params"]
                 for name in parts:
-                    parts[name].append(group[name][()])
+                    try:
+                        parts[name].append(group[name][()])
+                    except OSError as exc:
+                        raise _PlainReader(group[name], f"{self._files[k]}:/params/{name}")._error("its rows",
+                                                                                                  exc) from None
             self._params = {name: np.concatenate(v) if v else np.empty((0,)) for name, v in parts.items()}
         return self._params
 

@@ -34,7 +34,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..config import RenderConfig
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError, NotADatasetError
+from .budget import check_memory, check_size
 from .chunks import ChunkWriter
 from .layout import (COMPRESSIONS, MANIFEST, PLAN, STATE_DIR, ShardSpec, atomic_write_text, dumps, filter_options,
                      fsync_path, is_dataset_file, read_json, record_path, sha256_file, shard_specs, tmp_name)
@@ -64,6 +65,41 @@ class RenderSource:
         from ..render import render
 
         return render(self.config, indices)
+
+    def check_shard(self, params: dict[str, np.ndarray], spec: ShardSpec) -> None:
+        """Refuse (ConfigError) a shard whose sequences systematically miss the requested noise ratio: the median
+        achieved ratio of the sequences that got noise lies outside NOISE_TOLERANCE of the request. (Single sequences
+        may miss it, e.g. bright scenes where the noise is clipped; each one's achieved ratio is stored.)"""
+        ratio = self.config.noise.ratio
+        if ratio <= 0 or "noise_ratio" not in params:
+            return
+        got = params["noise_ratio"][params["noise_scale"] > 0]  # scale 0: an empty clean signal gets no noise
+        median = float(np.median(got)) if got.size else 0.0
+        if got.size and abs(median / ratio - 1) > NOISE_TOLERANCE:
+            raise ConfigError(f"sequences {spec.first_index}..{spec.first_index + spec.count - 1} reach a median noise "
+                              f"ratio of {median:.3g}, {ratio:g} requested (tolerance {NOISE_TOLERANCE:.0%}): these "
+                              "noise settings cannot deliver it on these scenes; lower --noise-ratio or change the "
+                              "noise types")
+
+
+# Relative tolerance of the achieved noise ratio (docs/noise.md): the solver stops within 1 %.
+NOISE_TOLERANCE = 0.10
+
+
+def check_noise_reachable(config: RenderConfig) -> None:
+    """Refuse a config whose noise field is identically zero while a ratio > 0 is asked (e.g. Perlin-only noise with
+    perlin_frequency 1 and perlin_speed 0 samples only lattice points, where Perlin noise is exactly 0)."""
+    from ..render import noise_field, sequence_rngs
+
+    if config.noise.ratio <= 0:
+        return
+    field = noise_field(config, sequence_rngs(config.seed, 0, config.property)[1])
+    if not np.any(field):
+        nc = config.noise
+        raise ConfigError(f"noise.ratio {nc.ratio:g} cannot be reached: the noise field is 0 everywhere (weights "
+                          f"gaussian {nc.gaussian:g}, white {nc.white:g}, perlin {nc.perlin:g}; Perlin noise is 0 at "
+                          f"its lattice points, which perlin_frequency {nc.perlin_frequency:g} and perlin_speed "
+                          f"{nc.perlin_speed:g} sample); add gaussian or white noise or change those two")
 
 
 @dataclass
@@ -146,6 +182,7 @@ def _layout(n, shard_size, workers, compression, shard_range):
     workers = resolve_workers(workers)
     if compression not in COMPRESSIONS:
         raise ConfigError(f"unknown compression {compression!r}; allowed: {', '.join(COMPRESSIONS)}")
+    check_size(n, shard_size)
     specs = shard_specs(n, shard_size)
     return n, shard_size, workers, specs, resolve_shard_range(shard_range, len(specs))
 
@@ -300,12 +337,10 @@ def _write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: 
         if dsets is None:
             schema = _schema_of(video, params)
             dsets = _create_datasets(f, spec.count, video, params, opts)
-            # One-sequence chunks of the big datasets are encoded here (isal deflate or numba LZF, numba fletcher32)
-            # and stored with write_direct_chunk: ≈ 5× less CPU than HDF5's zlib for gzip (dataset/chunks.py).
-            for name in ("video", *TOP_LEVEL):
-                chunk_writer = ChunkWriter.of(dsets[name]) if name in dsets else None
-                if chunk_writer is not None:
-                    direct[name] = chunk_writer
+            # Every chunk of every dataset is encoded here (zlib deflate or numba LZF, numba fletcher32) and stored
+            # with write_direct_chunk, never through HDF5's filters: that is what makes the bytes a pure function of
+            # the data (dataset/chunks.py says which filters are not).
+            direct = {name: _chunk_writer(d) for name, d in dsets.items()}
             # Small per-sequence parameters are gathered and written once per shard: one HDF5 call per batch and
             # parameter would cost as much as compressing the video.
             table = {k: np.empty((spec.count,) + v.shape[1:], v.dtype) for k, v in params.items() if k not in TOP_LEVEL}
@@ -316,20 +351,28 @@ def _write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: 
             if name not in TOP_LEVEL:
                 table[name][lo:hi] = arr
         for name, arr in (("video", video), *((k, params[k]) for k in TOP_LEVEL if k in params)):
-            chunk_writer = direct.get(name)
-            if chunk_writer is None:
-                dsets[name][lo:hi] = arr
-            else:
-                for r in range(hi - lo):
-                    chunk_writer.write(lo + r, arr[r])
+            for r in range(hi - lo):
+                direct[name].write(lo + r, arr[r])
         if report is not None:
             report(b - a)
+    check = getattr(source, "check_shard", None)
+    if check is not None and table:
+        check(table, spec)
     for name in sorted(table):
-        dsets[name][...] = table[name]
-    index = f.create_dataset("index", data=np.arange(spec.first_index, stop, dtype=np.int64),
-                             chunks=(min(spec.count, PARAM_CHUNK_BYTES // 8),), **opts)
+        direct[name].write_all(table[name])
+    index = f.create_dataset("index", (spec.count,), np.int64, chunks=(min(spec.count, PARAM_CHUNK_BYTES // 8),),
+                             **opts)
     index.attrs["axes"] = AXES["index"]
+    _chunk_writer(index).write_all(np.arange(spec.first_index, stop, dtype=np.int64))
     return schema
+
+
+def _chunk_writer(dset) -> ChunkWriter:
+    writer = ChunkWriter.of(dset)
+    if writer is None:  # _as_arrays admits only dtypes and layouts ChunkWriter encodes
+        raise DatasetError(f"internal error: dataset {dset.name} ({dset.dtype}, chunks {dset.chunks}) cannot be "
+                           "encoded deterministically")
+    return writer
 
 
 def remove_temp_files(out: Path, shard: int) -> None:
@@ -651,7 +694,8 @@ def finalize_dataset(out: str | os.PathLike, expect: dict[str, Any] | None = Non
     out = Path(out)
     plan = existing_plan(out) if out.is_dir() else None
     if plan is None:
-        raise DatasetError(f"{out} holds no physvid dataset to finalize; run `physvid generate ... --out {out}` first")
+        raise NotADatasetError(f"{out} holds no physvid dataset to finalize; run `physvid generate ... --out {out}` "
+                               "first")
     if expect is not None and identity(expect) != plan:
         diff = differences(plan, identity(expect))
         raise ConfigError(f"{out} holds a different dataset ({'; '.join(diff[:3])}); finalize it without those options "
@@ -692,6 +736,7 @@ def _render_args(config: RenderConfig | dict) -> RenderConfig:
         from ..digits import load_digits
 
         load_digits(config.shape.digits)  # a missing or corrupt file fails now, before any folder is touched
+    check_noise_reachable(config)
     return config
 
 
@@ -702,11 +747,17 @@ def render_plan(config: RenderConfig | dict, n: int, *, shard_size: int = 1000, 
                      shard_size=_check_int("shard_size", shard_size, 1), compression=compression)
 
 
+def _check_memory(config: RenderConfig, n, shard_size, workers, shard_range) -> None:
+    n, shard_size, workers, _specs, (a, b) = _layout(n, shard_size, workers, "none", shard_range)
+    check_memory(config, shard_size, workers, BATCH, b - a)
+
+
 def generate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, shard_size: int = 1000,
              workers: int | None = None, compression: str = "gzip", shard_range: Any = None, overwrite: bool = False,
              progress: Progress | None = None, finalize: bool | None = None) -> Summary:
     """Render sequences 0..n-1 of `config` into the dataset folder `out` (see `write_dataset`)."""
     config = _render_args(config)
+    _check_memory(config, n, shard_size, workers, shard_range)
     return write_dataset(out, RenderSource(config), n, config.to_dict(), seed=config.seed,
                          source_name=RenderSource.name,
                          shard_size=shard_size, workers=workers, compression=compression, shard_range=shard_range,
@@ -721,6 +772,7 @@ def estimate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, sha
 
     config = _render_args(config)
     n, shard_size, workers, specs, (a, b) = _layout(n, shard_size, workers, compression, shard_range)
+    check_memory(config, shard_size, workers, BATCH, b - a)
     out = Path(out)
     notes: list[str] = []
     todo = specs[a:b]

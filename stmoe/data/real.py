@@ -264,11 +264,22 @@ def _read_image(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
+            if img.mode.startswith("I") or img.mode == "F":
+                return _deep_grey_to_u8(np.array(img), img.mode, path)
             if img.mode not in ("L", "RGB", "RGBA"):
                 img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
             return np.array(img)
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"cannot read image {path}: {' '.join(str(exc).split())}") from None
+
+
+def _deep_grey_to_u8(a: np.ndarray, mode: str, path: Path) -> np.ndarray:
+    """A 16-bit (or 32-bit integer holding 16-bit values) grey image scaled to 8 bits; PIL's own conversion clips
+    every value above 255 to white. Other deep images are refused: their range is unknown."""
+    if a.dtype.kind in "iu" and a.size and int(a.min()) >= 0 and int(a.max()) <= 65535:
+        return np.rint(a.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    raise DataError(f"cannot read image {path}: {mode} pixels outside 0..65535 (or floating point) have no known "
+                    "range; save the frames as 8- or 16-bit PNG")
 
 
 def _read_frame_files(files: Sequence[Path], cfg: ClipConfig, what: str) -> np.ndarray:

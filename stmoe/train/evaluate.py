@@ -21,7 +21,7 @@ from .checkpoint import load_model
 from .config import TrainConfig
 from .data import ClipDataset, split_clip, to_unit
 from .distributed import resolve_device
-from .errors import TrainConfigError
+from .errors import TrainConfigError, TrainError
 
 
 def is_physvid_dataset(path: str | Path) -> bool:
@@ -121,7 +121,16 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
     if meter is not None:
         result["alignment"] = meter.result()
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        _write_result(Path(out), result)
     return result
+
+
+def _write_result(out: Path, result: dict[str, Any]) -> None:
+    """All or nothing: a full disk leaves no half-written JSON behind (one line, exit code 1)."""
+    from physvid.dataset.layout import atomic_write_text
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    except OSError as exc:
+        raise TrainError(f"cannot write {out}: {exc.strerror or exc}") from None

@@ -48,7 +48,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     root = Path(run_dir)
     runs = find_runs(root)
     if not runs:
-        raise TrainError(f"no metrics.jsonl under {root}: nothing to plot (is it a run folder?)")
+        raise TrainConfigError(f"no metrics.jsonl under {root}: nothing to plot (is it a run folder?)")
     fig, axes = plt.subplots(len(runs), 2, figsize=(10, 2.8 * len(runs)), squeeze=False)
     for row, run in zip(axes, runs):
         epochs = _read_jsonl(run / "metrics.jsonl")

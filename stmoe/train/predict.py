@@ -160,6 +160,9 @@ def predict(checkpoint: str | Path, data: Any, out: str | Path, *, indices: Sequ
     out_of_range = [i for i in idx if not 0 <= i < len(ds)]
     if out_of_range:
         raise TrainConfigError(f"--index {out_of_range[0]} is out of range: {ds.describe()} (0..{len(ds) - 1})")
+    from physvid.dataset.export import check_scale  # pictures too big for memory are refused before any is drawn
+
+    check_scale((len(idx),) + tuple(ds[idx[0]].shape), scale, len(idx), gif="gif" in formats)
     clips = torch.stack([ds[i] for i in idx])
     l, n = cfg.data.input_frames, cfg.data.output_frames
     inputs, targets = split_clip(to_unit(clips.to(dev)), l)
