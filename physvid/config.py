@@ -96,7 +96,8 @@ class ShapeConfig:
         if self.digits is not None and not isinstance(self.digits, str):
             raise ConfigError(f"shape.digits must be a path string, got {self.digits!r}")
         if self.digit_range is not None:
-            _range("shape.digit_range", self.digit_range, low=0, integer=True)
+            # idx3 headers count images in 32 bits; the file itself bounds the range when it is read
+            _range("shape.digit_range", self.digit_range, low=0, high=2**32 - 1, integer=True)
             if self.digit_range[1] <= self.digit_range[0]:
                 raise ConfigError(f"shape.digit_range {self.digit_range!r} is empty; give FIRST:STOP with FIRST < STOP")
 
