@@ -455,16 +455,19 @@ def plot(run, out) -> None:
               "interrupted one continues from its last checkpoint.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
               help="Third-party data (MNIST digits, real clips) [default: ../shared/data beside the repository].")
+@click.option("--jobs", "-j", type=int, default=None,
+              help="Worker processes training independent rows side by side [default: the profile's; cpu: 2].")
 @handle_errors
-def reproduce(experiment, profile, out, seeds, resume, data_root) -> None:
+def reproduce(experiment, profile, out, seeds, resume, data_root, jobs) -> None:
     """Run an experiment of the paper (§4) and write its table beside the paper's numbers (docs/results.md).
 
     EXPERIMENT: table1 (Dynamic MNIST), table5 (local+global vs end-to-end), table6 (attention none / uniform /
-    pixel), noise (noise-ratio ablation, Fig. 8), datasize (Fig. 10), real (traffic, street, textures, radar) or all.
+    pixel), noise (noise-ratio ablation, Fig. 8), datasize (Fig. 10), real (traffic, street, textures, radar), all,
+    or a comma list (one folder: rows and trained networks are shared).
     """
     from stmoe.reproduce import reproduce as run_reproduce
 
-    results = run_reproduce(experiment, profile, out, seeds=seeds, resume=resume, data_root=data_root,
+    results = run_reproduce(experiment, profile, out, seeds=seeds, resume=resume, data_root=data_root, jobs=jobs,
                             log=lambda m: click.echo(m, err=True))
     for name in results:
         click.echo(f"wrote {os.path.join(out, name, 'table.md')}")

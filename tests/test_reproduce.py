@@ -93,11 +93,23 @@ def test_a_killed_reproduction_resumes_and_gives_the_same_table(smoke_all, tmp_p
     assert [list(r["stats"]["mse"]) for r in ours] == [list(r["stats"]["mse"]) for r in straight]  # same as one run
 
 
+@needs_data
+def test_worker_processes_give_the_same_numbers_as_one_process(smoke_all, tmp_path):
+    """--jobs 2 trains independent rows in two spawned processes (one CPU thread each): same table."""
+    logged = []
+    res = reproduce("datasize", "smoke", tmp_path / "ds", jobs=2, log=logged.append)
+    assert any("worker processes" in m for m in logged)
+    ours = {r["row"]: list(r["stats"]["mse"]) for r in res["datasize"]["rows"]}
+    straight = {r["row"]: list(r["stats"]["mse"]) for r in smoke_all[1]["datasize"]["rows"]}
+    assert ours == straight
+
+
 @pytest.mark.parametrize("args, needle", [
     (["tableX", "--out", "{tmp}/a"], "unknown experiment 'tableX'; allowed: table1"),
     (["table1", "--profile", "huge", "--out", "{tmp}/a"], "unknown profile 'huge'; allowed: smoke, cpu, gpu, paper"),
     (["real", "--profile", "smoke", "--out", "{tmp}/a", "--data-root", "{tmp}/nowhere"], "needs the third-party"),
     (["table1", "--profile", "smoke", "--out", "{tmp}/a", "--seeds", "0"], "--seeds must be an integer >= 1"),
+    (["table1", "--profile", "smoke", "--out", "{tmp}/a", "--jobs", "0"], "--jobs must be an integer in [1, 64]"),
     (["table5", "--profile", "smoke", "--out", "{tmp}/held"], "holds the reproduction 'table1'"),
     (["table1", "--profile", "smoke", "--out", "{tmp}/full"], "not empty and holds no reproduction"),
 ])

@@ -242,6 +242,7 @@ def _datasize_figure(path: Path, rows: list[dict]) -> Path | None:
 
 def write_report(out: Path, name: str, prof: Profile, evaluated: list[dict], meta: dict, runner: Any) -> dict:
     """results.json, table.md and the experiment's figures in ``out``; returns the results dict."""
+    out.mkdir(parents=True, exist_ok=True)
     rows = summarise(evaluated)
     figures = []
     if name == "noise":

@@ -6,7 +6,7 @@ Folder layout of ``out`` (one experiment, or ``all`` of them sharing data and tr
     data/                          physvid datasets: D^k per noise ratio, Dynamic MNIST train / test, real clips
     runs/local-<model>-noise<r>-s<seed>/{decoder, experts/expert-<k>}    local optimisation, shared by every row
     runs/<row key>-s<seed>/{baseline | pretrain, real | gating, global | end_to_end}
-    <experiment>/rows/<row key>-s<seed>.json     evaluation of one trained row (its existence = finished)
+    rows/<row key>-s<seed>.json    evaluation of one trained row (its existence = finished), shared by experiments
     <experiment>/results.json, table.md, *.png   the table, the paper's numbers beside ours, the figures
 
 Every stage folder holds checkpoints/last.pt and result.json: a finished stage is skipped, an interrupted one
@@ -209,6 +209,19 @@ class RowRunner:
         total = json.loads((Path(folder) / "manifest.json").read_text())["total_sequences"]
         return max(1, int(round(total * fraction)))
 
+    def prepare(self, row: Row) -> None:
+        """Generate or prepare every dataset ``row`` reads."""
+        self._real(row)
+        if row.kind in ("stmoe", "pretrained"):
+            self.data.synthetic(row.noise)
+
+    @staticmethod
+    def affinity(row: Row, seed: int) -> str:
+        """Rows with equal affinity share trained networks (the local stage) and must run in one process."""
+        if row.kind == "stmoe":
+            return f"local-{row.model}-noise{row.noise:g}-s{seed}"
+        return f"{row.key}-s{seed}"
+
     # ------------------------------------------------------------------ training
     @staticmethod
     def _done(stage_dir: Path) -> Path | None:
@@ -247,7 +260,7 @@ class RowRunner:
             real_cfg = self.config(row.replace(kind="baseline"), seed)
             return stage(run / "real", lambda: self._finetune(real_cfg, pre, run / "real"))
         # stmoe: local optimisation (shared by every row with the same model, noise and seed), then global
-        local = self.out / "runs" / f"local-{row.model}-noise{row.noise:g}-s{seed}"
+        local = self.out / "runs" / self.affinity(row, seed)
         decoder = None
         if cfg.base.model.model_config.decoder != "identity":
             decoder = stage(local / "decoder", lambda: stages.train_decoder(cfg, local / "decoder", **kw))
@@ -317,24 +330,34 @@ def _check_out(out: Path, experiment: str, profile: str, resume: bool, settings:
 
 
 def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1, resume: bool = False,
-              data_root: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+              data_root: str | Path | None = None, jobs: int | None = None,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``experiment`` (a key of EXPERIMENTS, or "all") at ``profile`` into ``out``; returns {experiment: results}.
+
+    ``jobs`` worker processes train independent rows side by side (default: the profile's; rows that share a local
+    stage always run in one worker, one after the other).
 
     Raises ReproduceError (exit 2) for an unknown experiment or profile, seeds < 1, missing ../shared/data for the
     data an experiment needs, or an --out that holds another reproduction.
     """
     from .report import write_report
 
-    if experiment not in (*EXPERIMENTS, "all"):
-        raise ReproduceError(f"unknown experiment {experiment!r}; allowed: {', '.join((*EXPERIMENTS, 'all'))}")
+    wanted = [e.strip() for e in str(experiment).split(",") if e.strip()]  # "table5,table6": one folder, shared runs
+    for e in wanted or [experiment]:
+        if e not in (*EXPERIMENTS, "all"):
+            raise ReproduceError(f"unknown experiment {e!r}; allowed: {', '.join((*EXPERIMENTS, 'all'))} "
+                                 f"(or a comma list)")
     if profile not in PROFILES:
         raise ReproduceError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ReproduceError(f"--seeds must be an integer >= 1, got {seeds!r}")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 64):
+        raise ReproduceError(f"--jobs must be an integer in [1, 64], got {jobs!r}")
     out = Path(out)
     root = Path(data_root) if data_root is not None else default_data_root()
     prof = PROFILES[profile]
-    names = ALL if experiment == "all" else (experiment,)
+    names = ALL if "all" in wanted else tuple(dict.fromkeys(wanted))
+    experiment = "all" if "all" in wanted else ",".join(names)
     if ("real" in names) and not root.is_dir():
         raise ReproduceError(f"experiment 'real' needs the third-party clips in {root} (see README); none there")
     _check_out(out, experiment, profile, resume, asdict(prof))
@@ -344,33 +367,94 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
     data = Data(out / "data", prof, root, log)
     runner = RowRunner(out, prof, data, log)
     results: dict[str, Any] = {}
+    # Every (row, seed) still to train, once, even when several experiments list it (table5's two-step row is
+    # table1's STMoE-Id); a row is finished once its evaluation JSON exists in out/rows.
+    rows_dir = out / "rows"
+    rows_dir.mkdir(exist_ok=True)
+    todo: dict[tuple[str, int], Row] = {}
     for name in names:
-        start = time.perf_counter()
-        rows_dir = out / name / "rows"
-        rows_dir.mkdir(parents=True, exist_ok=True)
-        evaluated = []
         for row in experiment_rows(name, prof, str(root)):
             for seed in range(seeds):
-                path = rows_dir / f"{row.key}-s{seed}.json"
-                if path.is_file():
-                    evaluated.append(json.loads(path.read_text()))
-                    continue
-                t0 = time.perf_counter()
-                ckpt = runner.train(row, seed)
-                rec = runner.evaluate(row, seed, ckpt, path)
-                rec["train_eval_seconds"] = round(time.perf_counter() - t0, 1)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(rec, indent=2) + "\n")
-                tmp.replace(path)  # a row counts as finished only once its evaluation is complete
-                log(f"{name}: {row.label} (seed {seed}) MSE {rec['mean'].get('mse', float('nan')):.3f} "
-                    f"SSIM {rec['mean'].get('ssim', float('nan')):.4f}")
-                evaluated.append(rec)
+                if not (rows_dir / f"{row.key}-s{seed}.json").is_file():
+                    todo.setdefault((row.key, seed), row)
+    start = time.perf_counter()
+    for row in todo.values():  # all data first: workers only read it
+        runner.prepare(row)
+    groups: dict[str, list[tuple[Row, int]]] = {}
+    for (_, seed), row in todo.items():  # rows sharing a local stage run in one worker, one after the other
+        groups.setdefault(runner.affinity(row, seed), []).append((row, seed))
+    jobs = prof.jobs if jobs is None else jobs
+    if jobs <= 1 or len(groups) <= 1:
+        for tasks in groups.values():
+            _run_tasks(runner, tasks, log)
+    else:
+        _run_parallel(out, prof, root, list(groups.values()), jobs, log)
+    for name in names:
+        # The evaluation is shared; the label and the paper's numbers are this experiment's.
+        evaluated = [{**json.loads((rows_dir / f"{row.key}-s{seed}.json").read_text()), "row": row.label,
+                      "paper": row.paper} for row in experiment_rows(name, prof, str(root)) for seed in range(seeds)]
         meta = {"experiment": name, "description": EXPERIMENTS[name], "profile": asdict(prof), "seeds": seeds,
                 "machine": f"{platform.machine()} {platform.system()}, {_cores()} cores, no GPU"
-                if not _cuda() else f"{platform.machine()}, GPU {_cuda()}",
+                if not _cuda() else f"{platform.machine()}, GPU {_cuda()}", "jobs": jobs,
                 "date": time.strftime("%Y-%m-%d"), "seconds_this_call": round(time.perf_counter() - start, 1)}
         results[name] = write_report(out / name, name, prof, evaluated, meta, runner)
     return results
+
+
+def _run_tasks(runner: RowRunner, tasks: list[tuple[Row, int]], log: Callable[[str], None]) -> None:
+    """Train and evaluate each (row, seed); the evaluation JSON is written last (atomically): it marks the row done."""
+    for row, seed in tasks:
+        path = runner.out / "rows" / f"{row.key}-s{seed}.json"
+        if path.is_file():
+            continue
+        t0 = time.perf_counter()
+        ckpt = runner.train(row, seed)
+        rec = runner.evaluate(row, seed, ckpt, path)
+        rec["train_eval_seconds"] = round(time.perf_counter() - t0, 1)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, indent=2) + "\n")
+        tmp.replace(path)
+        log(f"{row.label} ({row.real}, seed {seed}): MSE {rec['mean'].get('mse', float('nan')):.3f} "
+            f"SSIM {rec['mean'].get('ssim', float('nan')):.4f} ({rec['train_eval_seconds']:.0f} s)")
+
+
+# Rough cost of a row in "one MIM trained for the budget" units, to balance the workers.
+_COST = {"stmoe": 6.0, "pretrained": 2.0, "end_to_end": 3.0}
+_BASELINE_COST = {"mim": 1.0, "predrnnpp": 1.0, "phydnet": 0.5}
+
+
+def _worker(out: str, profile: str, root: str, tasks: list[tuple[Row, int]]) -> None:
+    import sys
+
+    prof = PROFILES[profile]
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    runner = RowRunner(Path(out), prof, Data(Path(out) / "data", prof, Path(root), log), log)
+    _run_tasks(runner, tasks, log)
+
+
+def _run_parallel(out: Path, prof: Profile, root: Path, groups: list[list[tuple[Row, int]]], jobs: int,
+                  log: Callable[[str], None]) -> None:
+    """Groups of rows over ``jobs`` worker processes (one CPU thread each), heaviest group first to the lightest bin."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    def cost(group):
+        return sum(_COST.get(r.kind, _BASELINE_COST.get(r.model, 0.4)) for r, _ in group)
+
+    bins: list[list[tuple[Row, int]]] = [[] for _ in range(min(jobs, len(groups)))]
+    loads = [0.0] * len(bins)
+    for group in sorted(groups, key=cost, reverse=True):
+        i = loads.index(min(loads))
+        bins[i] += group
+        loads[i] += cost(group)
+    log(f"{sum(len(b) for b in bins)} rows on {len(bins)} worker processes")
+    with ProcessPoolExecutor(len(bins), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_worker, str(out), prof.name, str(root), b) for b in bins]
+        for f in futures:
+            f.result()  # re-raises a worker's error here
 
 
 def _cores() -> int:

@@ -50,6 +50,7 @@ class Profile:
     speed: tuple[float, float] = (0.015, 0.045)  # pixels per frame as a fraction of the frame side
     real_clip_stride: int = 4  # frames between clips cut from a real video
     real_sets: tuple[str, ...] | None = None  # the real datasets of `real` (None: all of REAL_DATA)
+    jobs: int = 1  # worker processes training independent rows side by side (cpu: one per core)
 
     @property
     def model_fields(self) -> dict[str, Any]:
@@ -63,7 +64,7 @@ PROFILES: dict[str, Profile] = {
                      phy_channels=4, phy_kernel=3, datasizes=(4, 8), real_sets=("traffic", "radar")),
     "cpu": Profile("cpu", size=32, patch_size=4, num_layers=2, num_hidden=32, filter_size=3, gate_channels=16,
                    n_train=250, n_val=50, n_test=200, n_syn=2000, real_steps=400, syn_steps=400, lr=3e-3,
-                   phy_kernel=5),
+                   phy_kernel=5, jobs=2),
     "gpu": Profile("gpu", size=64, patch_size=4, num_layers=4, num_hidden=64, filter_size=5, gate_channels=16,
                    n_train=250, n_val=50, n_test=500, n_syn=10000, real_steps=2000, syn_steps=5000, lr=1e-3,
                    threads=None, phy_channels=64, phy_kernel=7),
