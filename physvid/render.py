@@ -550,10 +550,14 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
     masks = np.zeros((n, T, n_max, H, W), np.uint8) if config.masks else None
     pmap = np.zeros((n, T, H, W), np.uint8) if config.property_maps else None
     nc = config.noise
-    pk.render_batch(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg, nc.ratio, nc.gaussian, nc.white,
-                    nc.perlin, nc.perlin_drift, digits, _bank(config) if noisy else _NO_DIGITS, nk.gaussian_table(),
-                    nk.uniform_table(), video, pf, pi, verts, ps, _NO_MASKS[None] if masks is None else masks,
-                    _NO_MASKS if pmap is None else pmap, masks is not None, pmap is not None)
+    outputs = (video, pf, pi, verts, ps, _NO_MASKS[None] if masks is None else masks, _NO_MASKS if pmap is None else pmap,
+               masks is not None, pmap is not None)
+    if noisy:
+        pk.render_batch_noisy(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg, nc.ratio, nc.gaussian, nc.white,
+                              nc.perlin, nc.perlin_drift, digits, _bank(config), nk.gaussian_table(),
+                              nk.uniform_table(), *outputs)
+    else:
+        pk.render_batch(roles, shapes, counts, blocks, seq_u, cfg, digits, *outputs)
     params = {name: np.ascontiguousarray(pf[:, :, j]) for j, name in enumerate(OBJECT_FLOAT_FIELDS)}
     params.update({name: np.ascontiguousarray(pi[:, :, j]) for j, name in enumerate(OBJECT_INT_FIELDS)})
     params["vertices"] = verts
