@@ -11,8 +11,11 @@ from __future__ import annotations
 import colorsys
 import functools
 import math
+import threading
+import time
 import zlib
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -568,6 +571,28 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
     if pmap is not None:
         params["property_map"] = pmap
     return video, params
+
+
+COMPILE_SECONDS = 12  # a cold compile of a noise-free config on a 2-core VM (docs/benchmarks.md); noisy ones ~16 s
+
+
+def compile_kernels(config: RenderConfig, notice: Callable[[str], None] | None = None) -> float:
+    """Compile (first run of an install: numba caches the machine code) or load the kernels `config` needs by rendering
+    its sequence 0; returns the seconds spent. When that takes over a second, `notice` gets one line saying why, so
+    that a first run does not look stuck."""
+    timer = None
+    if notice is not None:
+        timer = threading.Timer(1.0, notice, (f"compiling the numba kernels (first run of this install only, "
+                                              f"~{COMPILE_SECONDS} s on 2 cores; later runs load them from the cache)",))
+        timer.daemon = True
+        timer.start()
+    start = time.perf_counter()
+    try:
+        render(config, [0])
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return time.perf_counter() - start
 
 
 def _render_each(config: RenderConfig, indices: list[int]) -> tuple[np.ndarray, dict]:

@@ -1,0 +1,71 @@
+"""Issue 12, what a new user meets first: the first run's compile, default shard sizes, the spawn guard."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+from physvid.dataset import generate, write_dataset
+from physvid.dataset.writer import default_shard_size
+
+from test_dataset import TINY
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class SlowStart:
+    """A source whose warm-up takes a while, like a first run compiling the numba kernels."""
+
+    name = "slow-start"
+
+    def warm_up(self, notice):
+        time.sleep(1.3)  # past the 1 s after which a warm-up counts as compiling
+        if notice is not None:
+            notice("compiling")
+        return 1.3
+
+    def __call__(self, indices):
+        return np.zeros((len(indices), 2, 1, 4, 4), np.uint8), {"x": np.asarray(indices, np.float64)}
+
+
+def test_compile_time_is_reported_apart_from_the_rate(tmp_path):
+    lines: list[str] = []
+    summary = write_dataset(tmp_path / "ds", SlowStart(), 5, {}, workers=1, notice=lines.append)
+    assert lines == ["compiling"]
+    assert summary.compile_seconds == 1.3 and summary.seconds < 1.0  # the rate is not diluted by the compile
+    assert "(+ 1.3 s compiling kernels, first run only)" in summary.describe()
+
+
+def test_the_default_shard_size_keeps_small_jobs_in_one_shard_and_spreads_large_ones():
+    assert default_shard_size(10) == default_shard_size(1000) == 1000  # one shard: no worker start-up
+    assert default_shard_size(4000) == 250  # 16 shards: every core of a 16-core machine
+    assert default_shard_size(1500) == 250 and default_shard_size(100_000) == 1000
+
+
+def test_resuming_keeps_the_shard_size_of_the_folder(tmp_path):
+    out = tmp_path / "ds"
+    generate(TINY, 1200, out, shard_size=600, workers=1, shard_range=(0, 1))
+    summary = generate(TINY, 1200, out, workers=1)  # default would be 250: the folder's 600 wins
+    assert summary.shards_kept == 1 and summary.shards_written == 1
+
+
+def test_a_script_without_the_main_guard_is_named_not_blamed_on_memory(tmp_path):
+    script = tmp_path / "gen.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        import physvid as pv
+        from physvid.errors import PhysvidError
+        cfg = pv.RenderConfig(property="rotation", height=16, width=16, frames=2)
+        try:
+            pv.generate(cfg, 4, {str(tmp_path / 'ds')!r}, shard_size=2, workers=2)
+        except PhysvidError as exc:
+            print("error:", exc)
+    """))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert 'if __name__ == "__main__":' in run.stdout, run.stdout + run.stderr
+    assert "memory" not in run.stdout + run.stderr
