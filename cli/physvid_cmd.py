@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import click
 
-from . import KeyOption, examples, given, one_line_errors
+from . import KeyOption, examples, given, one_line_errors, run
 
 from physvid import __version__
 from physvid.config import BOUNDARIES, KERNELS, OVERLAPS, SCOPES, SHAPES
@@ -164,7 +164,7 @@ def config_options(f: Callable) -> Callable:
 
 
 def index_option(f: Callable) -> Callable:
-    return click.option("--index", "-i", "indices", type=click.IntRange(min=None), multiple=True,
+    return click.option("--index", "-i", "indices", type=int, multiple=True,
                         help="Sequence index (repeatable); default: see above.")(f)
 
 
@@ -403,13 +403,14 @@ def export(directory, fmt, out, indices, layout, scale, fps) -> None:
     from physvid.dataset import export_dataset
 
     written = export_dataset(directory, fmt, out, indices=indices or None, layout=layout, fps=fps, scale=scale)
-    where = written[0] if len(written) == 1 else f"{len(written)} files in {written[0].parent}"
+    kind = "folders of PNGs" if written[0].is_dir() else "files"
+    where = written[0] if len(written) == 1 else f"{len(written)} {kind} in {written[0].parent}"
     click.echo(f"wrote {where}")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (`physvid`)."""
-    cli.main(args=argv, prog_name="physvid")
+    run(cli, argv, "physvid")
 
 
 if __name__ == "__main__":

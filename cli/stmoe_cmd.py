@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import click
 
-from . import KeyOption, examples, given, one_line_errors
+from . import KeyOption, examples, given, one_line_errors, run
 
 from physvid._version import __version__
 
@@ -440,7 +440,7 @@ def _report(*paths: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (`stmoe`)."""
-    cli.main(args=argv, prog_name="stmoe")
+    run(cli, argv, "stmoe")
 
 
 if __name__ == "__main__":

@@ -69,3 +69,28 @@ def test_a_script_without_the_main_guard_is_named_not_blamed_on_memory(tmp_path)
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert 'if __name__ == "__main__":' in run.stdout, run.stdout + run.stderr
     assert "memory" not in run.stdout + run.stderr
+
+
+def test_usage_errors_are_one_line_with_the_error_prefix(capsys):
+    import pytest
+
+    from cli.physvid_cmd import main as physvid_main
+    from cli.stmoe_cmd import main as stmoe_main
+
+    for main, argv in ((physvid_main, ["generate", "-p", "rotation", "--n", "0"]), (physvid_main, ["generat"]),
+                       (stmoe_main, ["train", "--bogus"])):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2
+        assert err.count("\n") == 1 and err.startswith("error: ") and "--help" in err, err
+
+
+def test_index_option_help_shows_no_none_bound():
+    from click.testing import CliRunner
+
+    from cli.physvid_cmd import cli
+
+    for command in ("preview", "export"):
+        out = CliRunner().invoke(cli, [command, "--help"]).output
+        assert "None" not in out, out
