@@ -94,3 +94,18 @@ def test_index_option_help_shows_no_none_bound():
     for command in ("preview", "export"):
         out = CliRunner().invoke(cli, [command, "--help"]).output
         assert "None" not in out, out
+
+
+def test_metrics_refuse_frames_on_the_0_255_scale():
+    import pytest
+
+    from stmoe.metrics import MetricsError, evaluate_batch
+
+    rng = np.random.default_rng(0)
+    frames = rng.random((2, 3, 1, 8, 8))
+    assert evaluate_batch(frames, frames)["mse"].max() == 0
+    with pytest.raises(MetricsError, match=r"pred \(uint8\) has values 0\.\.25\d, outside \[0, 1\]"):
+        evaluate_batch((frames * 255).astype(np.uint8), frames)
+    with pytest.raises(MetricsError, match=r"target \(float64\) has values .*outside \[0, 1\]"):
+        evaluate_batch(frames, frames * 255)
+    evaluate_batch(frames * 1.1 - 0.05, frames)  # a model's unclamped overshoot is still scored
