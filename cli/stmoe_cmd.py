@@ -327,15 +327,18 @@ def config_cmd(ctx, stage, preset, config_file, sets, **options) -> None:
 @click.option("--channels", type=click.Choice(("1", "3")), default="1", show_default=True, help="1 grey, 3 RGB.")
 @click.option("--kind", type=click.Choice(("auto", "video", "frames", "array", "radar")), default="auto",
               show_default=True, help="Source kind.")
-@click.option("--layout", default="auto", show_default=True, help="Array layout (NTHW, TNHW, ...; see docs).")
+@click.option("--layout", default="auto", show_default=True,
+              help="Array axes: NTHW, TNHW, NTCHW, NTHWC, TNHWC, THW, THWC; auto reads the sidecar that `physvid export` "
+                   "writes and refuses an ambiguous 4-D array (see docs/real-data.md).")
+@click.option("--array-key", default=None, help="Array to read from a .npz holding several.")
 @click.option("--allow-upscale", is_flag=True, help="Allow enlarging frames smaller than --size.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Read at most this many source frames.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True, help="Clips per shard.")
 @click.option("--compression", type=click.Choice(("gzip", "lzf", "none")), default="gzip", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace a dataset already in --out.")
 @handle_errors
-def prepare(source, out, clip_length, stride, frame_step, size, channels, kind, layout, allow_upscale, max_frames,
-            shard_size, compression, overwrite) -> None:
+def prepare(source, out, clip_length, stride, frame_step, size, channels, kind, layout, array_key, allow_upscale,
+            max_frames, shard_size, compression, overwrite) -> None:
     """Convert videos, frame folders, .npy/.npz arrays or radar files into a physvid dataset folder of clips."""
     from stmoe.train import prepare_dataset
 
@@ -348,7 +351,8 @@ def prepare(source, out, clip_length, stride, frame_step, size, channels, kind, 
     src = source[0] if len(source) == 1 else list(source)
     summary = prepare_dataset(src, out, clip_length=clip_length, stride=stride, frame_step=frame_step,
                               size=tuple(parts * 2 if len(parts) == 1 else parts), channels=int(channels), kind=kind,
-                              layout=layout, allow_upscale=allow_upscale, max_frames=max_frames, shard_size=shard_size,
+                              layout=layout if layout == "auto" else layout.upper(), array_key=array_key,
+                              allow_upscale=allow_upscale, max_frames=max_frames, shard_size=shard_size,
                               compression=compression, overwrite=overwrite)
     click.echo(summary.describe())
 

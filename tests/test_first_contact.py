@@ -109,3 +109,39 @@ def test_metrics_refuse_frames_on_the_0_255_scale():
     with pytest.raises(MetricsError, match=r"target \(float64\) has values .*outside \[0, 1\]"):
         evaluate_batch(frames, frames * 255)
     evaluate_batch(frames * 1.1 - 0.05, frames)  # a model's unclamped overshoot is still scored
+
+
+def test_export_then_load_round_trips_the_default_layout(tmp_path):
+    import pytest
+
+    from physvid.dataset import export_dataset, open_dataset
+    from stmoe.data import load_clips
+    from stmoe.data.errors import DataError
+
+    from physvid import RenderConfig
+
+    cfg = RenderConfig(property="rotation", height=16, width=16, frames=20)
+    generate(cfg, 8, tmp_path / "ds", workers=1)  # 8 sequences of 20 frames: (T, N, H, W) = (20, 8, 16, 16)
+    npy = export_dataset(tmp_path / "ds", "npy")[0]
+    clips = load_clips(npy, clip_length=None, size=16)
+    with open_dataset(tmp_path / "ds") as ds:
+        np.testing.assert_array_equal(clips, ds.read_video(list(range(8))))
+    npy.with_name(npy.name + ".json").unlink()  # a bare 4-D array: refused, not guessed
+    with pytest.raises(DataError, match="pass layout"):
+        load_clips(npy, clip_length=None, size=16)
+
+
+def test_prepare_chooses_an_npz_array_and_takes_the_layout_in_any_case(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.stmoe_cmd import cli
+
+    a = np.zeros((2, 4, 8, 8), np.uint8)
+    np.savez(tmp_path / "two.npz", a=a, b=a + 7)
+    result = CliRunner().invoke(cli, ["prepare", str(tmp_path / "two.npz"), "--array-key", "b", "--layout", "nthw",
+                                      "--frames", "4", "--size", "8", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    from physvid.dataset import open_dataset
+
+    with open_dataset(tmp_path / "p") as ds:
+        assert len(ds) == 2 and int(ds[0].max()) == 7

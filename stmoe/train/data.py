@@ -229,7 +229,7 @@ def prepare_dataset(source: Any, out: str | Path, *, clip_length: int, stride: i
                     frame_step: int = 1, size: int | tuple[int, int] = 64, channels: int = 1, kind: str = "auto",
                     layout: str = "auto", allow_upscale: bool = False, max_frames: int | None = None,
                     radar: Any = None, shard_size: int = 1000, compression: str = "gzip",
-                    overwrite: bool = False):
+                    overwrite: bool = False, array_key: str | None = None):
     """Real videos / frame folders / arrays / radar -> a physvid shard folder of clips (so training reads one format).
 
     Clips of ``clip_length`` frames every ``stride`` frames (default: non-overlapping) come from
@@ -242,7 +242,7 @@ def prepare_dataset(source: Any, out: str | Path, *, clip_length: int, stride: i
 
     stride = clip_length if stride is None else stride
     cfg = ClipConfig(clip_length=clip_length, stride=stride, frame_step=frame_step, size=size, channels=channels,
-                     layout=layout, allow_upscale=allow_upscale, max_frames=max_frames)
+                     layout=layout, array_key=array_key, allow_upscale=allow_upscale, max_frames=max_frames)
     clips = load_clips_from_config(source, cfg, kind=kind, radar=radar)
     if len(clips) == 0:
         raise DataError(f"{source} gave no clips of {clip_length} frames")
