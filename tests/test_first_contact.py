@@ -145,3 +145,49 @@ def test_prepare_chooses_an_npz_array_and_takes_the_layout_in_any_case(tmp_path)
 
     with open_dataset(tmp_path / "p") as ds:
         assert len(ds) == 2 and int(ds[0].max()) == 7
+
+
+def test_stmoe_help_lists_only_the_data_options_a_stage_reads_and_both_stage_spellings():
+    from click.testing import CliRunner
+
+    from cli.stmoe_cmd import cli
+
+    def help_of(*args):
+        result = CliRunner().invoke(cli, [*args, "--help"])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "--synthetic" not in help_of("train", "gating") and "--real" in help_of("train", "gating")
+    assert "--real" not in help_of("train", "experts") and "--all" in help_of("train", "decoder")
+    assert all(o in help_of("pipeline") for o in ("--synthetic", "--real", "--all"))
+    assert "OUT/<stage>/checkpoints/last.pt" in help_of("pipeline")
+    assert "end_to_end" in help_of("train", "end_to_end")  # the config's spelling runs the command
+    for spelling in ("end-to-end", "end_to_end"):
+        result = CliRunner().invoke(cli, ["config", "--preset", "tiny", "--stage", spelling])
+        assert result.exit_code == 0 and "model:" in result.output, result.output
+
+
+def test_evaluate_says_it_crops_and_reports_on_rank_0_only(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.stmoe_cmd import cli
+    from physvid import RenderConfig
+
+    generate(RenderConfig(property="translation", height=32, width=32, frames=8), 16, tmp_path / "d", workers=1)
+    tiny = ["--preset", "tiny", "--set", "model.height=16", "--set", "model.width=16", "--set", "model.num_hidden=8",
+            "-n", "3", "-b", "4", "--threads", "1", "--epochs", "1", "--max-steps", "1"]
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", "baseline", *tiny, "--model", "unet", "--real", str(tmp_path / "d"),
+                                 "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    evaluate = ["evaluate", "--checkpoint", str(tmp_path / "b" / "checkpoints" / "best.pt"), "--data",
+                str(tmp_path / "d"), "--metrics", "mse", "--out", str(tmp_path / "m.json")]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    result = runner.invoke(cli, evaluate)
+    assert result.exit_code == 0 and result.output == "" and not (tmp_path / "m.json").exists(), result.output
+    monkeypatch.setenv("RANK", "0")
+    result = runner.invoke(cli, evaluate)
+    assert result.exit_code == 0, result.output
+    assert "note:" in result.output and "32x32 frames: the 16x16 model is scored on their centre 16x16 crop" in \
+        result.output and "mse" in result.output

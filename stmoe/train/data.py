@@ -115,6 +115,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.dtype = dtype
         self.sources: list[Any] = []
         self.names: list[str] = []
+        self.frame_sizes: list[tuple[int, int]] = []  # (H, W) of each source, before any crop
         rows: list[np.ndarray] = []
         L = data.clip_length
         for k, source in enumerate(sources):
@@ -122,7 +123,8 @@ class ClipDataset(torch.utils.data.Dataset):
             N, T, C, H, W = _shape(src)
             if C != self.channels:
                 raise DataError(f"{name} has {C} channel(s) per frame but the model expects in_channels = "
-                                f"{self.channels}")
+                                f"{self.channels}; make the data with {self.channels} channel(s) (physvid generate / "
+                                f"stmoe prepare --channels {self.channels}) or set model.in_channels={C}")
             if H < self.size[0] or W < self.size[1]:
                 raise DataError(f"{name} has {H}x{W} frames, smaller than the model's {self.size[0]}x{self.size[1]} "
                                 f"crop; set model.height/width <= {H}x{W} or prepare the data at a larger size")
@@ -137,6 +139,7 @@ class ClipDataset(torch.utils.data.Dataset):
             rows.append(np.concatenate([np.full((len(grid), 1), k, np.int64), grid], axis=1))
             self.sources.append(src)
             self.names.append(name)
+            self.frame_sizes.append((H, W))
         self.index = np.concatenate(rows) if rows else np.zeros((0, 3), np.int64)  # (clips, [source, sequence, start])
 
     def __len__(self) -> int:
