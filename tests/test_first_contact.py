@@ -191,3 +191,48 @@ def test_evaluate_says_it_crops_and_reports_on_rank_0_only(tmp_path, monkeypatch
     assert result.exit_code == 0, result.output
     assert "note:" in result.output and "32x32 frames: the 16x16 model is scored on their centre 16x16 crop" in \
         result.output and "mse" in result.output
+
+
+def _variable_frame_rate_video(path: Path) -> Path:
+    """10 frames of levels 0, 20, ..., 180 at irregular timestamps (ms): what a phone or screen recorder writes."""
+    import fractions
+
+    import pytest
+
+    av = pytest.importorskip("av")
+    ms = fractions.Fraction(1, 1000)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = ms
+        for k, pts in enumerate([0, 40, 80, 400, 440, 1200, 1240, 1280, 1800, 2000]):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 20 * k, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, ms
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_both_video_backends_give_the_stored_frames_of_a_variable_frame_rate_video(tmp_path):
+    import pytest
+
+    from stmoe.data import load_clips
+    from stmoe.train.data import prepare_dataset
+
+    pytest.importorskip("imageio_ffmpeg")
+    video = _variable_frame_rate_video(tmp_path / "vfr.mp4")
+    by_backend = {b: load_clips(video, clip_length=None, size=32, video_backend=b) for b in ("av", "ffmpeg")}
+    for clips in by_backend.values():
+        assert clips.shape == (1, 10, 1, 32, 32)  # no gap padded with repeated frames
+        levels = clips[0, :, 0, 16, 16].astype(int)
+        assert np.abs(levels - 20 * np.arange(10)).max() <= 3  # H.264 rounding
+    assert np.abs(by_backend["av"].astype(int) - by_backend["ffmpeg"].astype(int)).max() <= 2
+    prepare_dataset(video, tmp_path / "p", clip_length=5, size=32)
+    from physvid.dataset import open_dataset
+
+    with open_dataset(tmp_path / "p") as ds:
+        (entry,) = ds.config["videos"]
+    assert entry["backend"] == "pyav" and entry["frames_decoded"] == 10 and entry["path"] == str(video)

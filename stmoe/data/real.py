@@ -24,6 +24,8 @@ import json
 import math
 import re
 import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -216,7 +218,9 @@ def _frames_av(path: Path) -> Iterator[np.ndarray]:
 def _frames_ffmpeg(path: Path) -> Iterator[np.ndarray]:
     import imageio_ffmpeg
 
-    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    # passthrough: every stored frame once, as PyAV gives them; ffmpeg's default constant-rate output would repeat
+    # frames to fill the gaps of a variable-frame-rate video (10 stored frames came out as 51).
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
     try:
         meta = next(gen)
         w, h = meta["size"]
@@ -235,16 +239,33 @@ def _short_reason(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_DECODED: ContextVar[list | None] = ContextVar("decoded_videos", default=None)
+
+
+@contextmanager
+def record_videos() -> Iterator[list[dict]]:
+    """Collects {"path", "backend", "frames_decoded", "frames_kept"} for every video decoded inside the block (what
+    `stmoe prepare` records in the dataset's source metadata)."""
+    log: list[dict] = []
+    token = _DECODED.set(log)
+    try:
+        yield log
+    finally:
+        _DECODED.reset(token)
+
+
 def _read_video(path: Path, cfg: ClipConfig) -> np.ndarray:
     backends = {"av": [_frames_av], "ffmpeg": [_frames_ffmpeg], "auto": [_frames_av, _frames_ffmpeg]}[cfg.video_backend]
     reasons = []
     for reader in backends:
         frames = []
+        decoded = 0
         gen = reader(path)
         try:
             for i, img in enumerate(gen):
                 if cfg.max_frames is not None and i >= cfg.max_frames:
                     break
+                decoded += 1
                 if i % cfg.frame_step == 0:
                     frames.append(_prepare(img, cfg, str(path)))
         except DataError:
@@ -256,6 +277,10 @@ def _read_video(path: Path, cfg: ClipConfig) -> np.ndarray:
             gen.close()  # stopping early must still close the container / the ffmpeg subprocess
         if not frames:
             raise DataError(f"video {path} has no decodable frames")
+        log = _DECODED.get()
+        if log is not None:
+            log.append({"path": str(path), "backend": "pyav" if reader is _frames_av else "imageio-ffmpeg",
+                        "frames_decoded": decoded, "frames_kept": len(frames)})
         return np.stack(frames)
     raise DataError(f"cannot decode video {path} ({'; '.join(reasons)})")
 

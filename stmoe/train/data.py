@@ -241,16 +241,17 @@ def prepare_dataset(source: Any, out: str | Path, *, clip_length: int, stride: i
     """
     from physvid.dataset import write_dataset
 
-    from ..data.real import ClipConfig, load_clips_from_config
+    from ..data.real import ClipConfig, load_clips_from_config, record_videos
 
     stride = clip_length if stride is None else stride
     cfg = ClipConfig(clip_length=clip_length, stride=stride, frame_step=frame_step, size=size, channels=channels,
                      layout=layout, array_key=array_key, allow_upscale=allow_upscale, max_frames=max_frames)
-    clips = load_clips_from_config(source, cfg, kind=kind, radar=radar)
+    with record_videos() as videos:
+        clips = load_clips_from_config(source, cfg, kind=kind, radar=radar)
     if len(clips) == 0:
         raise DataError(f"{source} gave no clips of {clip_length} frames")
     sources = [str(s) for s in source] if isinstance(source, (list, tuple)) else str(source)
-    config = {"source": sources, "kind": kind, "clip": cfg.to_dict(),
+    config = {"source": sources, "kind": kind, "clip": cfg.to_dict(), "videos": videos,
               "radar": radar.to_dict() if radar is not None and hasattr(radar, "to_dict") else None}
     return write_dataset(out, ArraySource(clips), len(clips), config, source_name=ArraySource.name,
                          shard_size=shard_size, workers=1, compression=compression, overwrite=overwrite)
