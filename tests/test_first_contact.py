@@ -236,3 +236,11 @@ def test_both_video_backends_give_the_stored_frames_of_a_variable_frame_rate_vid
     with open_dataset(tmp_path / "p") as ds:
         (entry,) = ds.config["videos"]
     assert entry["backend"] == "pyav" and entry["frames_decoded"] == 10 and entry["path"] == str(video)
+
+
+def test_the_tiny_script_puts_a_relative_work_folder_under_the_callers_folder(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "PHYSVID": "true", "STMOE": "true"}  # the commands themselves: tests/test_train*
+    run = subprocess.run(["bash", str(REPO / "scripts" / "tiny_end_to_end.sh"), "work"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "work" / "data").is_dir() and not (REPO / "work").exists()
