@@ -78,3 +78,21 @@ def test_the_documented_summary_size_is_what_the_readme_job_writes(tmp_path):
     result = run(f'"{sys.executable}" -m physvid generate --property rotation --n 1000 --out data/rotation', tmp_path)
     assert result.returncode == 0, result.stderr
     assert f": {documented}," in result.stdout, (documented, result.stdout)
+
+
+def test_every_physvid_figure_of_the_docs_is_what_make_figures_draws(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "docs" / "make_figures.py"), str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    images = REPO / "docs" / "images"
+    drawn = {p.name for p in tmp_path.glob("*.png")}
+    missing_digits = not (SHARED / "data" / "mnist").is_dir()  # then the digit pictures and the strips' last row are left out
+    partial = {"readme-strips.png"} if missing_digits else set()
+    stale = sorted(name for name in drawn - partial if (tmp_path / name).read_bytes() != (images / name).read_bytes())
+    assert not stale, f"docs/images differ from what docs/make_figures.py draws now: {stale}; re-run it"
+    # every picture a page shows is drawn by make_figures.py, or by the tiny training script (stmoe-tiny-*)
+    shown = set(re.findall(r"images/([\w.-]+\.png)", " ".join(p.read_text() for p in [REPO / "README.md",
+                                                                                        *REPO.glob("docs/**/*.md")])))
+    orphans = sorted(n for n in shown - drawn if not n.startswith("stmoe-tiny-")
+                     and not (missing_digits and n.startswith("dynamic-mnist")))
+    assert not orphans, f"pictures with no generating script: {orphans}"
