@@ -349,8 +349,8 @@ def config_cmd(ctx, stage, preset, config_file, sets, **options) -> None:
 @click.option("--kind", type=click.Choice(("auto", "video", "frames", "array", "radar")), default="auto",
               show_default=True, help="Source kind.")
 @click.option("--layout", default="auto", show_default=True,
-              help="Array axes: NTHW, TNHW, NTCHW, NTHWC, TNHWC, THW, THWC; auto reads the sidecar that `physvid export` "
-                   "writes and refuses an ambiguous 4-D array (see docs/real-data.md).")
+              help="Array axes: NTHW, TNHW, NTCHW, NTHWC, TNHWC, THW, THWC; auto reads the sidecar that "
+                   "`physvid export` writes and refuses an ambiguous 4-D array (see docs/real-data.md).")
 @click.option("--array-key", default=None, help="Array to read from a .npz holding several.")
 @click.option("--allow-upscale", is_flag=True, help="Allow enlarging frames smaller than --size.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Read at most this many source frames.")

@@ -553,11 +553,11 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
     masks = np.zeros((n, T, n_max, H, W), np.uint8) if config.masks else None
     pmap = np.zeros((n, T, H, W), np.uint8) if config.property_maps else None
     nc = config.noise
-    outputs = (video, pf, pi, verts, ps, _NO_MASKS[None] if masks is None else masks, _NO_MASKS if pmap is None else pmap,
-               masks is not None, pmap is not None)
+    outputs = (video, pf, pi, verts, ps, _NO_MASKS[None] if masks is None else masks,
+               _NO_MASKS if pmap is None else pmap, masks is not None, pmap is not None)
     if noisy:
-        pk.render_batch_noisy(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg, nc.ratio, nc.gaussian, nc.white,
-                              nc.perlin, nc.perlin_drift, digits, _bank(config), nk.gaussian_table(),
+        pk.render_batch_noisy(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg, nc.ratio, nc.gaussian,
+                              nc.white, nc.perlin, nc.perlin_drift, digits, _bank(config), nk.gaussian_table(),
                               nk.uniform_table(), *outputs)
     else:
         pk.render_batch(roles, shapes, counts, blocks, seq_u, cfg, digits, *outputs)
@@ -573,7 +573,8 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
     return video, params
 
 
-COMPILE_SECONDS = 12  # a cold compile of a noise-free config on a 2-core VM (docs/benchmarks.md); noisy ones ~16 s
+# A cold compile on a quiet 2-core VM (docs/benchmarks.md): noise-free configs skip the noise kernels.
+COMPILE_SECONDS = {False: 12, True: 17}
 
 
 def compile_kernels(config: RenderConfig, notice: Callable[[str], None] | None = None) -> float:
@@ -582,8 +583,9 @@ def compile_kernels(config: RenderConfig, notice: Callable[[str], None] | None =
     that a first run does not look stuck."""
     timer = None
     if notice is not None:
-        timer = threading.Timer(1.0, notice, (f"compiling the numba kernels (first run of this install only, "
-                                              f"~{COMPILE_SECONDS} s on 2 cores; later runs load them from the cache)",))
+        line = (f"compiling the numba kernels (first run of this install only, ~{COMPILE_SECONDS[config.noise.ratio > 0]}"
+                " s on 2 cores; later runs load them from the cache)")
+        timer = threading.Timer(1.0, notice, (line,))
         timer.daemon = True
         timer.start()
     start = time.perf_counter()
