@@ -20,11 +20,17 @@ def fail(message: str, code: int, prefix: str = "") -> None:
     raise click.exceptions.Exit(code)
 
 
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2 (8.1 prints the help itself)
+
+
 def run(group: click.Group, argv: list[str] | None, prog_name: str) -> None:
     """Console-script entry: run `group`, keeping the one-line promise for click's own usage errors too (standalone
     click prints three lines: Usage / Try / Error), as `error: <message> (see <command> --help)`, exit 2."""
     try:
         code = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except NO_ARGS_IS_HELP as exc:  # a bare `physvid`: the help is the answer, not an error
+        exc.show()
+        code = exc.exit_code
     except click.exceptions.ClickException as exc:
         where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else prog_name
         message = " ".join(exc.format_message().split())

@@ -84,6 +84,10 @@ def test_usage_errors_are_one_line_with_the_error_prefix(capsys):
         err = capsys.readouterr().err
         assert exit_info.value.code == 2
         assert err.count("\n") == 1 and err.startswith("error: ") and "--help" in err, err
+    with pytest.raises(SystemExit):
+        physvid_main([])  # a bare command shows its help, not an error line
+    shown = capsys.readouterr()
+    assert "Usage: physvid" in shown.out + shown.err and "error:" not in shown.err
 
 
 def test_index_option_help_shows_no_none_bound():

@@ -2,8 +2,9 @@
 ratio calibration + quantisation, with no Python between the steps.
 
 `render_objects` and `noise_mix` are what `physvid.render.render_clean` and `noise_field` call for one sequence;
-`render_batch` runs `sample_objects`/`sample_sequence` (the twins of `render.sample_scene`) and both stages for every
-sequence of a batch in one call, which removes ~a dozen Python→numba round trips and ~60 small NumPy calls per sequence.
+`render_batch_noisy` runs `sample_objects`/`sample_sequence` (the twins of `render.sample_scene`) and both stages for
+every sequence of a batch in one call, which removes ~a dozen Python→numba round trips and ~60 small NumPy calls per
+sequence; `render_batch` is the same without noise, a kernel of its own so that noise-free configs compile less.
 Column and config-slot constants: physvid.kernels.scene.
 """
 from __future__ import annotations
