@@ -58,7 +58,7 @@ def _spreading(pi, k, kernel):
     return pi[k, I_ROLE] == INTENSITY and kernel != 2
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def render_objects(pf, pi, verts, n, ids, ps, cfg, digits, clean, owner, vmax, masks, want_masks):
     """Draw objects `ids` of the first n (and the sine background) into clean (T, C, H, W) with owner/vmax (T, H, W)
     and, when want_masks, masks[t, row] for the row-th id. Same set-up as the Python renderer had: sprite side from all
@@ -128,7 +128,7 @@ def render_objects(pf, pi, verts, n, ids, ps, cfg, digits, clean, owner, vmax, m
                      int(cfg[C_BOUNDARY]) == 2, clean, owner, vmax, masks, want_masks)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def noise_mix(key, draws, bank, gaussian, white, perlin, drift, gtable, utable, out):
     """Mixed noise (T, C, H, W): Σ weight · field with every field at unit mean magnitude (docs/noise.md).
 
@@ -176,7 +176,7 @@ def owner_roles(pi, ids, owner, vmax, out):
                 out[t, y, x] = pi[ids[o - 1], I_ROLE] if o > 0 and vmax[t, y, x] >= VISIBLE else 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")  # typed inside each batch kernel: no nesting level of its own to compile
 def _draw_row(b, roles, shapes, counts, blocks, seq_u, cfg, digits, pf, pi, verts, ps, masks, pmap, want_masks,
               want_map, clean, owner, vmax):
     """Sample sequence b of a batch (twins of sample_scene) and draw it into clean/owner/vmax (and masks/pmap)."""
