@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import signal
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -41,6 +42,27 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2 (8.1 prints the help itself)
+
+
+def run(group: click.Group, argv: list[str] | None, prog_name: str) -> None:
+    """Console-script entry: run `group`, keeping the one-line promise for click's own usage errors too (standalone
+    click prints three lines: Usage / Try / Error), as `error: <message> (see <command> --help)`, exit 2."""
+    try:
+        code = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except NO_ARGS_IS_HELP as exc:  # a bare `physvid`: the help is the answer, not an error
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.ClickException as exc:
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else prog_name
+        message = " ".join(exc.format_message().split())
+        hint = f" (see `{where} --help`)" if isinstance(exc, click.UsageError) else ""
+        click.echo(f"error: {message}{hint}", err=True)
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def one_line_errors(translate: Callable[[BaseException], tuple[str, int] | None], interrupted: str,

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import click
 
-from . import KeyOption, check_config_file, examples, given, one_line_errors, sigterm_as_interrupt
+from . import KeyOption, check_config_file, examples, given, one_line_errors, run, sigterm_as_interrupt
 
 from physvid import __version__
 from physvid.config import BOUNDARIES, KERNELS, OVERLAPS, SCOPES, SHAPES
@@ -166,7 +166,7 @@ def config_options(f: Callable) -> Callable:
 
 
 def index_option(f: Callable) -> Callable:
-    return click.option("--index", "-i", "indices", type=click.IntRange(min=0), multiple=True,
+    return click.option("--index", "-i", "indices", type=int, multiple=True,
                         help="Sequence index (repeatable); default: see above.")(f)
 
 
@@ -200,7 +200,8 @@ def cli() -> None:
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML, JSON or TOML file with the same settings (or a manifest.json); the command line wins.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None,
-              help="Sequences per shard file  [default: 1000]")
+              help="Sequences per shard file  [default: one shard up to 1000 sequences, else up to 16 shards of "
+                   "250-1000]")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Worker processes, one shard each at a time  [default: all cores]")
 @click.option("--compression", type=click.Choice(("gzip", "lzf", "none")), default=None,
@@ -244,8 +245,8 @@ def generate(ctx: click.Context, n, out, config_file, shard_size, workers, compr
         expect = None
         if has_property and "n" in run:  # options given with --finalize must describe the dataset in the folder
             config = build_render_config(file_config, overrides, f"config file {config_file}")
-            expect = render_plan(config, run["n"], shard_size=run.get("shard_size", 1000),
-                                 compression=run.get("compression", "gzip"))
+            expect = render_plan(config, run["n"], shard_size=run.get("shard_size"),
+                                 compression=run.get("compression", "gzip"), out=out_dir)
         manifest = finalize_dataset(out_dir, expect=expect)
         if not quiet:
             click.echo(f"manifest written: {out_dir}/manifest.json ({len(manifest['shards'])} shard(s), "
@@ -256,8 +257,9 @@ def generate(ctx: click.Context, n, out, config_file, shard_size, workers, compr
     if "n" not in run:
         raise click.UsageError("give --n, the number of sequences (or set n in --config)")
     config = build_render_config(file_config, overrides, f"config file {config_file}")
-    kwargs = dict(shard_size=run.get("shard_size", 1000), workers=run.get("workers"),
-                  compression=run.get("compression", "gzip"), shard_range=shard_range, overwrite=overwrite)
+    kwargs = dict(shard_size=run.get("shard_size"), workers=run.get("workers"),
+                  compression=run.get("compression", "gzip"), shard_range=shard_range, overwrite=overwrite,
+                  notice=None if quiet else lambda line: click.echo(line, err=True))
     if dry_run:
         click.echo(estimate(config, run["n"], out_dir, **kwargs).describe())
         return
@@ -405,13 +407,14 @@ def export(directory, fmt, out, indices, layout, scale, fps) -> None:
     from physvid.dataset import export_dataset
 
     written = export_dataset(directory, fmt, out, indices=indices or None, layout=layout, fps=fps, scale=scale)
-    where = written[0] if len(written) == 1 else f"{len(written)} files in {written[0].parent}"
+    kind = "folders of PNGs" if written[0].is_dir() else "files"
+    where = written[0] if len(written) == 1 else f"{len(written)} {kind} in {written[0].parent}"
     click.echo(f"wrote {where}")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (`physvid`)."""
-    cli.main(args=argv, prog_name="physvid")
+    run(cli, argv, "physvid")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import click
 
-from . import KeyOption, check_config_file, examples, fail, given, one_line_errors
+from . import KeyOption, check_config_file, examples, fail, given, one_line_errors, run
 
 from physvid._version import __version__
 
@@ -94,14 +94,22 @@ def config_options(f: Callable) -> Callable:
     return f
 
 
-def data_options(f: Callable) -> Callable:
-    f = click.option("--all", "all_dirs", default=None, metavar="DIR,...",
-                     help="D^all for the decoder stage [default: the --synthetic folders together].")(f)
-    f = click.option("--real", default=None, metavar="DIR", help="The real dataset (a physvid folder, see "
-                                                                  "`stmoe prepare`).")(f)
-    f = click.option("--synthetic", default=None, metavar="DIR,DIR,...",
-                     help="D^1..D^m, one physvid folder per expert, in the model's expert order.")(f)
-    return f
+def data_options(*kinds: str) -> Callable:
+    """The dataset options of the `kinds` a command reads (synthetic, real, all), so that --help lists only those."""
+
+    def decorate(f: Callable) -> Callable:
+        if "all" in kinds:
+            f = click.option("--all", "all_dirs", default=None, metavar="DIR,...",
+                             help="D^all for the decoder stage [default: the --synthetic folders together].")(f)
+        if "real" in kinds:
+            f = click.option("--real", default=None, metavar="DIR", help="The real dataset (a physvid folder, see "
+                                                                          "`stmoe prepare`).")(f)
+        if "synthetic" in kinds:
+            f = click.option("--synthetic", default=None, metavar="DIR,DIR,...",
+                             help="D^1..D^m, one physvid folder per expert, in the model's expert order.")(f)
+        return f
+
+    return decorate
 
 
 def _writable_folder(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -117,11 +125,15 @@ def _writable_folder(ctx: click.Context, param: click.Parameter, value: Any) -> 
     return value
 
 
-def run_options(f: Callable) -> Callable:
-    f = click.option("--resume", is_flag=True, help="Continue a killed run from OUT/checkpoints/last.pt.")(f)
-    f = click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder.",
-                     callback=_writable_folder)(f)
-    return f
+def run_options(f: Callable | None = None, *, checkpoint: str = "OUT/checkpoints/last.pt") -> Callable:
+    """--out and --resume; `checkpoint` is where this command's --resume continues from."""
+
+    def decorate(f: Callable) -> Callable:
+        f = click.option("--resume", is_flag=True, help=f"Continue a killed run from {checkpoint}.")(f)
+        return click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder.",
+                            callback=_writable_folder)(f)
+
+    return decorate(f) if f is not None else decorate
 
 
 def build_config(ctx: click.Context, preset, config_file, sets, options: dict[str, Any], stage: str | None,
@@ -167,19 +179,26 @@ def cli() -> None:
     """Spatio-Temporal Mixture of Experts: training stages (paper §3.2), evaluation, prediction pictures."""
 
 
-@cli.group()
+class StageGroup(click.Group):
+    """`stmoe train end_to_end` (the config's spelling) runs `stmoe train end-to-end` (the command's)."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        return super().get_command(ctx, cmd_name.replace("_", "-"))
+
+
+@cli.group(cls=StageGroup)
 def train() -> None:
     """Train one stage (paper §3.2) or a baseline; `stmoe pipeline` runs stages 1-4 in one go."""
 
 
 @train.command("decoder", epilog=examples(
     "stmoe train decoder --preset tiny --synthetic d/translation,d/rotation,d/intensity --out runs/x/decoder"))
-@data_options
+@data_options("synthetic", "all")
 @run_options
 @config_options
 @click.pass_context
 @handle_errors
-def train_decoder_cmd(ctx, synthetic, real, all_dirs, out, resume, preset, config_file, sets, **options) -> None:
+def train_decoder_cmd(ctx, out, resume, preset, config_file, sets, **options) -> None:
     """Stage 1: a generalist F^0 with the decoder H on D^all; keeps theta_H (skipped for STMoE-Id)."""
     from stmoe.train import train_decoder
 
@@ -196,12 +215,12 @@ def train_decoder_cmd(ctx, synthetic, real, all_dirs, out, resume, preset, confi
               help="Stage-1 checkpoint holding H (needed by stmoe-conv).")
 @click.option("--expert", "expert_ids", type=click.IntRange(min=0), multiple=True,
               help="Train only expert K (repeatable) [default: all, one after the other].")
-@data_options
-@run_options
+@data_options("synthetic")
+@run_options(checkpoint="OUT/expert-<k>/checkpoints/last.pt")
 @config_options
 @click.pass_context
 @handle_errors
-def train_experts_cmd(ctx, decoder_checkpoint, expert_ids, synthetic, real, all_dirs, out, resume, preset, config_file,
+def train_experts_cmd(ctx, decoder_checkpoint, expert_ids, out, resume, preset, config_file,
                       sets, **options) -> None:
     """Stage 2: each expert F^k alone on its D^k, with H frozen; writes OUT/expert-<k>."""
     from stmoe.train import train_experts
@@ -220,12 +239,12 @@ def train_experts_cmd(ctx, decoder_checkpoint, expert_ids, synthetic, real, all_
               help="The stage-2 folder: uses EXPERTS_DIR/expert-<k>/checkpoints/best.pt.")
 @click.option("--decoder-checkpoint", type=click.Path(exists=True, dir_okay=False),
               help="Stage-1 checkpoint holding H [default: the experts' frozen copy].")
-@data_options
+@data_options("real")
 @run_options
 @config_options
 @click.pass_context
 @handle_errors
-def train_gating_cmd(ctx, expert_checkpoints, experts_dir, decoder_checkpoint, synthetic, real, all_dirs, out, resume,
+def train_gating_cmd(ctx, expert_checkpoints, experts_dir, decoder_checkpoint, real, out, resume,
                      preset, config_file, sets, **options) -> None:
     """Stage 3: the gating networks (STGN) on real data, experts and H frozen."""
     from stmoe.train import train_gating
@@ -245,12 +264,12 @@ def train_gating_cmd(ctx, expert_checkpoints, experts_dir, decoder_checkpoint, s
     "stmoe train global --preset tiny --real d/real --checkpoint runs/x/gating/checkpoints/best.pt --out runs/x/global"))
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The stage-3 (gating) checkpoint.")
-@data_options
+@data_options("real")
 @run_options
 @config_options
 @click.pass_context
 @handle_errors
-def train_global_cmd(ctx, checkpoint, synthetic, real, all_dirs, out, resume, preset, config_file, sets,
+def train_global_cmd(ctx, checkpoint, real, out, resume, preset, config_file, sets,
                      **options) -> None:
     """Stage 4: the whole STMoE on real data, from the stage-3 checkpoint."""
     from stmoe.train import train_global
@@ -260,12 +279,12 @@ def train_global_cmd(ctx, checkpoint, synthetic, real, all_dirs, out, resume, pr
 
 
 @train.command("end-to-end", epilog=examples("stmoe train end-to-end --preset tiny --real d/real --out runs/e2e"))
-@data_options
+@data_options("real")
 @run_options
 @config_options
 @click.pass_context
 @handle_errors
-def train_end_to_end_cmd(ctx, synthetic, real, all_dirs, out, resume, preset, config_file, sets, **options) -> None:
+def train_end_to_end_cmd(ctx, real, out, resume, preset, config_file, sets, **options) -> None:
     """Ablation (Table 5): the STMoE architecture trained from scratch on real data only."""
     from stmoe.train import train_end_to_end
 
@@ -276,12 +295,12 @@ def train_end_to_end_cmd(ctx, synthetic, real, all_dirs, out, resume, preset, co
 @train.command("baseline", epilog=examples("stmoe train baseline --preset tiny --model convlstm --real d/real "
                                             "--out runs/convlstm"))
 @click.option("--model", "model_name", default=None, help="Registered model name (see `stmoe models`) [default: mim].")
-@data_options
+@data_options("real")
 @run_options
 @config_options
 @click.pass_context
 @handle_errors
-def train_baseline_cmd(ctx, model_name, synthetic, real, all_dirs, out, resume, preset, config_file, sets,
+def train_baseline_cmd(ctx, model_name, real, out, resume, preset, config_file, sets,
                        **options) -> None:
     """Any registered model alone on the real data (the §4 baselines)."""
     from stmoe.train import train_baseline
@@ -295,8 +314,8 @@ def train_baseline_cmd(ctx, model_name, synthetic, real, all_dirs, out, resume, 
     "stmoe pipeline --preset tiny --synthetic d/translation,d/rotation,d/intensity --real d/real --out runs/tiny",
     "stmoe pipeline --config exp.yaml --out runs/exp --resume          # continue after a crash",
     "torchrun --nproc_per_node 4 $(which stmoe) pipeline --config exp.yaml --out runs/exp"))
-@data_options
-@run_options
+@data_options("synthetic", "real", "all")
+@run_options(checkpoint="OUT/<stage>/checkpoints/last.pt (finished stages are skipped)")
 @config_options
 @click.pass_context
 @handle_errors
@@ -311,7 +330,8 @@ def pipeline(ctx, synthetic, real, all_dirs, out, resume, preset, config_file, s
 
 @cli.command("config", epilog=examples("stmoe config --preset tiny > exp.yaml",
                                        "stmoe config --config exp.yaml --set optim.lr=0.01 --stage gating"))
-@click.option("--stage", type=click.Choice(("decoder", "experts", "gating", "global", "end_to_end", "baseline")),
+@click.option("--stage", type=click.Choice(("decoder", "experts", "gating", "global", "end-to-end", "end_to_end",
+                                            "baseline")),
               default=None, help="Print the resolved config of one stage instead of the whole document.")
 @config_options
 @click.pass_context
@@ -321,6 +341,7 @@ def config_cmd(ctx, stage, preset, config_file, sets, **options) -> None:
     from stmoe.train.config import dump_yaml
 
     cfg = build_config(ctx, preset, config_file, sets, options, None)
+    stage = stage.replace("-", "_") if stage else stage  # the command `train end-to-end` is the config's end_to_end
     if stage is None:
         doc = cfg.to_dict()
     elif stage == "experts":
@@ -346,15 +367,18 @@ def config_cmd(ctx, stage, preset, config_file, sets, **options) -> None:
 @click.option("--channels", type=click.Choice(("1", "3")), default="1", show_default=True, help="1 grey, 3 RGB.")
 @click.option("--kind", type=click.Choice(("auto", "video", "frames", "array", "radar")), default="auto",
               show_default=True, help="Source kind.")
-@click.option("--layout", default="auto", show_default=True, help="Array layout (NTHW, TNHW, ...; see docs).")
+@click.option("--layout", default="auto", show_default=True,
+              help="Array axes: NTHW, TNHW, NTCHW, NTHWC, TNHWC, THW, THWC; auto reads the sidecar that "
+                   "`physvid export` writes and refuses an ambiguous 4-D array (see docs/real-data.md).")
+@click.option("--array-key", default=None, help="Array to read from a .npz holding several.")
 @click.option("--allow-upscale", is_flag=True, help="Allow enlarging frames smaller than --size.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Read at most this many source frames.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True, help="Clips per shard.")
 @click.option("--compression", type=click.Choice(("gzip", "lzf", "none")), default="gzip", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace a dataset already in --out.")
 @handle_errors
-def prepare(source, out, clip_length, stride, frame_step, size, channels, kind, layout, allow_upscale, max_frames,
-            shard_size, compression, overwrite) -> None:
+def prepare(source, out, clip_length, stride, frame_step, size, channels, kind, layout, array_key, allow_upscale,
+            max_frames, shard_size, compression, overwrite) -> None:
     """Convert videos, frame folders, .npy/.npz arrays or radar files into a physvid dataset folder of clips."""
     from stmoe.train import prepare_dataset
 
@@ -367,7 +391,8 @@ def prepare(source, out, clip_length, stride, frame_step, size, channels, kind, 
     src = source[0] if len(source) == 1 else list(source)
     summary = prepare_dataset(src, out, clip_length=clip_length, stride=stride, frame_step=frame_step,
                               size=tuple(parts * 2 if len(parts) == 1 else parts), channels=int(channels), kind=kind,
-                              layout=layout, allow_upscale=allow_upscale, max_frames=max_frames, shard_size=shard_size,
+                              layout=layout if layout == "auto" else layout.upper(), array_key=array_key,
+                              allow_upscale=allow_upscale, max_frames=max_frames, shard_size=shard_size,
                               compression=compression, overwrite=overwrite)
     click.echo(summary.describe())
 
@@ -394,9 +419,14 @@ def evaluate(checkpoint, data, out, split, metrics, batch_size, output_frames, k
     from stmoe.train import evaluate as run_evaluate
 
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    res = run_evaluate(checkpoint, data, out, split=split, batch_size=batch_size, metrics=names,
+    rank0 = os.environ.get("RANK", "0") == "0"  # evaluation is not split across torchrun ranks: rank 0 reports
+    res = run_evaluate(checkpoint, data, out if rank0 else None, split=split, batch_size=batch_size, metrics=names,
                        output_frames=output_frames, device=device, kind=kind, max_clips=max_clips,
-                       progress=sys.stderr.isatty())
+                       progress=rank0 and sys.stderr.isatty())
+    if not rank0:
+        return
+    for note in res.get("notes", ()):
+        click.echo(f"note: {note}", err=True)
     mean = ", ".join(f"{k} {v:.4g}" if v is not None else f"{k} -" for k, v in res["mean"].items())
     click.echo(f"{res['count']} clips, {res['output_frames']} frames each: {mean}" + (f"  -> {out}" if out else ""))
 
@@ -493,7 +523,7 @@ def _report(*paths: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (`stmoe`)."""
-    cli.main(args=argv, prog_name="stmoe")
+    run(cli, argv, "stmoe")
 
 
 if __name__ == "__main__":

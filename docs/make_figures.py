@@ -1,9 +1,13 @@
-"""Regenerate the pictures under docs/images/ (deterministic: same code, same bytes).
+"""Regenerate physvid's pictures under docs/images/ (deterministic: same code, same bytes).
 
-    python docs/make_figures.py
+    python docs/make_figures.py [OUT_DIR]
+
+tests/test_docs_examples.py runs it into a temporary folder and compares every file with docs/images/, so a picture
+that no longer matches the code fails the suite. (The stmoe-tiny-*.png pictures come from scripts/tiny_end_to_end.sh.)
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import physvid as pv
@@ -28,7 +32,8 @@ def strip(name: str, overrides: dict) -> pv.RenderConfig:
     return pv.RenderConfig.from_dict(merge_dicts(base, unflatten(overrides)))
 
 
-def main() -> None:
+def main(out: Path = OUT) -> None:
+    OUT = Path(out)  # noqa: N806 - the folder every figure below is written to
     OUT.mkdir(parents=True, exist_ok=True)
     for name, overrides in PRESETS.items():
         if name == "dynamic-mnist" and not DIGITS.exists():
@@ -69,7 +74,13 @@ def main() -> None:
         video = pv.render(base.replace(**{"noise.ratio": 0.7}, **weights), [1])[0]
         save_preview(OUT / f"noise-{kind}.png", video, scale=2)
     print("wrote noise figures")
+    # the README's preview: what `physvid generate --property mixed --n 2000 --noise-ratio 0.26 --property-maps`
+    # then `physvid preview data/mixed --out preview.png -i 0 -i 1 -i 2 --property-map` draw
+    mixed = pv.RenderConfig.from_dict({"property": "mixed", "noise": {"ratio": 0.26}, "property_maps": True})
+    video, params = pv.render(mixed, [0, 1, 2])
+    save_preview(OUT / "readme-preview.png", video, params["property_map"], scale=2)
+    print("wrote", OUT / "readme-preview.png")
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)

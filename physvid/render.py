@@ -11,8 +11,11 @@ from __future__ import annotations
 import colorsys
 import functools
 import math
+import threading
+import time
 import zlib
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -551,10 +554,14 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
     masks = np.zeros((n, T, n_max, H, W), np.uint8) if config.masks else None
     pmap = np.zeros((n, T, H, W), np.uint8) if config.property_maps else None
     nc = config.noise
-    pk.render_batch(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg, nc.ratio, nc.gaussian, nc.white,
-                    nc.perlin, nc.perlin_drift, digits, _bank(config) if noisy else _NO_DIGITS, nk.gaussian_table(),
-                    nk.uniform_table(), video, pf, pi, verts, ps, _NO_MASKS[None] if masks is None else masks,
-                    _NO_MASKS if pmap is None else pmap, masks is not None, pmap is not None)
+    outputs = (video, pf, pi, verts, ps, _NO_MASKS[None] if masks is None else masks,
+               _NO_MASKS if pmap is None else pmap, masks is not None, pmap is not None)
+    if noisy:
+        pk.render_batch_noisy(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg, nc.ratio, nc.gaussian,
+                              nc.white, nc.perlin, nc.perlin_drift, digits, _bank(config), nk.gaussian_table(),
+                              nk.uniform_table(), *outputs)
+    else:
+        pk.render_batch(roles, shapes, counts, blocks, seq_u, cfg, digits, *outputs)
     params = {name: np.ascontiguousarray(pf[:, :, j]) for j, name in enumerate(OBJECT_FLOAT_FIELDS)}
     params.update({name: np.ascontiguousarray(pi[:, :, j]) for j, name in enumerate(OBJECT_INT_FIELDS)})
     params["vertices"] = verts
@@ -565,6 +572,30 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
     if pmap is not None:
         params["property_map"] = pmap
     return video, params
+
+
+# A cold compile on a quiet 2-core VM (docs/benchmarks.md): noise-free configs skip the noise kernels.
+COMPILE_SECONDS = {False: 11, True: 16}
+
+
+def compile_kernels(config: RenderConfig, notice: Callable[[str], None] | None = None) -> float:
+    """Compile (first run of an install: numba caches the machine code) or load the kernels `config` needs by rendering
+    its sequence 0; returns the seconds spent. When that takes over a second, `notice` gets one line saying why, so
+    that a first run does not look stuck."""
+    timer = None
+    if notice is not None:
+        line = (f"compiling the numba kernels (first run of this install only, ~{COMPILE_SECONDS[config.noise.ratio > 0]}"
+                " s on 2 cores; later runs load them from the cache)")
+        timer = threading.Timer(1.0, notice, (line,))
+        timer.daemon = True
+        timer.start()
+    start = time.perf_counter()
+    try:
+        render(config, [0])
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return time.perf_counter() - start
 
 
 def _render_each(config: RenderConfig, indices: list[int]) -> tuple[np.ndarray, dict]:

@@ -2,14 +2,15 @@
 # The README's tiny end-to-end run (docs/training.md): synthetic D^k + a small "real" set -> all four stages of
 # paper §3.2 -> evaluate -> predict GIF / PNG strips / attention overlays. Budget: < 10 minutes on 2 CPU cores.
 #
-#   scripts/tiny_end_to_end.sh [WORK_DIR]        (default: runs/tiny-e2e; re-running resumes and skips finished work)
+#   scripts/tiny_end_to_end.sh [WORK_DIR]        (default: runs/tiny-e2e under the current folder; re-running resumes)
 #
 # The "real" data defaults to physvid's `mixed` property (several objects, each with its own property) as a stand-in.
 # REAL=video uses the highway camera of ../shared/data instead (converted by `stmoe prepare`).
 # The commands run as `python -m physvid` / `python -m stmoe` (a checkout or an install alike).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 WORK=${1:-runs/tiny-e2e}
+case "$WORK" in /*) ;; *) WORK="$PWD/$WORK" ;; esac  # relative to where the script was called from, not the repository
+cd "$(dirname "$0")/.."
 PHYSVID=${PHYSVID:-"python -m physvid"}
 STMOE=${STMOE:-"python -m stmoe"}
 N_SYN=${N_SYN:-960}      # sequences per synthetic property

@@ -161,6 +161,20 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
     return arr.astype(np.float64, copy=False)
 
 
+UNIT_SLACK = 1.0  # a model's unclamped output may overshoot [0, 1] a little; beyond this it is on another scale
+
+
+def _check_unit_range(arr: np.ndarray, given: Any, name: str) -> None:
+    """Frames must be in [0, 1]: uint8 or 0-255 floats would be scored without complaint and come out meaningless
+    (SSIM 0.43 instead of 0.94, MSE x 65,000), so refuse them, naming the range found."""
+    if arr.size == 0:
+        return
+    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+    if lo < -UNIT_SLACK or hi > 1 + UNIT_SLACK:
+        raise MetricsError(f"{name} ({getattr(given, 'dtype', arr.dtype)}) has values {lo:g}..{hi:g}, outside [0, 1]; "
+                           f"metrics take frames in [0, 1]: pass {name} / 255 as float for 0-255 frames")
+
+
 def _check_pair(pred: np.ndarray, target: np.ndarray) -> None:
     if pred.ndim != 5:
         raise MetricsError(f"pred must be (B, n, C, H, W), got shape {pred.shape}")
@@ -229,6 +243,9 @@ def per_sample_metrics(pred: Any, target: Any, config: MetricConfig | None = Non
     p = _to_numpy(pred, "pred")
     t = _to_numpy(target, "target")
     _check_pair(p, t)
+    if cfg.balanced.value_transform != "rain_rate":  # rain rates in mm/h are not frames in [0, 1]
+        for arr, given, name in ((p, pred, "pred"), (t, target, "target")):
+            _check_unit_range(arr, given, name)
     B, n = p.shape[:2]
     want = set(cfg.metrics)
     out: dict[str, np.ndarray] = {}

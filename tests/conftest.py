@@ -17,5 +17,5 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def shared_data() -> Path:
     """../shared/data (third-party data, never copied into the repo); tests that need it skip without it."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"third-party data folder {SHARED_DATA} is absent (see DEVELOPERS guide: ../shared/data)")
+        pytest.skip(f"third-party data folder {SHARED_DATA} is absent (put it beside the checkout: README, Tests)")
     return SHARED_DATA

@@ -121,20 +121,22 @@ def sequences_array(n: int, t: int, c: int | None = None, h: int = 16, w: int = 
 
 
 def test_array_layouts(tmp_path):
-    ntwh = sequences_array(6, 5)  # N >= T: auto -> NTHW
+    ntwh = sequences_array(6, 5)
     np.save(tmp_path / "nthw.npy", ntwh)
     ntchw = sequences_array(3, 6, c=3)
     np.save(tmp_path / "ntchw.npy", ntchw)
     mmnist = np.ascontiguousarray(sequences_array(12, 8).transpose(1, 0, 2, 3))  # (T=8, N=12, H, W) like mnist_test_seq.npy
     np.savez(tmp_path / "mmnist.npz", data=mmnist)
 
-    a = load_clips(tmp_path / "nthw.npy", clip_length=None, size=16)
+    with pytest.raises(DataError, match=r"may be \(T, N, H, W\) or \(N, T, H, W\); pass layout"):
+        load_clips(tmp_path / "nthw.npy", clip_length=None, size=16)  # a 4-D array is never guessed
+    a = load_clips(tmp_path / "nthw.npy", clip_length=None, size=16, layout="NTHW")
     assert a.shape == (6, 5, 1, 16, 16)
     np.testing.assert_array_equal(a[:, :, 0], ntwh)
     b = load_clips(tmp_path / "ntchw.npy", clip_length=4, stride=2, size=16, channels=3)
     assert b.shape == (3 * 2, 4, 3, 16, 16)
     np.testing.assert_array_equal(b[1], ntchw[0, 2:6])
-    c = load_clips(tmp_path / "mmnist.npz", clip_length=8, size=16)
+    c = load_clips(tmp_path / "mmnist.npz", clip_length=8, size=16, layout="TNHW")
     assert c.shape == (12, 8, 1, 16, 16)
     assert c[:, :, 0, 0, 0].tolist() == sequences_array(12, 8)[:, :, 0, 0].tolist()
     d = load_clips(tmp_path / "mmnist.npz", clip_length=4, size=8, frame_step=2, layout="TNHW")  # downscale + step
@@ -286,7 +288,7 @@ def test_errors_are_one_clear_line(tmp_path, shared_data):
 
     np.save(tmp_path / "hot.npy", np.full((2, 3, 4, 4), 2.0))
     with pytest.raises(DataError) as e:
-        load_clips(tmp_path / "hot.npy", clip_length=2, size=4)
+        load_clips(tmp_path / "hot.npy", clip_length=2, size=4, layout="NTHW")
     assert "[0, 1]" in one_line_error(e)
 
     np.savez(tmp_path / "two.npz", a=np.zeros((2, 3, 4, 4), np.uint8), b=np.zeros((2, 3, 4, 4), np.uint8))
@@ -313,5 +315,5 @@ def test_make_clips_skips_short_sequences_with_a_warning():
 
 def test_sequences_keep_their_lengths(tmp_path):
     np.save(tmp_path / "a.npy", sequences_array(6, 5))
-    seqs = load_sequences(tmp_path / "a.npy", ClipConfig(size=16, frame_step=2))
+    seqs = load_sequences(tmp_path / "a.npy", ClipConfig(size=16, frame_step=2, layout="NTHW"))
     assert len(seqs) == 6 and all(s.shape == (3, 1, 16, 16) for s in seqs)

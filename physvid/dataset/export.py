@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 from typing import Iterable
@@ -48,7 +49,8 @@ def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | N
     """Write the sequences of a dataset in `fmt`; returns the paths written.
 
     npy:  one array; layout `tnhw` is Moving-MNIST's (T, N, H, W) (channels last, (T, N, H, W, C), when C = 3),
-          `nthwc` is (N, T, H, W, C) and `ntchw` physvid's own (N, T, C, H, W).
+          `nthwc` is (N, T, H, W, C) and `ntchw` physvid's own (N, T, C, H, W); beside it OUT.json records the axes
+          ("TNHW", ...) and the shape, so that `stmoe prepare` reads it back without guessing.
     mp4:  OUT/seq-<index>.mp4 per sequence (H.264, lossy; sizes padded to even).
     png:  OUT/seq-<index>/frame-<t>.png per sequence (lossless).
     """
@@ -96,11 +98,11 @@ def _export_npy(ds: Dataset, idx: list[int], out: Path, layout: str) -> Path:
     T, C, H, W = ds.shape[1:]
     n = len(idx)
     if layout == "tnhw":
-        shape = (T, n, H, W) if C == 1 else (T, n, H, W, C)
+        shape, axes = ((T, n, H, W), "TNHW") if C == 1 else ((T, n, H, W, C), "TNHWC")
     elif layout == "nthwc":
-        shape = (n, T, H, W, C)
+        shape, axes = (n, T, H, W, C), "NTHWC"
     else:
-        shape = (n, T, C, H, W)
+        shape, axes = (n, T, C, H, W), "NTCHW"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     # Plain writes at offsets, not a memory map: on a full disk a write fails with ENOSPC (one line, exit 1), where a
@@ -135,6 +137,8 @@ def _export_npy(ds: Dataset, idx: list[int], out: Path, layout: str) -> Path:
                     _write_at(fd, v, base + lo * T * frame)
             os.fsync(fd)
         os.replace(tmp, out)
+        # (T, N, H, W) and (N, T, H, W) look alike: the sidecar lets readers (`stmoe prepare`) know which this is.
+        out.with_name(out.name + ".json").write_text(json.dumps({"layout": axes, "shape": list(shape)}) + "\n")
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -23,6 +23,7 @@ import queue as queue_mod
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -47,6 +48,8 @@ Progress = Callable[[int, int], None]  # (sequences just finished, total sequenc
 # Sequences per source call. Fixed (never derived from the worker count) so that the write order, hence every byte of
 # a shard, is the same in every run.
 BATCH = 16
+SHARD_SIZE = 1000  # the largest default shard (see default_shard_size)
+COMPILE_NOTICE_S = 1.0  # a warm-up longer than this compiled kernels: say so (a cached load takes ~0.3 s)
 TOP_LEVEL = ("masks", "property_map")  # stored beside `video`; every other parameter goes to the `params/` group
 AXES = {"video": "N,T,C,H,W", "index": "N", "masks": "N,T,object,H,W", "property_map": "N,T,H,W"}
 PARAM_CHUNK_BYTES = 1 << 20
@@ -82,6 +85,14 @@ class RenderSource:
                               "noise types")
 
 
+    def warm_up(self, notice: Callable[[str], None] | None = None) -> float:
+        """Compile (first run of an install) or load the kernels this config needs, before any timing starts and
+        before workers are spawned (they then load the cache instead of each compiling it); returns the seconds."""
+        from ..render import compile_kernels
+
+        return compile_kernels(self.config, notice)
+
+
 # Relative tolerance of the achieved noise ratio (docs/noise.md): the solver stops within 1 %.
 NOISE_TOLERANCE = 0.10
 
@@ -115,7 +126,8 @@ class Summary:
     shards_kept: int = 0
     frames_written: int = 0
     bytes: int = 0  # on disk, every shard of the range
-    seconds: float = 0.0
+    seconds: float = 0.0  # rendering and writing, without compile_seconds
+    compile_seconds: float = 0.0  # compiling (first run) or loading the numba kernels
     finalized: bool = False
 
     @property
@@ -127,8 +139,11 @@ class Summary:
         state = ("manifest written" if self.finalized else
                  f"shards {self.shard_range[0]}:{self.shard_range[1]} done; run `physvid generate --finalize --out "
                  f"{self.out}` once every shard exists")
+        compiled = (f" (+ {self.compile_seconds:.1f} s compiling kernels, first run only)"
+                    if self.compile_seconds >= COMPILE_NOTICE_S else "")
         return (f"{self.sequences_written} sequences ({self.frames_written} frames) written{kept} to {self.out}: "
-                f"{human_bytes(self.bytes)}, {self.seconds:.1f} s, {self.frames_per_second:,.0f} frames/s; {state}")
+                f"{human_bytes(self.bytes)}, {self.seconds:.1f} s, {self.frames_per_second:,.0f} frames/s{compiled}; "
+                f"{state}")
 
 
 @dataclass
@@ -209,6 +224,25 @@ def resolve_shard_range(shard_range: Any, shards: int) -> tuple[int, int]:
         raise ConfigError(f"--shard-range {a}:{b} is outside this dataset's {shards} shard(s) "
                           f"(valid: 0 <= A < B <= {shards})")
     return a, b
+
+
+def default_shard_size(n: int) -> int:
+    """One shard up to SHARD_SIZE sequences (written in-process: no worker start-up, so small jobs are fast); beyond,
+    up to 16 shards of at least 250 so that mid-size jobs spread over up to 16 cores; SHARD_SIZE from 16,000 on.
+    From n alone, never from the worker count: every machine, every -j and every job of an array cuts the same shards,
+    so the files are the same bytes everywhere."""
+    n = _check_int("n", n, 1)
+    return SHARD_SIZE if n <= SHARD_SIZE else min(SHARD_SIZE, max(250, -(-n // 16)))
+
+
+def resolve_shard_size(shard_size: int | None, n: int, out: Path, overwrite: bool) -> int:
+    """The given shard size; else the one of the dataset already in `out` (resuming); else default_shard_size(n)."""
+    if shard_size is not None:
+        return shard_size
+    old = None if overwrite or not out.is_dir() else existing_plan(out)
+    if old is not None and old.get("total_sequences") == n and isinstance(old.get("shard_size"), int):
+        return old["shard_size"]
+    return default_shard_size(n)
 
 
 def resolve_workers(workers: int | None) -> int:
@@ -450,6 +484,20 @@ def _worker_task(args):
         _BUSY = False
 
 
+def _check_main_guard() -> None:
+    """Spawned workers re-import the main script; one that calls the writer at its top level, without the
+    `if __name__ == "__main__":` guard, would start the run again in every worker, which multiprocessing refuses by
+    killing the worker. Say so before starting any (a dead worker otherwise looks like a lack of memory)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    try:
+        source = Path(path).read_text(errors="replace") if path else None
+    except OSError:
+        return
+    if source is not None and "__main__" not in source:
+        raise ConfigError(f"{path} starts worker processes from its top level: each spawned worker re-imports the "
+                          "script, so put the calls under `if __name__ == \"__main__\":` (or pass workers=1)")
+
+
 def _run_tasks(out: Path, tasks: list[ShardSpec], source: Source, plan: dict[str, Any], workers: int,
                report: Callable[[int], None]) -> list[dict[str, Any]]:
     """One process per shard at a time (it renders and writes its own file, so compression runs in parallel too)."""
@@ -607,15 +655,19 @@ def _verified(out: Path, spec: ShardSpec, record: dict[str, Any] | None) -> bool
 
 
 def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[str, Any], *, seed: int | None = None,
-                  source_name: str | None = None, shard_size: int = 1000, workers: int | None = None,
+                  source_name: str | None = None, shard_size: int | None = None, workers: int | None = None,
                   compression: str = "gzip", shard_range: Any = None, overwrite: bool = False,
-                  progress: Progress | None = None, finalize: bool | None = None) -> Summary:
+                  progress: Progress | None = None, finalize: bool | None = None,
+                  notice: Callable[[str], None] | None = None) -> Summary:
     """Write sequences 0..n-1 of `source` into DIR `out` as shards + manifest (docs/FORMAT.md).
 
     `config` is any JSON-able dict describing the source (stored verbatim in the manifest and in every shard);
     `shard_range` (a, b) writes only shards a..b-1, for job arrays; `finalize` (default: when the whole range was
     asked for) writes the manifest once every shard exists and verifies. Re-running resumes; `overwrite` starts fresh.
+    `shard_size` None: see resolve_shard_size. A source with a `warm_up(notice)` method is warmed up before the clock
+    starts (`notice` gets a line when that takes a while: compiling kernels).
     """
+    shard_size = resolve_shard_size(shard_size, n, Path(out), overwrite)
     n, shard_size, workers, specs, (a, b) = _layout(n, shard_size, workers, compression, shard_range)
     if finalize is None:
         finalize = (a, b) == (0, len(specs))
@@ -624,11 +676,15 @@ def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[s
     out = Path(out)
     created = prepare_folder(out, plan, overwrite)
     summary = Summary(out=out, total_sequences=n, shard_range=(a, b))
-    start = time.perf_counter()
     try:
         _write_plan(out, plan)
         records = _known_records(out)
         todo = [s for s in specs[a:b] if not _verified(out, s, records.get(s.shard))]
+        if min(workers, len(todo)) > 1:
+            _check_main_guard()
+        if todo and hasattr(source, "warm_up"):
+            summary.compile_seconds = source.warm_up(notice)
+        start = time.perf_counter()
         kept = [s for s in specs[a:b] if s not in todo]
         total = sum(s.count for s in specs[a:b])
         summary.shards_kept = len(kept)
@@ -740,9 +796,12 @@ def _render_args(config: RenderConfig | dict) -> RenderConfig:
     return config
 
 
-def render_plan(config: RenderConfig | dict, n: int, *, shard_size: int = 1000, compression: str = "gzip") -> dict:
-    """The identity of the dataset `generate` would write (compared with what a folder already holds)."""
+def render_plan(config: RenderConfig | dict, n: int, *, shard_size: int | None = None, compression: str = "gzip",
+                out: str | os.PathLike | None = None) -> dict:
+    """The identity of the dataset `generate` would write into `out` (compared with what a folder already holds)."""
     config = config if isinstance(config, RenderConfig) else RenderConfig.from_dict(config)
+    shard_size = resolve_shard_size(shard_size, n, Path(out), False) if out is not None else shard_size
+    shard_size = default_shard_size(n) if shard_size is None else shard_size
     return make_plan(source=RenderSource.name, config=config.to_dict(), seed=config.seed, n=_check_int("n", n, 1),
                      shard_size=_check_int("shard_size", shard_size, 1), compression=compression)
 
@@ -752,28 +811,32 @@ def _check_memory(config: RenderConfig, n, shard_size, workers, shard_range) -> 
     check_memory(config, shard_size, workers, BATCH, b - a)
 
 
-def generate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, shard_size: int = 1000,
+def generate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, shard_size: int | None = None,
              workers: int | None = None, compression: str = "gzip", shard_range: Any = None, overwrite: bool = False,
-             progress: Progress | None = None, finalize: bool | None = None) -> Summary:
+             progress: Progress | None = None, finalize: bool | None = None,
+             notice: Callable[[str], None] | None = None) -> Summary:
     """Render sequences 0..n-1 of `config` into the dataset folder `out` (see `write_dataset`)."""
     config = _render_args(config)
+    if shard_size is None and isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1:
+        shard_size = resolve_shard_size(None, int(n), Path(out), overwrite)  # the size write_dataset will use
     _check_memory(config, n, shard_size, workers, shard_range)
     return write_dataset(out, RenderSource(config), n, config.to_dict(), seed=config.seed,
                          source_name=RenderSource.name,
                          shard_size=shard_size, workers=workers, compression=compression, shard_range=shard_range,
-                         overwrite=overwrite, progress=progress, finalize=finalize)
+                         overwrite=overwrite, progress=progress, finalize=finalize, notice=notice)
 
 
-def estimate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, shard_size: int = 1000,
+def estimate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, shard_size: int | None = None,
              workers: int | None = None, compression: str = "gzip", shard_range: Any = None, overwrite: bool = False,
-             sample: int = 8) -> Estimate:
+             sample: int = 64, notice: Callable[[str], None] | None = None) -> Estimate:
     """Plan a `generate` run without touching `out`: shards, bytes and time, measured on `sample` sequences."""
     import h5py
 
     config = _render_args(config)
+    out = Path(out)
+    shard_size = resolve_shard_size(shard_size, n, out, overwrite)
     n, shard_size, workers, specs, (a, b) = _layout(n, shard_size, workers, compression, shard_range)
     check_memory(config, shard_size, workers, BATCH, b - a)
-    out = Path(out)
     notes: list[str] = []
     todo = specs[a:b]
     plan = make_plan(source=RenderSource.name, config=config.to_dict(), seed=config.seed, n=n, shard_size=shard_size,
@@ -788,7 +851,7 @@ def estimate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, sha
             notes.append(f"resuming: {len(specs[a:b]) - len(todo)} finished shard(s) would be kept")
     source = RenderSource(config)
     k = min(n, sample)
-    source(np.arange(1))  # loads the compiled kernels and noise banks, which every worker does once
+    source.warm_up(notice)  # compiles or loads the kernels and noise banks, which every run does once
     t0 = time.perf_counter()
     with h5py.File(f"physvid-estimate-{os.getpid()}", "w", driver="core", backing_store=False) as f:
         _write_h5(f, ShardSpec(0, 0, k), source, plan, None, None)
@@ -800,7 +863,7 @@ def estimate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, sha
     per_seq = (time.perf_counter() - t0) / k
     todo_seqs = sum(s.count for s in todo)
     procs = max(1, min(workers, len(todo)))
-    if len(todo) < workers and todo_seqs > 0:
+    if len(todo) < workers and todo_seqs > SHARD_SIZE:  # below that, starting workers costs more than it saves
         notes.append(f"only {len(todo)} shard(s) to write for {workers} workers: a smaller --shard-size uses more cores")
     frame_bytes = config.frames * config.channels * config.height * config.width
     return Estimate(out=out, total_sequences=n, shard_size=shard_size, shards=len(specs), shard_range=(a, b),

@@ -2,8 +2,9 @@
 ratio calibration + quantisation, with no Python between the steps.
 
 `render_objects` and `noise_mix` are what `physvid.render.render_clean` and `noise_field` call for one sequence;
-`render_batch` runs `sample_objects`/`sample_sequence` (the twins of `render.sample_scene`) and both stages for every
-sequence of a batch in one call, which removes ~a dozen Python→numba round trips and ~60 small NumPy calls per sequence.
+`render_batch_noisy` runs `sample_objects`/`sample_sequence` (the twins of `render.sample_scene`) and both stages for
+every sequence of a batch in one call, which removes ~a dozen Python→numba round trips and ~60 small NumPy calls per
+sequence; `render_batch` is the same without noise, a kernel of its own so that noise-free configs compile less.
 Column and config-slot constants: physvid.kernels.scene.
 """
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _spreading(pi, k, kernel):
     return pi[k, I_ROLE] == INTENSITY and kernel != 2
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def render_objects(pf, pi, verts, n, ids, ps, cfg, digits, clean, owner, vmax, masks, want_masks):
     """Draw objects `ids` of the first n (and the sine background) into clean (T, C, H, W) with owner/vmax (T, H, W)
     and, when want_masks, masks[t, row] for the row-th id. Same set-up as the Python renderer had: sprite side from all
@@ -127,7 +128,7 @@ def render_objects(pf, pi, verts, n, ids, ps, cfg, digits, clean, owner, vmax, m
                      int(cfg[C_BOUNDARY]) == 2, clean, owner, vmax, masks, want_masks)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def noise_mix(key, draws, bank, gaussian, white, perlin, drift, gtable, utable, out):
     """Mixed noise (T, C, H, W): Σ weight · field with every field at unit mean magnitude (docs/noise.md).
 
@@ -175,37 +176,58 @@ def owner_roles(pi, ids, owner, vmax, out):
                 out[t, y, x] = pi[ids[o - 1], I_ROLE] if o > 0 and vmax[t, y, x] >= VISIBLE else 0
 
 
-@njit(cache=True)
-def render_batch(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg, ratio, gaussian, white, perlin, drift,
-                 digits, bank, gtable, utable, video, pf, pi, verts, ps, masks, pmap, want_masks, want_map):
-    """Every sequence of a batch: sample (twins of sample_scene), draw, add noise at the calibrated scale, quantise.
+@njit(cache=True, inline="always")  # typed inside each batch kernel: no nesting level of its own to compile
+def _draw_row(b, roles, shapes, counts, blocks, seq_u, cfg, digits, pf, pi, verts, ps, masks, pmap, want_masks,
+              want_map, clean, owner, vmax):
+    """Sample sequence b of a batch (twins of sample_scene) and draw it into clean/owner/vmax (and masks/pmap)."""
+    n = counts[b]
+    ids = np.arange(n)
+    sample_objects(blocks[b], roles[b], shapes[b], n, cfg, pf[b], pi[b], verts[b])
+    sample_sequence(seq_u[b], roles[b], n, cfg, ps[b])
+    clean[:] = 0.0
+    owner[:] = 0
+    vmax[:] = 0.0
+    render_objects(pf[b], pi[b], verts[b], n, ids, ps[b], cfg, digits, clean, owner, vmax,
+                   masks[b if want_masks else 0], want_masks)
+    if want_map:
+        owner_roles(pi[b], ids, owner, vmax, pmap[b])
 
-    Inputs per row b: the preset's plan (roles[b], shapes[b], counts[b]), the scene uniforms blocks[b] / seq_u[b], and
-    the noise key and uniforms. Outputs: video (B, T, C, H, W) uint8, parameters pf/pi/verts/ps (padding rows are the
-    caller's), masks (B, T, N, H, W) and pmap (B, T, H, W) when asked (else 1-sized dummies).
+
+@njit(cache=True)
+def render_batch(roles, shapes, counts, blocks, seq_u, cfg, digits, video, pf, pi, verts, ps, masks, pmap, want_masks,
+                 want_map):
+    """Every sequence of a noise-free batch: sample (twins of sample_scene), draw, quantise.
+
+    Inputs per row b: the preset's plan (roles[b], shapes[b], counts[b]) and the scene uniforms blocks[b] / seq_u[b].
+    Outputs: video (B, T, C, H, W) uint8, parameters pf/pi/verts/ps (padding rows are the caller's), masks
+    (B, T, N, H, W) and pmap (B, T, H, W) when asked (else 1-sized dummies). A kernel of its own, apart from
+    `render_batch_noisy`, so that a noise-free config never compiles the noise kernels (the first run's cost).
     """
+    nb, nt, nc, h, w = video.shape
+    clean = np.empty((nt, nc, h, w), np.float32)
+    owner = np.empty((nt, h, w), np.int16)
+    vmax = np.empty((nt, h, w), np.float32)
+    for b in range(nb):
+        _draw_row(b, roles, shapes, counts, blocks, seq_u, cfg, digits, pf, pi, verts, ps, masks, pmap, want_masks,
+                  want_map, clean, owner, vmax)
+        quantise(clean, clean, 0.0, video[b])
+        ps[b, S_NOISE_SCALE], ps[b, S_NOISE_RATIO] = 0.0, 0.0
+
+
+@njit(cache=True)
+def render_batch_noisy(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg, ratio, gaussian, white, perlin, drift,
+                       digits, bank, gtable, utable, video, pf, pi, verts, ps, masks, pmap, want_masks, want_map):
+    """`render_batch` with noise (ratio > 0): draw, add noise at the calibrated scale, quantise. Per row b, also the
+    noise key keys[b] and uniforms noise_u[b]."""
     nb, nt, nc, h, w = video.shape
     clean = np.empty((nt, nc, h, w), np.float32)
     noise = np.empty((nt, nc, h, w), np.float32)
     owner = np.empty((nt, h, w), np.int16)
     vmax = np.empty((nt, h, w), np.float32)
     for b in range(nb):
-        n = counts[b]
-        ids = np.arange(n)
-        sample_objects(blocks[b], roles[b], shapes[b], n, cfg, pf[b], pi[b], verts[b])
-        sample_sequence(seq_u[b], roles[b], n, cfg, ps[b])
-        clean[:] = 0.0
-        owner[:] = 0
-        vmax[:] = 0.0
-        render_objects(pf[b], pi[b], verts[b], n, ids, ps[b], cfg, digits, clean, owner, vmax,
-                       masks[b if want_masks else 0], want_masks)
-        if want_map:
-            owner_roles(pi[b], ids, owner, vmax, pmap[b])
-        if ratio > 0:
-            noise_mix(keys[b], noise_u[b], bank, gaussian, white, perlin, drift, gtable, utable, noise)
-            # The ratio is met on the stored bytes, after clipping and quantisation (docs/noise.md).
-            s, achieved = noise_scale_quantise(clean, noise, ratio, video[b])
-        else:
-            quantise(clean, clean, 0.0, video[b])
-            s, achieved = 0.0, 0.0
+        _draw_row(b, roles, shapes, counts, blocks, seq_u, cfg, digits, pf, pi, verts, ps, masks, pmap, want_masks,
+                  want_map, clean, owner, vmax)
+        noise_mix(keys[b], noise_u[b], bank, gaussian, white, perlin, drift, gtable, utable, noise)
+        # The ratio is met on the stored bytes, after clipping and quantisation (docs/noise.md).
+        s, achieved = noise_scale_quantise(clean, noise, ratio, video[b])
         ps[b, S_NOISE_SCALE], ps[b, S_NOISE_RATIO] = s, achieved

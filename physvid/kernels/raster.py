@@ -400,7 +400,9 @@ def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, back
     box_hi = np.full(n, s, np.int64)
     radius = np.empty(n)
     for k in range(n):  # every sprite M_t ⊙ fill is zero outside its object's box (the draw skips those pixels)
-        box_lo[k], box_hi[k], radius[k] = mass_support(cur[k], 0, s, 0.0, c)
+        # np.int64/np.float32: the same argument types as the call below, so one compiled variant serves both (a
+        # literal 0 or a float64 floor would compile a second one; the comparisons are the same).
+        box_lo[k], box_hi[k], radius[k] = mass_support(cur[k], np.int64(0), s, np.float32(0.0), c)
     for t in range(nt):
         if background[t, 0] > 0:
             sine_background(clean[t], background[t, 0], background[t, 1], background[t, 2], background[t, 3],
@@ -446,8 +448,8 @@ def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, back
             if want_masks:
                 scratch[:, :, :] = 0.0
                 one[0] = colours[k].max()
-                draw_sprite_box(scratch, so, sv, 1, sprites[k], cx, cy, th, reach, one, wrap, False, box_lo[k],
-                                box_hi[k])
+                draw_sprite_box(scratch, so, sv, np.int64(1), sprites[k], cx, cy, th, reach, one, wrap,
+                                np.bool_(False), box_lo[k], box_hi[k])  # not literals: one compiled variant
                 for y in range(h):
                     for x in range(w):
                         masks[t, k, y, x] = 1 if scratch[0, y, x] >= 1.0 / 255.0 else 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
 
 MAX_VERTICES = 12
@@ -134,7 +135,7 @@ def sample_objects(blocks, roles, shapes, n, cfg, pf, pi, verts):
         pf[k, F_ASPECT] = _u(cfg, C_ASPECT, d[1])
         pf[k, F_THICKNESS] = min(_u(cfg, C_THICKNESS, d[2]), size)
         sides = _integer(int(cfg[C_SIDES]), int(cfg[C_SIDES + 1]), d[3])
-        digit = _integer(0, max(n_digits - 1, 0), d[4])
+        digit = _integer(np.int64(0), max(n_digits - 1, 0), d[4])  # not a literal 0: one compiled variant
         if shape == 4 or shape == 5:  # polygon, irregular
             pi[k, I_SIDES] = sides
             polygon(d[OBJECT_DRAWS:], sides, 0.5 * size, shape == 5, verts[k])

@@ -10,18 +10,22 @@ Pipeline per sequence: keep every `frame_step`-th frame -> colour (channels=1: R
 scale the shorter side to the target size and centre-crop (INTER_AREA when shrinking; enlarging needs allow_upscale=True) ->
 windows of `clip_length` frames every `stride` (subsampled) frames. The paper (§4) likewise downsamples, crops and converts to grey.
 
-Array layouts (`layout`): "NTHW", "NTCHW", "NTHWC", "TNHW" (Moving-MNIST's mnist_test_seq.npy is (20, 10000, 64, 64)), "THW" and
-"THWC" (one sequence). "auto": 3-D -> THW; 4-D -> THWC if the last axis is 1, 3 or 4 and the one before it is larger, else TNHW if
-axis 0 is shorter than axis 1 (few frames of many sequences, as in Moving-MNIST), else NTHW; 5-D -> NTCHW if axis 2 is 1 or 3, else
-NTHWC if the last axis is 1, 3 or 4. The 4-D rule guesses wrong for fewer sequences than frames stored as (N, T, H, W): pass layout.
+Array layouts (`layout`): "NTHW", "NTCHW", "NTHWC", "TNHW" (Moving-MNIST's mnist_test_seq.npy is (20, 10000, 64, 64)), "TNHWC",
+"THW" and "THWC" (one sequence). "auto": the layout recorded in the sidecar FILE.json that `physvid export` writes beside its
+.npy (so our own exports round-trip whatever their shape); else 3-D -> THW; 4-D -> THWC if the last axis is 1, 3 or 4 and the one
+before it is larger, else an error asking for layout (TNHW or NTHW cannot be told apart by shape, and a wrong guess silently mixes
+sequences); 5-D -> NTCHW if axis 2 is 1 or 3, else NTHWC if the last axis is 1, 3 or 4.
 Arrays must be uint8/bool, integers in [0, 255], or floats in [0, 1].
 """
 from __future__ import annotations
 
 import glob as _glob
+import json
 import math
 import re
 import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -38,7 +42,7 @@ __all__ = [
 ]
 
 KINDS = ("auto", "video", "frames", "array", "radar")
-LAYOUTS = ("auto", "NTHW", "NTCHW", "NTHWC", "TNHW", "THW", "THWC")
+LAYOUTS = ("auto", "NTHW", "NTCHW", "NTHWC", "TNHW", "TNHWC", "THW", "THWC")
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ogv"})
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 ARRAY_EXTS = frozenset({".npy", ".npz"})
@@ -214,7 +218,9 @@ def _frames_av(path: Path) -> Iterator[np.ndarray]:
 def _frames_ffmpeg(path: Path) -> Iterator[np.ndarray]:
     import imageio_ffmpeg
 
-    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    # passthrough: every stored frame once, as PyAV gives them; ffmpeg's default constant-rate output would repeat
+    # frames to fill the gaps of a variable-frame-rate video (10 stored frames came out as 51).
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
     try:
         meta = next(gen)
         w, h = meta["size"]
@@ -233,16 +239,33 @@ def _short_reason(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_DECODED: ContextVar[list | None] = ContextVar("decoded_videos", default=None)
+
+
+@contextmanager
+def record_videos() -> Iterator[list[dict]]:
+    """Collects {"path", "backend", "frames_decoded", "frames_kept"} for every video decoded inside the block (what
+    `stmoe prepare` records in the dataset's source metadata)."""
+    log: list[dict] = []
+    token = _DECODED.set(log)
+    try:
+        yield log
+    finally:
+        _DECODED.reset(token)
+
+
 def _read_video(path: Path, cfg: ClipConfig) -> np.ndarray:
     backends = {"av": [_frames_av], "ffmpeg": [_frames_ffmpeg], "auto": [_frames_av, _frames_ffmpeg]}[cfg.video_backend]
     reasons = []
     for reader in backends:
         frames = []
+        decoded = 0
         gen = reader(path)
         try:
             for i, img in enumerate(gen):
                 if cfg.max_frames is not None and i >= cfg.max_frames:
                     break
+                decoded += 1
                 if i % cfg.frame_step == 0:
                     frames.append(_prepare(img, cfg, str(path)))
         except DataError:
@@ -254,6 +277,10 @@ def _read_video(path: Path, cfg: ClipConfig) -> np.ndarray:
             gen.close()  # stopping early must still close the container / the ffmpeg subprocess
         if not frames:
             raise DataError(f"video {path} has no decodable frames")
+        log = _DECODED.get()
+        if log is not None:
+            log.append({"path": str(path), "backend": "pyav" if reader is _frames_av else "imageio-ffmpeg",
+                        "frames_decoded": decoded, "frames_kept": len(frames)})
         return np.stack(frames)
     raise DataError(f"cannot decode video {path} ({'; '.join(reasons)})")
 
@@ -306,13 +333,30 @@ def _guess_layout(shape: tuple) -> str | None:
     if len(shape) == 4:
         if shape[3] in (1, 3, 4) and shape[2] > shape[3]:
             return "THWC"
-        return "TNHW" if shape[0] < shape[1] else "NTHW"
+        return None  # (T, N, H, W) or (N, T, H, W): only the writer knows
     if len(shape) == 5:
         if shape[2] in (1, 3):
             return "NTCHW"
         if shape[4] in (1, 3, 4):
             return "NTHWC"
     return None
+
+
+def _recorded_layout(path: Path, shape: tuple) -> str | None:
+    """The layout in the sidecar PATH.json (written by `physvid export`), checked against the array's shape."""
+    side = path.with_name(path.name + ".json")
+    if not side.is_file():
+        return None
+    try:
+        doc = json.loads(side.read_text())
+        layout, recorded = doc["layout"], tuple(doc["shape"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"cannot read the layout sidecar {side}: expected JSON with 'layout' and 'shape'; fix or remove "
+                        "it") from None
+    if layout not in LAYOUTS[1:] or recorded != tuple(shape):
+        raise DataError(f"{side} says layout {layout!r} and shape {list(recorded)}, but {path.name} is {list(shape)}; "
+                        "remove the stale sidecar or pass layout")
+    return layout
 
 
 def _load_array(path: Path, cfg: ClipConfig) -> list[np.ndarray]:
@@ -335,8 +379,11 @@ def _load_array(path: Path, cfg: ClipConfig) -> list[np.ndarray]:
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"cannot read array file {path}: {' '.join(str(exc).split())}") from None
 
-    layout = cfg.layout if cfg.layout != "auto" else _guess_layout(arr.shape)
-    ndims = {"NTHW": 4, "NTCHW": 5, "NTHWC": 5, "TNHW": 4, "THW": 3, "THWC": 4}
+    layout = cfg.layout if cfg.layout != "auto" else _recorded_layout(path, arr.shape) or _guess_layout(arr.shape)
+    ndims = {"NTHW": 4, "NTCHW": 5, "NTHWC": 5, "TNHW": 4, "TNHWC": 5, "THW": 3, "THWC": 4}
+    if layout is None and arr.ndim == 4:
+        raise DataError(f"{path}: a 4-D array of shape {arr.shape} may be (T, N, H, W) or (N, T, H, W); pass layout "
+                        "(--layout TNHW or NTHW)")
     if layout is None or arr.ndim != ndims[layout]:
         raise DataError(
             f"{path}: array of shape {arr.shape} does not fit layout {layout or cfg.layout!r}; pass layout= one of {LAYOUTS[1:]}"
@@ -346,6 +393,7 @@ def _load_array(path: Path, cfg: ClipConfig) -> list[np.ndarray]:
         "NTCHW": lambda a: a,
         "NTHWC": lambda a: a.transpose(0, 1, 4, 2, 3),
         "TNHW": lambda a: a.transpose(1, 0, 2, 3)[:, :, None],
+        "TNHWC": lambda a: a.transpose(1, 0, 4, 2, 3),
         "THW": lambda a: a[None, :, None],
         "THWC": lambda a: a.transpose(0, 3, 1, 2)[None],
     }[layout](arr)  # (N, T, C, H, W), still a view of the (memory-mapped) file

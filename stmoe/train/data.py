@@ -115,6 +115,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.dtype = dtype
         self.sources: list[Any] = []
         self.names: list[str] = []
+        self.frame_sizes: list[tuple[int, int]] = []  # (H, W) of each source, before any crop
         rows: list[np.ndarray] = []
         L = data.clip_length
         for k, source in enumerate(sources):
@@ -122,7 +123,8 @@ class ClipDataset(torch.utils.data.Dataset):
             N, T, C, H, W = _shape(src)
             if C != self.channels:
                 raise DataError(f"{name} has {C} channel(s) per frame but the model expects in_channels = "
-                                f"{self.channels}")
+                                f"{self.channels}; make the data with {self.channels} channel(s) (physvid generate / "
+                                f"stmoe prepare --channels {self.channels}) or set model.in_channels={C}")
             if H < self.size[0] or W < self.size[1]:
                 raise DataError(f"{name} has {H}x{W} frames, smaller than the model's {self.size[0]}x{self.size[1]} "
                                 f"crop; set model.height/width <= {H}x{W} or prepare the data at a larger size")
@@ -137,6 +139,7 @@ class ClipDataset(torch.utils.data.Dataset):
             rows.append(np.concatenate([np.full((len(grid), 1), k, np.int64), grid], axis=1))
             self.sources.append(src)
             self.names.append(name)
+            self.frame_sizes.append((H, W))
         self.index = np.concatenate(rows) if rows else np.zeros((0, 3), np.int64)  # (clips, [source, sequence, start])
 
     def __len__(self) -> int:
@@ -244,7 +247,7 @@ def prepare_dataset(source: Any, out: str | Path, *, clip_length: int, stride: i
                     frame_step: int = 1, size: int | tuple[int, int] = 64, channels: int = 1, kind: str = "auto",
                     layout: str = "auto", allow_upscale: bool = False, max_frames: int | None = None,
                     radar: Any = None, shard_size: int = 1000, compression: str = "gzip",
-                    overwrite: bool = False):
+                    overwrite: bool = False, array_key: str | None = None):
     """Real videos / frame folders / arrays / radar -> a physvid shard folder of clips (so training reads one format).
 
     Clips of ``clip_length`` frames every ``stride`` frames (default: non-overlapping) come from
@@ -253,16 +256,17 @@ def prepare_dataset(source: Any, out: str | Path, *, clip_length: int, stride: i
     """
     from physvid.dataset import write_dataset
 
-    from ..data.real import ClipConfig, load_clips_from_config
+    from ..data.real import ClipConfig, load_clips_from_config, record_videos
 
     stride = clip_length if stride is None else stride
     cfg = ClipConfig(clip_length=clip_length, stride=stride, frame_step=frame_step, size=size, channels=channels,
-                     layout=layout, allow_upscale=allow_upscale, max_frames=max_frames)
-    clips = load_clips_from_config(source, cfg, kind=kind, radar=radar)
+                     layout=layout, array_key=array_key, allow_upscale=allow_upscale, max_frames=max_frames)
+    with record_videos() as videos:
+        clips = load_clips_from_config(source, cfg, kind=kind, radar=radar)
     if len(clips) == 0:
         raise DataError(f"{source} gave no clips of {clip_length} frames")
     sources = [str(s) for s in source] if isinstance(source, (list, tuple)) else str(source)
-    config = {"source": sources, "kind": kind, "clip": cfg.to_dict(),
+    config = {"source": sources, "kind": kind, "clip": cfg.to_dict(), "videos": videos,
               "radar": radar.to_dict() if radar is not None and hasattr(radar, "to_dict") else None}
     return write_dataset(out, ArraySource(clips), len(clips), config, source_name=ArraySource.name,
                          shard_size=shard_size, workers=1, compression=compression, overwrite=overwrite)

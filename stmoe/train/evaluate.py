@@ -110,7 +110,11 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
             bar.update(1)
     if bar is not None:
         bar.close()
+    h, w = ds.size
+    cropped = [f"{name} has {H}x{W} frames: the {h}x{w} model is scored on their centre {h}x{w} crop only"
+               for name, (H, W) in zip(ds.names, ds.frame_sizes) if (H, W) != (h, w)]
     result = {
+        "notes": cropped,
         "checkpoint": str(checkpoint), "model": ckpt["model"]["name"], "stage": ckpt.get("stage"),
         "epoch": ckpt.get("epoch"), "data": str(data) if not isinstance(data, np.ndarray) else "array",
         "split": split if is_physvid_dataset(data) else "all", "input_frames": l, "output_frames": n,
