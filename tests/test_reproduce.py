@@ -84,6 +84,8 @@ def test_a_killed_reproduction_resumes_and_gives_the_same_table(smoke_all, tmp_p
     stamp = first.stat().st_mtime_ns
     with pytest.raises(ReproduceError, match="--resume"):
         reproduce("table5", "smoke", out, log=lambda m: None)
+    with pytest.raises(ReproduceError, match="holds the reproduction 'table5'"):
+        reproduce("table6", "smoke", out, resume=True, log=lambda m: None)  # another experiment: refused
     again = []
     reproduce("table5", "smoke", out, resume=True, log=again.append)
     assert first.stat().st_mtime_ns == stamp  # finished work is kept, not redone
@@ -91,6 +93,10 @@ def test_a_killed_reproduction_resumes_and_gives_the_same_table(smoke_all, tmp_p
     ours = json.loads((out / "table5" / "results.json").read_text())["rows"]
     straight = smoke_all[1]["table5"]["rows"]
     assert [list(r["stats"]["mse"]) for r in ours] == [list(r["stats"]["mse"]) for r in straight]  # same as one run
+    more = []  # --resume with a list that includes the folder's experiment extends it, reusing its trained networks
+    reproduce("table5,table6", "smoke", out, resume=True, log=more.append)
+    assert not any("experts/expert-" in m for m in more)
+    assert json.loads((out / "reproduce.json").read_text())["experiment"] == "table5,table6"
 
 
 @needs_data

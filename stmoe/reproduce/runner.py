@@ -316,9 +316,16 @@ def _check_out(out: Path, experiment: str, profile: str, resume: bool, settings:
             held = json.loads(marker.read_text())
         except (OSError, json.JSONDecodeError):
             raise ReproduceError(f"{marker} is unreadable; choose another --out") from None
-        if held.get("experiment") != experiment or held.get("profile") != profile:
+        held_names = set(str(held.get("experiment", "")).split(","))
+        wanted = set(ALL) if experiment == "all" else set(experiment.split(","))
+        if held.get("experiment") == "all":
+            held_names = set(ALL)
+        # --resume may extend a folder to more experiments (their rows then share its data and trained networks)
+        extends = resume and held_names <= wanted
+        if (held.get("experiment") != experiment and not extends) or held.get("profile") != profile:
             raise ReproduceError(f"{out} holds the reproduction {held.get('experiment')!r} with profile "
-                                 f"{held.get('profile')!r}; choose another --out for {experiment!r} ({profile})")
+                                 f"{held.get('profile')!r}; choose another --out for {experiment!r} ({profile}), or "
+                                 f"--resume with a list that includes it")
         if json.loads(json.dumps(settings)) != held.get("profile_settings"):
             raise ReproduceError(f"{out} was made with other settings of profile {profile!r} (an older version?); "
                                  f"choose another --out")
