@@ -7,6 +7,7 @@ numbers, figures, shared runs, resume), never conclusions. They need the MNIST d
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,41 @@ def test_worker_processes_give_the_same_numbers_as_one_process(smoke_all, tmp_pa
     ours = {r["row"]: list(r["stats"]["mse"]) for r in res["datasize"]["rows"]}
     straight = {r["row"]: list(r["stats"]["mse"]) for r in smoke_all[1]["datasize"]["rows"]}
     assert ours == straight
+
+
+def test_a_worker_stops_when_its_parent_dies(tmp_path):
+    """kill -9 of `stmoe reproduce` must not leave workers training into the folder."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import os, time, multiprocessing as mp\n"
+            "from stmoe.reproduce.runner import _exit_with_parent\n"
+            "def child(parent, path):\n"
+            "    _exit_with_parent(parent)\n"
+            "    open(path, 'w').write(str(os.getpid()))\n"
+            "    time.sleep(60)\n"
+            "if __name__ == '__main__':\n"
+            "    p = mp.get_context('spawn').Process(target=child, args=(os.getpid(), %r))\n"
+            "    p.start(); time.sleep(60)\n") % str(tmp_path / "pid")
+    script = tmp_path / "parent.py"  # spawn re-imports the main module: it must be a file
+    script.write_text(code)
+    parent = subprocess.Popen([sys.executable, str(script)])
+    for _ in range(600):
+        if (tmp_path / "pid").is_file() and (tmp_path / "pid").read_text():
+            break
+        time.sleep(0.1)
+    child = int((tmp_path / "pid").read_text())
+    parent.kill()
+    parent.wait()
+    for _ in range(100):  # the watcher polls every 2 s
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(child, 9)
+    raise AssertionError("the worker outlived its killed parent")
 
 
 @pytest.mark.parametrize("args, needle", [

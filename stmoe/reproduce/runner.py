@@ -430,9 +430,24 @@ _COST = {"stmoe": 6.0, "pretrained": 2.0, "end_to_end": 3.0}
 _BASELINE_COST = {"mim": 1.0, "predrnnpp": 1.0, "phydnet": 0.5}
 
 
-def _worker(out: str, profile: str, root: str, tasks: list[tuple[Row, int]]) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose parent died (kill -9 of `stmoe reproduce`) stops too: an orphan would keep training into the
+    folder that the re-run's workers then train into."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker(out: str, profile: str, root: str, tasks: list[tuple[Row, int]], parent: int) -> None:
     import sys
 
+    _exit_with_parent(parent)
     prof = PROFILES[profile]
 
     def log(message: str) -> None:
@@ -446,6 +461,7 @@ def _run_parallel(out: Path, prof: Profile, root: Path, groups: list[list[tuple[
                   log: Callable[[str], None]) -> None:
     """Groups of rows over ``jobs`` worker processes (one CPU thread each), heaviest group first to the lightest bin."""
     import multiprocessing
+    import os
     from concurrent.futures import ProcessPoolExecutor
 
     def cost(group):
@@ -459,7 +475,7 @@ def _run_parallel(out: Path, prof: Profile, root: Path, groups: list[list[tuple[
         loads[i] += cost(group)
     log(f"{sum(len(b) for b in bins)} rows on {len(bins)} worker processes")
     with ProcessPoolExecutor(len(bins), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, str(out), prof.name, str(root), b) for b in bins]
+        futures = [pool.submit(_worker, str(out), prof.name, str(root), b, os.getpid()) for b in bins]
         for f in futures:
             f.result()  # re-raises a worker's error here
 
