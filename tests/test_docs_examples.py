@@ -90,9 +90,10 @@ def test_every_physvid_figure_of_the_docs_is_what_make_figures_draws(tmp_path):
     partial = {"readme-strips.png"} if missing_digits else set()
     stale = sorted(name for name in drawn - partial if (tmp_path / name).read_bytes() != (images / name).read_bytes())
     assert not stale, f"docs/images differ from what docs/make_figures.py draws now: {stale}; re-run it"
-    # every picture a page shows is drawn by make_figures.py, or by the tiny training script (stmoe-tiny-*)
+    # every picture a page shows is drawn by make_figures.py, by the tiny training run (stmoe-tiny-*, copied by
+    # docs/make_stmoe_figures.py) or by `stmoe reproduce` (results-*, copied by docs/make_results.py)
     shown = set(re.findall(r"images/([\w.-]+\.png)", " ".join(p.read_text() for p in [REPO / "README.md",
                                                                                         *REPO.glob("docs/**/*.md")])))
-    orphans = sorted(n for n in shown - drawn if not n.startswith("stmoe-tiny-")
+    orphans = sorted(n for n in shown - drawn if not n.startswith(("stmoe-tiny-", "results-"))
                      and not (missing_digits and n.startswith("dynamic-mnist")))
     assert not orphans, f"pictures with no generating script: {orphans}"
