@@ -5,7 +5,8 @@ Folder layout of ``out`` (one experiment, or ``all`` of them sharing data and tr
     reproduce.json                 experiment, profile, seeds (a second experiment in the same folder is refused)
     data/                          physvid datasets: D^k per noise ratio, Dynamic MNIST train / test, real clips
     runs/local-<model>-noise<r>-s<seed>/{decoder, experts/expert-<k>}    local optimisation, shared by every row
-    runs/<row key>-s<seed>/{baseline | pretrain, real | gating, global | end_to_end}
+    runs/synthetic-<model>-noise<r>-s<seed>/pretrain                     MIM w/ D^all's pre-training, shared
+    runs/<row key>-s<seed>/{baseline | real | gating, global | end_to_end}
     rows/<row key>-s<seed>.json    evaluation of one trained row (its existence = finished), shared by experiments
     <experiment>/results.json, table.md, *.png   the table, the paper's numbers beside ours, the figures
 
@@ -220,6 +221,8 @@ class RowRunner:
         """Rows with equal affinity share trained networks (the local stage) and must run in one process."""
         if row.kind == "stmoe":
             return f"local-{row.model}-noise{row.noise:g}-s{seed}"
+        if row.kind == "pretrained":
+            return f"synthetic-{row.model}-noise{row.noise:g}-s{seed}"
         return f"{row.key}-s{seed}"
 
     # ------------------------------------------------------------------ training
@@ -256,7 +259,9 @@ class RowRunner:
                                    "stages.baseline.data.split": [0.9, 0.1, 0.0],
                                    "stages.baseline.data.train_range": None, "stages.baseline.data.val_range": None,
                                    "stages.baseline.data.test_range": None})
-            pre = stage(run / "pretrain", lambda: stages.train_baseline(pre_cfg, run / "pretrain", **kw))
+            # The pre-training does not depend on the real data or its size: one per (model, noise, seed), shared.
+            pre_dir = self.out / "runs" / self.affinity(row, seed) / "pretrain"
+            pre = stage(pre_dir, lambda: stages.train_baseline(pre_cfg, pre_dir, **kw))
             real_cfg = self.config(row.replace(kind="baseline"), seed)
             return stage(run / "real", lambda: self._finetune(real_cfg, pre, run / "real"))
         # stmoe: local optimisation (shared by every row with the same model, noise and seed), then global
