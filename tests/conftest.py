@@ -1,8 +1,12 @@
 """Test-wide fixtures: the repository root on sys.path and the location of ../shared/data."""
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -19,3 +23,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"third-party data folder {SHARED_DATA} is absent (put it beside the checkout: README, Tests)")
     return SHARED_DATA
+
+
+def _kill_9_when(proc: subprocess.Popen, path: Path, timeout: float = 120.0,
+                 before: Callable[[], Any] | None = None) -> Any:
+    """kill -9 of a running command at a chosen moment: as soon as `path` exists (or the process ended, or `timeout`
+    seconds passed). `before()` runs just before the kill (e.g. to list the workers); its result is returned."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    seen = before() if before is not None else None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return seen
+
+
+@pytest.fixture
+def kill_9_when() -> Callable[..., Any]:
+    """The function `_kill_9_when(proc, path, timeout=120, before=None)`."""
+    return _kill_9_when

@@ -223,17 +223,12 @@ def test_a_real_write_failure_in_a_subprocess(tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
-def test_kill_9_during_a_run_then_resume_is_byte_identical(tmp_path):
+def test_kill_9_during_a_run_then_resume_is_byte_identical(tmp_path, kill_9_when):
     args = ["generate", "--property", "all", "--n", 300, "--size", 32, "--frames", 6, "--noise-ratio", 0.3,
             "--shard-size", 15, "--workers", 2, "--quiet", "--out", "ds"]
     proc = physvid_subprocess(*args, cwd=tmp_path)
-    first = tmp_path / "ds" / "shard-00000.h5"
-    deadline = time.monotonic() + 120
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    workers = kill_9_when(proc, tmp_path / "ds" / "shard-00000.h5", before=lambda: subprocess.run(
+        ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split())
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "ds" / "manifest.json").exists(), "the run finished before it could be killed"
     # Orphaned workers notice the dead parent (busy ones at their next batch, removing their temp files; idle ones

@@ -127,18 +127,11 @@ def test_disk_full_then_rerun_is_byte_identical(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX only")
-def test_kill_9_then_resume_with_lzf_is_byte_identical(tmp_path):
-    import time
-
+def test_kill_9_then_resume_with_lzf_is_byte_identical(tmp_path, kill_9_when):
     args = ["generate", "-p", "all", "--size", "24", "--frames", "4", "--noise-ratio", "0.26", "--n", "400",
             "--shard-size", "20", "--workers", "1", "--compression", "lzf", "--quiet", "--out", "ds"]
     proc = _cli(*args, cwd=tmp_path)
-    second = tmp_path / "ds" / "shard-00001.h5"
-    deadline = time.monotonic() + 120
-    while not second.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_9_when(proc, tmp_path / "ds" / "shard-00001.h5")
     assert not (tmp_path / "ds" / "manifest.json").exists(), "the run finished before it could be killed"
     resumed = _cli(*args, cwd=tmp_path)
     _, err = resumed.communicate(timeout=300)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -144,7 +142,7 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_kill_9_then_resume_reproduces_the_uninterrupted_run(data, tmp_path):
+def test_kill_9_then_resume_reproduces_the_uninterrupted_run(data, tmp_path, kill_9_when):
     """A real SIGKILL of `stmoe train` mid-run, then --resume: the loss sequence equals an uninterrupted run's."""
     epochs = 12
     args = ["train", "baseline", *TINY, "--model", "convlstm", "--epochs", str(epochs), "--max-steps", "3",
@@ -155,11 +153,7 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(data, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "cli.stmoe_cmd", *args, "--out", str(killed)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = killed / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_9_when(proc, last)
     assert last.exists(), proc.stderr.read().decode()
     done = load_checkpoint(last)["epoch"]  # metrics.jsonl may lag the checkpoint by the kill; resume rewrites it
     assert 1 <= done < epochs, "the kill must land mid-run"
