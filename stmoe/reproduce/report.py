@@ -14,7 +14,6 @@ import numpy as np
 
 from .spec import Profile
 
-PAPER_SIZE = {"table1": 128, "table5": None, "table6": None, "noise": None, "datasize": None, "real": None}
 ROLE_COLORS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 60], [70, 110, 240]], np.uint8)  # bg, T, R, I
 
 
@@ -53,8 +52,7 @@ def summarise(evaluated: list[dict]) -> list[dict]:
 
 def markdown(name: str, prof: Profile, rows: list[dict], meta: dict) -> str:
     seeds = meta["seeds"]
-    hw = prof.size * prof.size
-    paper_hw = 128 * 128
+    paper_hw = 128 * 128  # the paper's Dynamic MNIST frames
     lines = [f"### `{name}` — {meta['description']}", "",
              f"Profile `{prof.name}` ({prof.size}×{prof.size}, patch {prof.patch_size}, {prof.num_layers} × "
              f"{prof.num_hidden} hidden, {prof.filter_size}×{prof.filter_size} filters); budget per row: "
@@ -81,7 +79,6 @@ def markdown(name: str, prof: Profile, rows: list[dict], meta: dict) -> str:
             cells += [_fmt(st.get("bmse"), 2, seeds) if r["real"] == "radar" else "—",
                       f"{paper['bmse']:g}" if "bmse" in paper else "—"]
         lines.append("| " + " | ".join(cells) + " |")
-    del hw
     if name == "real":
         from .spec import REAL_SKIPPED
 

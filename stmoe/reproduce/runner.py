@@ -24,8 +24,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from ..train.errors import TrainError
 from .spec import ALL, EXPERIMENTS, PROFILES, REAL_DATA, Profile, Row, experiment_rows
 
@@ -301,7 +299,7 @@ class RowRunner:
                    meta={"expert_checkpoints": [str(p) for p in experts]}, resume=True).best_checkpoint
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, row: Row, seed: int, checkpoint: Path, out: Path) -> dict:
+    def evaluate(self, row: Row, seed: int, checkpoint: Path) -> dict:
         from ..train.evaluate import evaluate
 
         _, test, _ = self._real(row)
@@ -310,7 +308,7 @@ class RowRunner:
         return {"row": row.label, "key": row.key, "seed": seed, "kind": row.kind, "model": row.model,
                 "real": row.real, "checkpoint": str(checkpoint.relative_to(self.out)), "mean": result["mean"],
                 "per_frame": result.get("per_frame"), "alignment": result.get("alignment"),
-                "clips": result.get("clips"), "paper": row.paper}
+                "clips": result.get("count"), "paper": row.paper}
 
 
 # --------------------------------------------------------------------------------------------------- entry point
@@ -385,7 +383,7 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
     rows_dir.mkdir(exist_ok=True)
     todo: dict[tuple[str, int], Row] = {}
     for name in names:
-        for row in experiment_rows(name, prof, str(root)):
+        for row in experiment_rows(name, prof):
             for seed in range(seeds):
                 if not (rows_dir / f"{row.key}-s{seed}.json").is_file():
                     todo.setdefault((row.key, seed), row)
@@ -404,7 +402,7 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
     for name in names:
         # The evaluation is shared; the label and the paper's numbers are this experiment's.
         evaluated = [{**json.loads((rows_dir / f"{row.key}-s{seed}.json").read_text()), "row": row.label,
-                      "paper": row.paper} for row in experiment_rows(name, prof, str(root)) for seed in range(seeds)]
+                      "paper": row.paper} for row in experiment_rows(name, prof) for seed in range(seeds)]
         meta = {"experiment": name, "description": EXPERIMENTS[name], "profile": asdict(prof), "seeds": seeds,
                 "machine": f"{platform.machine()} {platform.system()}, {_cores()} cores, no GPU"
                 if not _cuda() else f"{platform.machine()}, GPU {_cuda()}", "jobs": jobs,
@@ -421,7 +419,7 @@ def _run_tasks(runner: RowRunner, tasks: list[tuple[Row, int]], log: Callable[[s
             continue
         t0 = time.perf_counter()
         ckpt = runner.train(row, seed)
-        rec = runner.evaluate(row, seed, ckpt, path)
+        rec = runner.evaluate(row, seed, ckpt)
         rec["train_eval_seconds"] = round(time.perf_counter() - t0, 1)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(rec, indent=2) + "\n")
@@ -495,8 +493,3 @@ def _cuda() -> str | None:
     import torch
 
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0

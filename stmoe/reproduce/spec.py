@@ -170,7 +170,7 @@ REAL_MODELS = (("U-Net", "baseline", "unet"), ("ADDL", "baseline", "addl"), ("MI
                ("STMoE-Id", "stmoe", "stmoe-id"))
 
 
-def experiment_rows(name: str, profile: Profile, data_root: str | None = None) -> tuple[Row, ...]:
+def experiment_rows(name: str, profile: Profile) -> tuple[Row, ...]:
     """The rows of experiment ``name`` at ``profile``."""
     if name == "table1":
         return TABLE1

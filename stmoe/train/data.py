@@ -185,7 +185,8 @@ class ClipDataset(torch.utils.data.Dataset):
         src = self.sources[k]
         if isinstance(src, np.ndarray) or not getattr(src, "manifest", {}).get("config", {}).get("property_maps"):
             return None
-        pm = np.asarray(src.get(i)["property_map"])[s:s + self.data.clip_length]  # (L, H, W)
+        pm = np.asarray(src.get(i, fields=("property_map",))["property_map"])  # (T, H, W), no video read again
+        pm = pm[s:s + self.data.clip_length]
         y0, x0 = self._crop_origin(j, *pm.shape[-2:])
         h, w = self.size
         return torch.from_numpy(np.ascontiguousarray(pm[..., y0:y0 + h, x0:x0 + w]).astype(np.int64))
