@@ -71,6 +71,24 @@ def test_a_script_without_the_main_guard_is_named_not_blamed_on_memory(tmp_path)
     assert "memory" not in run.stdout + run.stderr
 
 
+def test_a_program_read_from_a_pipe_is_named_not_blamed_on_memory(tmp_path):
+    program = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        import physvid as pv
+        from physvid.errors import PhysvidError
+        cfg = pv.RenderConfig(property="rotation", height=16, width=16, frames=2)
+        try:
+            pv.generate(cfg, 4, {str(tmp_path / 'ds')!r}, shard_size=2, workers=2)
+        except PhysvidError as exc:
+            print("error:", exc)
+    """)
+    run = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert "error: the main program was read from <stdin>" in run.stdout, run.stdout + run.stderr
+    assert "memory" not in run.stdout + run.stderr and "Traceback" not in run.stderr
+
+
 def test_usage_errors_are_one_line_with_the_error_prefix(capsys):
     import pytest
 

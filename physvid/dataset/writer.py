@@ -489,6 +489,9 @@ def _check_main_guard() -> None:
     `if __name__ == "__main__":` guard, would start the run again in every worker, which multiprocessing refuses by
     killing the worker. Say so before starting any (a dead worker otherwise looks like a lack of memory)."""
     path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if path and not Path(path).is_file():  # a program read from a pipe (`python - <<EOF`): workers cannot import it
+        raise ConfigError(f"the main program was read from {path}, which spawned worker processes cannot re-import; "
+                          "save it as a script with an `if __name__ == \"__main__\":` guard, or pass workers=1")
     try:
         source = Path(path).read_text(errors="replace") if path else None
     except OSError:
