@@ -185,6 +185,14 @@ def test_compose_tracked_support_matches_worst_case_reach():
     assert tracked[-1].sum() > tracked[0].sum()  # the test sees the growing object
 
 
+@given(st.lists(st.floats(0.0, 1.0, width=32), min_size=1, max_size=4))
+def test_brightest_is_numpy_max(values):
+    colour = np.array(values, np.float32)
+    assert rk.brightest(colour) == colour.max()
+    # float32 inside compiled code, as colour.max() was: the same products downstream
+    assert all(str(sig.return_type) == "float32" for sig in rk.brightest.nopython_signatures)
+
+
 def test_background_matches_numpy():
     fast = np.zeros((2, 20, 24), np.float32)
     rk.sine_background(fast, 0.4, 0.13, 0.7, 1.1, 0.9)

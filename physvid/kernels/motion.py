@@ -8,7 +8,7 @@ from numba import njit
 BOUNDARY_CODES = {"free": 0, "bounce": 1, "wrap": 2}
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _fold(x, lo, hi):
     """Reflect x into [lo, hi]: an exact elastic bounce off both walls (the centre when the object is too big)."""
     span = hi - lo
@@ -18,7 +18,7 @@ def _fold(x, lo, hi):
     return lo + (y if y <= span else 2.0 * span - y)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def integrate_poses(coeffs, radius, height, width, boundary, out):
     """out[k, t] = (cx, cy, θ radians) with q(t) = q0 + v t + a t²/2 + j t³/6 for q in (x, y, angle in degrees).
 

@@ -39,14 +39,14 @@ def uniform_table() -> np.ndarray:
     return ((np.arange(LEVELS, dtype=np.float64) + 0.5) / LEVELS * 2.0 - 1.0).astype(np.float32)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def splitmix64(z):
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def hash_fill(key, table, out):
     """out.flat[e] = table[16-bit level e % 4 of splitmix64(key + (e // 4) · golden)] (the definition the fast paths
     of `mix_noise` follow)."""
@@ -62,7 +62,7 @@ def hash_fill(key, table, out):
 CHUNK = 1024  # hashes per field and chunk of `mix_noise` (4096 elements: the chunk's hashes stay in L1)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _hashes(key, b0, z):
     """z[j] = splitmix64(key + (b0 + j) · golden): one vectorised pass (64-bit multiplies)."""
     golden = np.uint64(0x9E3779B97F4A7C15)
@@ -70,7 +70,7 @@ def _hashes(key, b0, z):
         z[j] = splitmix64(key + np.uint64(b0 + j) * golden)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _gaussian_levels(z, table, dst):
     """dst[4j + l] = table[level l of z[j]], as scalar loads: a vectorised gather is several times slower here (and a
     computed quantile, vectorised, slower still)."""
@@ -83,7 +83,7 @@ def _gaussian_levels(z, table, dst):
         dst[4 * j + 3] = table[zz >> np.uint64(48)]
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _mix_span(g, lu, wg, wu, scale, use_g, use_u, keep, dst):
     """dst[i] = (wg·g[i] + wu·U(lu[i])) + scale·dst[i] (U the white level of a 16-bit level), the terms with
     use_*/keep false left out: one branch-free vectorised loop per case (the flags are loop-invariant)."""
@@ -100,7 +100,7 @@ def _mix_span(g, lu, wg, wu, scale, use_g, use_u, keep, dst):
         dst[i] = v
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def mix_noise(key_g, gtable, weight_g, key_u, weight_u, scales, out):
     """out (T, C, H, W) = weight_g·G + weight_u·U + scales[c]·out[:, c], in float32 and in that order.
 
@@ -115,9 +115,11 @@ def mix_noise(key_g, gtable, weight_g, key_u, weight_u, scales, out):
     kg, ku = np.uint64(key_g), np.uint64(key_u)
     wg, wu = np.float32(weight_g), np.float32(weight_u)
     use_g, use_u, keep = weight_g != 0.0, weight_u != 0.0, scales.size > 0
-    za = np.zeros(CHUNK, np.uint64)
-    zb = np.zeros(CHUNK, np.uint64)
-    g = np.zeros(4 * CHUNK, np.float32)
+    # np.empty + assignment, not np.zeros: one numba overload fewer to compile per dtype on a first run
+    za = np.empty(CHUNK, np.uint64)
+    zb = np.empty(CHUNK, np.uint64)
+    g = np.empty(4 * CHUNK, np.float32)
+    za[:], zb[:], g[:] = 0, 0, 0.0
     lu = zb.view(np.uint16)  # level l of zb[j] at 4j + l: little-endian (checked at import)
     for b0 in range(0, (n + 3) // 4, CHUNK):
         m = min(CHUNK, (n + 3) // 4 - b0)
@@ -136,7 +138,7 @@ def mix_noise(key_g, gtable, weight_g, key_u, weight_u, scales, out):
             e = stop
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def perlin_window(bank, oz, oy, ox, vy, vx, flip_y, flip_x, out, c):
     """out[t, c, y, x] = bilinear sample of bank[oz + t] at (py_t ± y, px_t ± x); returns Σ|out[:, c]|.
 
@@ -148,7 +150,8 @@ def perlin_window(bank, oz, oy, ox, vy, vx, flip_y, flip_x, out, c):
     """
     nt, nc, h, w = out.shape
     one = np.float32(1.0)
-    acc = np.zeros(w, np.float32)
+    acc = np.empty(w, np.float32)  # np.empty + assignment: no np.zeros overload to compile on a first run
+    acc[:] = 0.0
     last = np.uint64(w - 1)  # unsigned indices: no negative-index wrap-around, so the mirrored read vectorises
     for t in range(nt):
         sl = bank[oz + t]
@@ -196,7 +199,7 @@ def oriented_bank(volume: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([volume, volume.transpose(0, 2, 1)]), dtype=np.float32)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _level(v):
     """The uint8 quantiser as an integer: round-half-up of 255·clip(v, 0, 1) (truncation is floor for v >= 0).
 
@@ -206,7 +209,7 @@ def _level(v):
     return np.int32(min(1.0, max(0.0, v)) * 255.0 + 0.5)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def quantised_noise_mass(clean, noise, scale):
     """g(s) = Σ|q(c + s·n) − q(c)| in grey levels, q = the uint8 quantiser of `quantise`."""
     c = clean.reshape(-1)
@@ -218,7 +221,7 @@ def quantised_noise_mass(clean, noise, scale):
     return np.float64(g)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def noise_scale(clean, noise, ratio, rtol=0.01, max_iter=60):
     """The scale s at which the noise that survives clipping *and* 8-bit quantisation is `ratio` times the signal:
 
@@ -236,7 +239,7 @@ def noise_scale(clean, noise, ratio, rtol=0.01, max_iter=60):
     return s, achieved
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def noise_scale_quantise(clean, noise, ratio, out, rtol=0.01, max_iter=60):
     """`noise_scale` then `quantise(clean, noise, s, out)`, with the bytes written by the solver's probes: the last
     probe is usually at the returned s, which saves the separate quantisation pass. Returns (s, achieved ratio).
@@ -248,7 +251,7 @@ def noise_scale_quantise(clean, noise, ratio, out, rtol=0.01, max_iter=60):
     return s, achieved
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _probe(c, nz, qc, out, scale):
     """g(scale), writing the quantised bytes to `out` (same per-element arithmetic as `quantise`); qc = q(c)."""
     g = 0
@@ -259,7 +262,7 @@ def _probe(c, nz, qc, out, scale):
     return np.float64(g)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _lane_total(acc):
     """Σ acc over LANES partial sums as a fixed pairwise tree."""
     a = acc.copy()
@@ -271,7 +274,7 @@ def _lane_total(acc):
     return a[0]
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _solve_scale(c, nz, ratio, rtol, max_iter, out):
     """The solver of `noise_scale` on flat arrays, writing each probe's bytes to `out`; also returns the scale of its
     last probe (-1 when none)."""
@@ -284,8 +287,9 @@ def _solve_scale(c, nz, ratio, rtol, max_iter, out):
         levels += q
     # Σc and Σ|n| over the pixels whose noise points into free room, element i into lane i % LANES (float64 lanes,
     # then a fixed tree): a fixed order that vectorises; branch-free selects.
-    sig = np.zeros(LANES)
-    room = np.zeros(LANES)
+    sig = np.empty(LANES, np.float64)  # np.empty + assignment: no np.zeros overload to compile on a first run
+    room = np.empty(LANES, np.float64)
+    sig[:], room[:] = 0.0, 0.0
     one = np.float32(1.0)
     zero = np.float32(0.0)
     tail = n - n % LANES
@@ -359,7 +363,7 @@ def _solve_scale(c, nz, ratio, rtol, max_iter, out):
     return s, g / levels, last
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def quantise(clean, noise, scale, out):
     """out = round(clip(clean + scale·noise, 0, 1) · 255) as uint8 (round half up), computed in float64."""
     c = clean.reshape(-1)

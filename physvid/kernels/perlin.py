@@ -86,18 +86,18 @@ _F10 = np.float32(10.0)
 _F15 = np.float32(15.0)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _fade(t):
     # 6t^5 - 15t^4 + 10t^3, in the C code's order of float32 operations
     return t * t * t * (t * (t * _F6 - _F15) + _F10)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _lerp(t, a, b):
     return a + t * (b - a)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _cells(v, repeat, base):
     """Lattice indices (i, i+1) of float32 `v`: wrapped by `repeat` (float32), masked to 0..255, offset by `base`."""
     i = int(np.floor(np.fmod(v, repeat)))
@@ -106,19 +106,19 @@ def _cells(v, repeat, base):
     return (i & 255) + base, (ii & 255) + base
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _grad2(h, x, y):
     g = h & 15
     return x * GRAD3[g, 0] + y * GRAD3[g, 1]
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _grad3(h, x, y, z):
     g = h & 15
     return x * GRAD3[g, 0] + y * GRAD3[g, 1] + z * GRAD3[g, 2]
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def noise2(x, y, repeatx, repeaty, base):
     """Single-octave 2D improved Perlin noise at (x, y), float32, as `noise._perlin` noise2.
 
@@ -149,7 +149,7 @@ def noise2(x, y, repeatx, repeaty, base):
     )
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _noise3_at(i, ii, j, jj, k, kk, xf, yf, zf, fx, fy, fz):
     """noise3 from precomputed lattice indices, in-cell fractions and their fades (shared by noise3 and perlin_volume)."""
     a = PERM[i]
@@ -174,7 +174,7 @@ def _noise3_at(i, ii, j, jj, k, kk, xf, yf, zf, fx, fy, fz):
     return _lerp(fz, near, far)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def noise3(x, y, z, repeatx, repeaty, repeatz, base):
     """Single-octave 3D improved Perlin noise at (x, y, z), float32, as `noise._perlin` noise3.
 
@@ -192,7 +192,7 @@ def noise3(x, y, z, repeatx, repeaty, repeatz, base):
     return _noise3_at(i, ii, j, jj, k, kk, xf, yf, zf, _fade(xf), _fade(yf), _fade(zf))
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def pnoise2(x, y, octaves, persistence, lacunarity, repeatx, repeaty, base):
     """Fractal (fBm) 2D Perlin noise, same semantics and float32 rounding as `noise.pnoise2`.
 
@@ -217,7 +217,7 @@ def pnoise2(x, y, octaves, persistence, lacunarity, repeatx, repeaty, base):
     return total / amp_sum
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def pnoise3(x, y, z, octaves, persistence, lacunarity, repeatx, repeaty, repeatz, base):
     """Fractal (fBm) 3D Perlin noise, same semantics and float32 rounding as `noise.pnoise3`.
 
@@ -246,7 +246,7 @@ def pnoise3(x, y, z, octaves, persistence, lacunarity, repeatx, repeaty, repeatz
     return total / amp_sum
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _axis_table(num, step, octaves, lacunarity, repeat, base):
     """Per-octave lattice data of the coordinates t·step, t = 0..num-1, along one axis, as pnoise3 computes them.
 
@@ -273,7 +273,7 @@ def _axis_table(num, step, octaves, lacunarity, repeat, base):
     return lo, hi, frac, fade
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, no_cfunc_wrapper=True, parallel=True)
 def perlin_volume(depth, height, width, frequency, time_frequency, octaves, persistence, lacunarity, base,
                   period_x, period_y, period_z):
     """Noise bank of shape (depth, height, width), float32: out[z, y, x] = pnoise3(x·frequency, y·frequency,
@@ -306,7 +306,7 @@ def perlin_volume(depth, height, width, frequency, time_frequency, octaves, pers
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, no_cfunc_wrapper=True, parallel=True)
 def perlin_plane(height, width, frequency, octaves, persistence, lacunarity, base, offset_x, offset_y):
     """2D field of shape (height, width), float32: out[y, x] = pnoise2(offset_x + x·frequency,
     offset_y + y·frequency, octaves, persistence, lacunarity, 1024, 1024, base) (`noise`'s default tile)."""

@@ -30,11 +30,12 @@ VISIBLE = 1.0 / 255.0  # a layer "touches" a pixel when it changes it by at leas
 WHITE_SALT = 0x5DEECE66D  # the white field's key is the Gaussian key xor this
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def gain_kernel(kind, size, gain, spread, out):
     """Convolution kernel (size × size) with sum `gain` (paper §3.2): delta, box, or a Gaussian of sigma `spread`."""
     r = size // 2
-    k = np.zeros((size, size))
+    k = np.empty((size, size), np.float64)
+    k[:] = 0.0
     if kind == 2 or size == 1:
         k[r, r] = 1.0
     elif kind == 1:
@@ -53,12 +54,12 @@ def gain_kernel(kind, size, gain, spread, out):
             out[i, j] = np.float32(k[i, j] / total * gain)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _spreading(pi, k, kernel):
     return pi[k, I_ROLE] == INTENSITY and kernel != 2
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, no_cfunc_wrapper=True, inline="always")
 def render_objects(pf, pi, verts, n, ids, ps, cfg, digits, clean, owner, vmax, masks, want_masks):
     """Draw objects `ids` of the first n (and the sine background) into clean (T, C, H, W) with owner/vmax (T, H, W)
     and, when want_masks, masks[t, row] for the row-th id. Same set-up as the Python renderer had: sprite side from all
@@ -71,15 +72,19 @@ def render_objects(pf, pi, verts, n, ids, ps, cfg, digits, clean, owner, vmax, m
         margin = (ksize // 2) * nt if _spreading(pi, k, kernel) and object_scope else 0
         side = max(side, int(math.ceil(pf[k, F_SIZE])) + 3 + 2 * margin)
     m = ids.size
-    coeffs = np.empty((m, 3, 4))
-    radius = np.empty(m)
-    reaches = np.empty((m, nt))
-    masses = np.zeros((m, side, side), np.float32)
-    kernels = np.zeros((m, ksize, ksize), np.float32)
-    evolve = np.zeros(m, np.bool_)
-    tex = np.zeros((m, nt, 5))
-    colours = np.zeros((m, nc), np.float32)
-    vz = np.zeros((verts.shape[1], 2))
+    # np.empty with an explicit dtype, zeroed by assignment where it matters: each np.zeros/np.empty of another shape
+    # or dtype spelling is one more numba overload to compile on a first run (~0.05-0.1 s each).
+    coeffs = np.empty((m, 3, 4), np.float64)
+    radius = np.empty(m, np.float64)
+    reaches = np.empty((m, nt), np.float64)
+    masses = np.empty((m, side, side), np.float32)  # every row is drawn below
+    kernels = np.empty((m, ksize, ksize), np.float32)
+    kernels[:] = 0.0
+    evolve = np.empty(m, np.bool_)
+    evolve[:] = False
+    tex = np.empty((m, nt, 5), np.float64)
+    colours = np.empty((m, nc), np.float32)
+    vz = np.empty((verts.shape[1], 2), np.float64)
     for row in range(m):
         k = ids[row]
         for d, base in enumerate((F_X0, F_Y0, F_ANGLE0)):
@@ -116,9 +121,10 @@ def render_objects(pf, pi, verts, n, ids, ps, cfg, digits, clean, owner, vmax, m
             colours[row, 0] = pf[k, F_BRIGHTNESS]
         else:
             colours[row, 0], colours[row, 1], colours[row, 2] = pf[k, F_R], pf[k, F_G], pf[k, F_B]
-    poses = np.empty((m, nt, 3))
+    poses = np.empty((m, nt, 3), np.float64)
     integrate_poses(coeffs, radius, h, w, int(cfg[C_BOUNDARY]), poses)
-    background = np.zeros((nt, 5))
+    background = np.empty((nt, 5), np.float64)
+    background[:] = 0.0
     if ps[S_BG_LEVEL] > 0:
         for t in range(nt):
             background[t, 0], background[t, 1] = ps[S_BG_LEVEL], ps[S_BG_FREQ]
@@ -128,7 +134,7 @@ def render_objects(pf, pi, verts, n, ids, ps, cfg, digits, clean, owner, vmax, m
                      int(cfg[C_BOUNDARY]) == 2, clean, owner, vmax, masks, want_masks)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, no_cfunc_wrapper=True, inline="always")
 def noise_mix(key, draws, bank, gaussian, white, perlin, drift, gtable, utable, out):
     """Mixed noise (T, C, H, W): Σ weight · field with every field at unit mean magnitude (docs/noise.md).
 
@@ -139,7 +145,8 @@ def noise_mix(key, draws, bank, gaussian, white, perlin, drift, gtable, utable, 
     windows are written into `out` first, then one pass adds the hashed fields.
     """
     nt, nc, h, w = out.shape
-    scales = np.zeros(nc if perlin > 0 else 0)
+    scales = np.empty(nc if perlin > 0 else 0, np.float64)  # np.empty + assignment: no np.zeros overload to compile
+    scales[:] = 0.0
     if perlin > 0:
         depth, bh, bw = bank.shape[0] // 2, bank.shape[1], bank.shape[2]
         travel = drift * (nt - 1)
@@ -165,7 +172,7 @@ def noise_mix(key, draws, bank, gaussian, white, perlin, drift, gtable, utable, 
               white * 2.0, scales, out)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def owner_roles(pi, ids, owner, vmax, out):
     """Per-pixel property map (T, H, W): the role of the brightest object where it shows by a grey level, else 0."""
     nt, h, w = owner.shape
@@ -176,12 +183,15 @@ def owner_roles(pi, ids, owner, vmax, out):
                 out[t, y, x] = pi[ids[o - 1], I_ROLE] if o > 0 and vmax[t, y, x] >= VISIBLE else 0
 
 
-@njit(cache=True, inline="always")  # typed inside each batch kernel: no nesting level of its own to compile
+# inline: typed inside each batch kernel, no nesting level of its own to compile
+@njit(cache=True, no_cfunc_wrapper=True, inline="always")
 def _draw_row(b, roles, shapes, counts, blocks, seq_u, cfg, digits, pf, pi, verts, ps, masks, pmap, want_masks,
               want_map, clean, owner, vmax):
     """Sample sequence b of a batch (twins of sample_scene) and draw it into clean/owner/vmax (and masks/pmap)."""
     n = counts[b]
-    ids = np.arange(n)
+    ids = np.empty(n, np.int64)  # np.arange would compile an overload of its own
+    for k in range(n):
+        ids[k] = k
     sample_objects(blocks[b], roles[b], shapes[b], n, cfg, pf[b], pi[b], verts[b])
     sample_sequence(seq_u[b], roles[b], n, cfg, ps[b])
     clean[:] = 0.0
@@ -193,7 +203,7 @@ def _draw_row(b, roles, shapes, counts, blocks, seq_u, cfg, digits, pf, pi, vert
         owner_roles(pi[b], ids, owner, vmax, pmap[b])
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def render_batch(roles, shapes, counts, blocks, seq_u, cfg, digits, video, pf, pi, verts, ps, masks, pmap, want_masks,
                  want_map):
     """Every sequence of a noise-free batch: sample (twins of sample_scene), draw, quantise.
@@ -214,7 +224,7 @@ def render_batch(roles, shapes, counts, blocks, seq_u, cfg, digits, video, pf, p
         ps[b, S_NOISE_SCALE], ps[b, S_NOISE_RATIO] = 0.0, 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def render_batch_noisy(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg, ratio, gaussian, white, perlin, drift,
                        digits, bank, gtable, utable, video, pf, pi, verts, ps, masks, pmap, want_masks, want_map):
     """`render_batch` with noise (ratio > 0): draw, add noise at the calibrated scale, quantise. Per row b, also the

@@ -18,7 +18,7 @@ from numba import njit
 SHAPE_IDS = {"circle": 0, "line": 1, "rectangle": 2, "ellipse": 3, "polygon": 4, "irregular": 5, "digit": 6}
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _segment_distance(px, py, ax, ay, bx, by):
     dx, dy = bx - ax, by - ay
     ll = dx * dx + dy * dy
@@ -30,7 +30,7 @@ def _segment_distance(px, py, ax, ay, bx, by):
     return math.sqrt(ex * ex + ey * ey)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def signed_distance(shape, u, v, radius, aspect, thickness, verts, n_verts):
     """Signed distance (negative inside) from local point (u, v) to the shape's outline, in pixels."""
     if shape == 0:  # circle
@@ -66,7 +66,7 @@ def signed_distance(shape, u, v, radius, aspect, thickness, verts, n_verts):
     return -d if inside else d
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def shape_sprite(shape, radius, aspect, thickness, verts, n_verts, out):
     """Anti-aliased coverage of a geometric shape: clamp(0.5 − signed distance, 0, 1) per pixel (a 1-pixel box filter).
 
@@ -83,7 +83,7 @@ def shape_sprite(shape, radius, aspect, thickness, verts, n_verts, out):
             out[i, j] = min(1.0, max(0.0, 0.5 - d))
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def bilinear(img, x, y):
     """Bilinear sample at continuous (x, y) with zeros outside the image."""
     h, w = img.shape
@@ -105,7 +105,7 @@ def bilinear(img, x, y):
     return v
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def resample_sprite(src, size, out):
     """Scale a digit image (h×w) so that its longer side spans `size` pixels, centred in the sprite (bilinear)."""
     h, w = src.shape
@@ -117,7 +117,7 @@ def resample_sprite(src, size, out):
             out[i, j] = bilinear(src, (j - c) * scale + 0.5 * (w - 1), (i - c) * scale + 0.5 * (h - 1))
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def convolve_same(src, kernel, out):
     """2-D correlation with zero padding, output the size of `src` (scipy.ndimage.correlate(mode='constant'))."""
     h, w = src.shape
@@ -140,7 +140,7 @@ def convolve_same(src, kernel, out):
             out[i, j] = acc
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _correlate_at(src, kernel, i, j):
     """Correlation at an interior pixel (every tap inside): no bounds checks."""
     kh, kw = kernel.shape
@@ -152,7 +152,7 @@ def _correlate_at(src, kernel, i, j):
     return acc
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def convolve_window(src, kernel, out, lo, hi):
     """`convolve_same` restricted to rows and columns [lo, hi), which must keep every tap inside the image.
 
@@ -177,7 +177,7 @@ def convolve_window(src, kernel, out, lo, hi):
                     o[j] += kv * row[j]
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def texture_sprite(tex, out, lo=0, hi=-1):
     """The object's fill in its own coordinates, sampled at the sprite's pixel centres (rows/columns [lo, hi) only).
 
@@ -196,7 +196,7 @@ def texture_sprite(tex, out, lo=0, hi=-1):
     # sin(a_j + b_i) = sin a_j cos b_i + cos a_j sin b_i: 2(hi − lo) sines instead of one per pixel (equal to the direct
     # form within ~1e-14, far below float32's resolution), and a vectorised inner loop.
     n = hi - lo
-    sa, ca = np.empty(n), np.empty(n)
+    sa, ca = np.empty(n, np.float64), np.empty(n, np.float64)
     for j in range(n):
         a = k * ((lo + j - c) * cph)
         sa[j], ca[j] = math.sin(a), math.cos(a)
@@ -209,7 +209,16 @@ def texture_sprite(tex, out, lo=0, hi=-1):
             row[j] = 1.0 - half * (1.0 - (sa[j] * cb + ca[j] * sb))
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
+def brightest(colour):
+    """colour.max() of a 1-D array, without compiling numba's np.max overload (≈ 0.3 s of a first run)."""
+    m = colour[0]
+    for ch in range(1, colour.size):
+        m = max(m, colour[ch])
+    return m
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
 def draw_sprite(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, colour, wrap, additive):
     """Composite one object's sprite into `frame` (C, H, W) at pose (cx, cy, θ radians), bilinear, zeros outside
     (see `draw_sprite_box`, here with the whole sprite as the box)."""
@@ -217,7 +226,7 @@ def draw_sprite(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, c
                     sprite.shape[0])
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _span(q0, dq, a, b, x_ref, x_lo, x_hi):
     """Pixels x in [x_lo, x_hi] whose coordinate q0 + dq·(x − x_ref) may lie in the open interval (a, b), widened by
     one pixel on each side against rounding (an empty span has x_b < x_a)."""
@@ -237,7 +246,7 @@ def _span(q0, dq, a, b, x_ref, x_lo, x_hi):
     return max(lo, x_lo), min(hi, x_hi)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def draw_sprite_box(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reach, colour, wrap, additive, b_lo,
                     b_hi):
     """`draw_sprite` for a sprite whose non-zero pixels all lie in rows and columns [b_lo, b_hi): each row only visits
@@ -255,7 +264,7 @@ def draw_sprite_box(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reac
     s = sprite.shape[0]
     c = 0.5 * (s - 1)
     ct, st = math.cos(theta), math.sin(theta)
-    cmax = colour.max()
+    cmax = brightest(colour)
     last = s - 1.0
     inner = b_lo >= 1 and b_hi <= s - 1  # then a sample off [0, last)² only meets zeros (the fast path covers the rest)
     for sy in range(-1, 2):
@@ -316,7 +325,7 @@ def draw_sprite_box(frame, owner, value_max, obj_id, sprite, cx, cy, theta, reac
                     sv += st
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def object_layer(h, w, sprite, cx, cy, theta, reach, wrap, out):
     """One sprite alone at a pose (brightness 1): the same sampling as draw_sprite, for masks and tests."""
     frame = np.zeros((1, h, w), np.float32)
@@ -329,7 +338,7 @@ def object_layer(h, w, sprite, cx, cy, theta, reach, wrap, out):
 SUPPORT_FLOOR = 1e-7  # evolving mass below this (a 4e-5 fraction of one grey level) is dropped from the sprite
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def mass_support(img, lo, hi, floor, c):
     """Support of the mass above `floor` inside the window [lo, hi)²: (box_lo, box_hi, reach).
 
@@ -360,7 +369,7 @@ def mass_support(img, lo, hi, floor, c):
     return b_lo, b_hi, math.sqrt(far) + 1.5
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def refill_every_frame(tex):
     """Whether the fill phase changes at every frame of tex (T, 5), so that a fill is never reused later."""
     for t in range(1, tex.shape[0]):
@@ -369,7 +378,7 @@ def refill_every_frame(tex):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, background, additive, wrap,
                      clean, owner, value_max, masks, want_masks):
     """Draw all frames of a sequence in one call.
@@ -383,22 +392,26 @@ def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, back
     nt = clean.shape[0]
     h, w = clean.shape[2], clean.shape[3]
     cur = masses.copy()
+    # np.empty and assignments rather than np.zeros/np.ones/np.full: fewer numba overloads to compile on a first run
     tmp = np.empty((s, s), np.float32)
-    fill = np.zeros((n, s, s), np.float32)
+    fill = np.empty((n, s, s), np.float32)
     sprites = np.empty((n, s, s), np.float32)
-    scratch = np.zeros((1, h, w), np.float32)
-    so = np.zeros((h, w), np.int16)
-    sv = np.zeros((h, w), np.float32)
-    one = np.ones(1, np.float32)
+    scratch = np.empty((1, h, w), np.float32)
+    so = np.empty((h, w), np.int16)
+    sv = np.empty((h, w), np.float32)
+    one = np.empty(1, np.float32)
     tmp[:, :] = 0.0
+    fill[:] = 0.0
+    so[:] = 0
+    sv[:] = 0.0
     c = 0.5 * (s - 1)
     r = kernels.shape[1] // 2
     # The square [box_lo, box_hi) of sprite rows/columns holding mass and the Euclidean radius of that mass around the
     # centre; for evolving objects tracked per frame instead of the worst case `reaches` (which grows by r every frame
     # while a narrow Gaussian leaves almost nothing out there).
-    box_lo = np.zeros(n, np.int64)
-    box_hi = np.full(n, s, np.int64)
-    radius = np.empty(n)
+    box_lo = np.empty(n, np.int64)  # all three set by the loop below
+    box_hi = np.empty(n, np.int64)
+    radius = np.empty(n, np.float64)
     for k in range(n):  # every sprite M_t ⊙ fill is zero outside its object's box (the draw skips those pixels)
         # np.int64/np.float32: the same argument types as the call below, so one compiled variant serves both (a
         # literal 0 or a float64 floor would compile a second one; the comparisons are the same).
@@ -447,7 +460,7 @@ def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, back
                             wrap, additive, box_lo[k], box_hi[k])
             if want_masks:
                 scratch[:, :, :] = 0.0
-                one[0] = colours[k].max()
+                one[0] = brightest(colours[k])
                 draw_sprite_box(scratch, so, sv, np.int64(1), sprites[k], cx, cy, th, reach, one, wrap,
                                 np.bool_(False), box_lo[k], box_hi[k])  # not literals: one compiled variant
                 for y in range(h):
@@ -461,7 +474,7 @@ def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, back
                     row[x] = min(max(row[x], np.float32(0.0)), np.float32(1.0))
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def sine_background(frame, level, frequency, orientation, phase, contrast):
     """Fill `frame` (C, H, W) with level·(1 + contrast·sin(2π f (x cos φ + y sin φ) + phase)), clipped to [0, 1]."""
     nc, h, w = frame.shape

@@ -33,9 +33,10 @@ N_FLOAT, N_INT = 26, 5
  S_FRAME_SPREAD, S_NOISE_SCALE, S_NOISE_RATIO) = range(12)
 N_SEQ = 12
 
-# Config slots (render.pack_config).
+# Config slots (render.pack_config). The (low, high) slots are np.int64, not int: numba would compile `_u` and
+# `_signed` once per literal slot they are called with (13 variants, ~0.5 s of a first run).
 (C_SIZE, C_ASPECT, C_THICKNESS, C_SIDES, C_BRIGHTNESS, C_ANGLE, C_SPEED, C_ACCEL, C_JERK, C_ANG_SPEED, C_ANG_ACCEL,
- C_ANG_JERK, C_GAIN, C_SPREAD, C_TEX_FREQ, C_TEX_CONTRAST, C_TEX_DRIFT, C_BG_LEVEL) = range(0, 36, 2)  # (low, high)
+ C_ANG_JERK, C_GAIN, C_SPREAD, C_TEX_FREQ, C_TEX_CONTRAST, C_TEX_DRIFT, C_BG_LEVEL) = np.arange(0, 36, 2)  # (low, high)
 (C_MIN_CHANGE, C_GROW_P, C_TEX_P, C_BG_P, C_CHANNELS, C_HEIGHT, C_WIDTH, C_FRAMES, C_OBJECT_SCOPE, C_FRAME_SCOPE,
  C_KERNEL, C_KERNEL_SIZE, C_BOUNDARY, C_ADDITIVE, C_N_DIGITS) = range(36, 51)
 N_CONFIG = 51
@@ -43,26 +44,26 @@ TRANSLATION, ROTATION, INTENSITY = 1, 2, 3
 DIGIT = 6
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _u(cfg, slot, x):
     """Uniform on the config range at `slot` from the uniform x (Uniforms.u)."""
     lo = cfg[slot]
     return lo + (cfg[slot + 1] - lo) * x
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _integer(lo, hi, x):
     """Uniform on {lo, ..., hi} (Uniforms.integer)."""
     return lo + min(int(x * (hi - lo + 1)), hi - lo)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _signed(cfg, slot, x, sign):
     mag = _u(cfg, slot, x)
     return mag if sign < 0.5 else -mag
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _gain(cfg, side, x):
     """Uniforms.gain: a gain outside the no-change band, growing with probability grow_probability."""
     lo, hi = cfg[C_GAIN], cfg[C_GAIN + 1]
@@ -75,7 +76,7 @@ def _gain(cfg, side, x):
     return grow_lo + (hi - grow_lo) * x if grow else lo + (decay_hi - lo) * x
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def hsv_to_rgb(h, s, v):
     """colorsys.hsv_to_rgb."""
     if s == 0.0:
@@ -99,7 +100,7 @@ def hsv_to_rgb(h, s, v):
     return v, p, q
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def polygon(draws, n, radius, irregular, out):
     """Vertices (n, 2) into out[:n] (render._polygon)."""
     two_pi = 2.0 * math.pi
@@ -116,7 +117,7 @@ def polygon(draws, n, radius, irregular, out):
         out[i, 1] = r * math.sin(angle)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def sample_objects(blocks, roles, shapes, n, cfg, pf, pi, verts):
     """Per-object parameters of the first n objects into pf (rows, N_FLOAT), pi (rows, N_INT), verts (rows, 12, 2).
 
@@ -171,7 +172,7 @@ def sample_objects(blocks, roles, shapes, n, cfg, pf, pi, verts):
         pf[k, F_TEX_DRIFT] = _signed(cfg, C_TEX_DRIFT, d[31], d[32]) if textured else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def sample_sequence(u, roles, n, cfg, ps):
     """Per-sequence parameters into ps (N_SEQ,) from the sequence's uniforms u (SEQUENCE_DRAWS; sample_scene's tail).
     The noise columns are left for the noise stage."""
