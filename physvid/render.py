@@ -575,7 +575,7 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
 
 
 # A cold compile on a quiet 2-core VM (docs/benchmarks.md): noise-free configs skip the noise kernels.
-COMPILE_SECONDS = {False: 11, True: 16}
+COMPILE_SECONDS = {False: 9, True: 12}
 
 
 def compile_kernels(config: RenderConfig, notice: Callable[[str], None] | None = None) -> float:
