@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-__all__ = ["LossConfigError", "LossConfig", "robust_loss", "entropy_map", "temporal_difference", "compute_loss"]
+__all__ = ["LossConfigError", "LossConfig", "robust_loss", "entropy_map", "temporal_difference", "competition_map", "compute_loss"]
 
 
 class LossConfigError(ValueError):
@@ -66,6 +66,25 @@ def temporal_difference(weights: Tensor) -> Tensor:
     return weights[:, 1:] - weights[:, :-1]
 
 
+def competition_map(weights: Tensor, expert_pred: Tensor, target: Tensor, tau: float, eps: float = 1e-8) -> Tensor:
+    """Mixture-of-experts negative log-likelihood per feature cell (Jacobs, Jordan, Nowlan & Hinton 1991, Eq. 1.3).
+
+    weights W (B, n, m, P, Q); expert_pred H(Z~^k) (B, n, m, C, H, W), each expert decoded alone; target (B, n, C, H, W).
+    e^k = mean squared error of expert k over the C x (H/P) x (W/Q) pixels of a cell; returns
+    -log sum_k W^k exp(-e^k / tau), shape (B, n, P, Q), >= 0 when the weights sum to at most 1. Its gradient moves W
+    towards the posterior responsibility h^k ~ W^k exp(-e^k / tau) of each expert for the cell, unlike the
+    reconstruction of the mixed Z, whose gradient vanishes where the experts nearly tie.
+    """
+    B, n, m, P, Q = weights.shape
+    C, H, W = target.shape[2:]
+    if expert_pred.shape != (B, n, m, C, H, W) or H % P or W % Q:
+        raise LossConfigError(f"expert_pred must be (B, n, m, C, H, W) = {(B, n, m, C, H, W)} on a grid that the "
+                              f"weights' {P}x{Q} cells divide, got {tuple(expert_pred.shape)}")
+    sq = (expert_pred - target.unsqueeze(2)) ** 2
+    e = sq.reshape(B, n, m, C, P, H // P, Q, W // Q).mean(dim=(3, 5, 7))  # (B, n, m, P, Q)
+    return -torch.logsumexp(torch.log(weights.clamp_min(eps)) - e / tau, dim=2)
+
+
 def _check_alpha_c(alpha: float, c: float, alpha_name: str, c_name: str) -> None:
     if not isinstance(alpha, (int, float)) or math.isnan(alpha) or alpha == math.inf:
         raise LossConfigError(f"{alpha_name} must be a finite number or -inf (Welsch), got {alpha!r}")
@@ -92,6 +111,11 @@ class LossConfig:
     magnitude_alpha: float = 0.0
     magnitude_c: float = 1.0
     magnitude_weight: float = 0.0  # mag(W) is undefined in the paper; off unless asked for
+    # Beyond the paper: the mixture-of-experts likelihood of Jacobs et al. (1991) per feature cell (see competition_map).
+    # It tells the gate which expert predicts each cell best, a signal the reconstruction through the mixed Z gives only
+    # weakly when the experts nearly tie (docs/training.md). tau is on the scale of a per-pixel squared error in [0, 1].
+    competition_weight: float = 0.0
+    competition_tau: float = 1e-3
     entropy_eps: float = 1e-8
     # Weights of named auxiliary losses returned by the models (e.g. PhyDNet "moment", ADDL "divergence", inside an STMoE
     # "experts.<k>.divergence"). Precedence: a key listed here, then the model's own default for that term
@@ -104,8 +128,10 @@ class LossConfig:
     def __post_init__(self) -> None:
         for term in ("recon", "entropy", "smooth", "magnitude"):
             _check_alpha_c(getattr(self, f"{term}_alpha"), getattr(self, f"{term}_c"), f"{term}_alpha", f"{term}_c")
-        for name in ("entropy_weight", "smooth_weight", "magnitude_weight", "default_aux_weight"):
+        for name in ("entropy_weight", "smooth_weight", "magnitude_weight", "competition_weight", "default_aux_weight"):
             _check_weight(getattr(self, name), name)
+        if not (isinstance(self.competition_tau, (int, float)) and 0 < self.competition_tau < math.inf):
+            raise LossConfigError(f"competition_tau must be a positive finite number, got {self.competition_tau!r}")
         if not (isinstance(self.entropy_eps, (int, float)) and 0 < self.entropy_eps < 1):
             raise LossConfigError(f"entropy_eps must be in (0, 1), got {self.entropy_eps!r}")
         pairs = self.aux_weights.items() if isinstance(self.aux_weights, Mapping) else self.aux_weights
@@ -149,6 +175,7 @@ def compute_loss(
     aux: Mapping[str, Tensor] | None = None,
     config: LossConfig | None = None,
     aux_defaults: Mapping[str, float] | None = None,
+    expert_pred: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Global objective (paper Eq. 7-8) -> (total, terms).
 
@@ -157,6 +184,8 @@ def compute_loss(
     terms holds the unweighted mean terms ("reconstruction", "entropy", "smoothness", "magnitude", "aux/<name>") as tensors still
     attached to the graph, and "total". Terms whose weight is 0 are not computed (and not reported).
     aux_defaults: the model's own default weight per aux name (``Predictor.aux_weights()``), used where the config sets none.
+    expert_pred: (B, n_W, m, C, H, W) each expert's own frames for the last n_W predictions (``Output.expert_frames``),
+    needed by the "competition" term when ``config.competition_weight`` > 0.
     """
     cfg = config if config is not None else LossConfig()
     if not isinstance(cfg, LossConfig):
@@ -192,6 +221,14 @@ def compute_loss(
             mag = robust_loss(weights.abs(), cfg.magnitude_alpha, cfg.magnitude_c).mean()
             terms["magnitude"] = mag
             total = total + cfg.magnitude_weight * mag
+        if cfg.competition_weight > 0:
+            if expert_pred is None:
+                raise LossConfigError("competition_weight > 0 needs each expert's frames (expert_pred); "
+                                      "call the model with return_expert_frames=True")
+            n_w = weights.shape[1]
+            com = competition_map(weights, expert_pred, target[:, -n_w:], cfg.competition_tau).mean()
+            terms["competition"] = com
+            total = total + cfg.competition_weight * com
 
     for name, value in sorted((aux or {}).items()):
         if not isinstance(value, Tensor):

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from stmoe.losses import LossConfig, LossConfigError, compute_loss, entropy_map, robust_loss, temporal_difference
+from stmoe.losses import (LossConfig, LossConfigError, competition_map, compute_loss, entropy_map, robust_loss,
+                          temporal_difference)
 
 X = torch.linspace(-5.0, 5.0, 201, dtype=torch.float64)
 
@@ -192,3 +193,48 @@ def test_bad_shapes_name_the_problem():
         compute_loss(torch.zeros(1, 2, 1, 4, 4), torch.zeros(1, 3, 1, 4, 4))
     with pytest.raises(LossConfigError, match=r"\(B, n, m, P, Q\)"):
         compute_loss(torch.zeros(1, 2, 1, 4, 4), torch.zeros(1, 2, 1, 4, 4), torch.zeros(1, 3, 2, 2, 2))
+
+
+def test_competition_by_hand():
+    """-log sum_k W^k exp(-e^k / tau) with e^k the mean squared error of expert k over each 2x2 cell."""
+    target = torch.zeros(1, 1, 1, 2, 4, dtype=torch.float64)  # one frame, two cells of 2x2 pixels side by side
+    expert = torch.zeros(1, 1, 2, 1, 2, 4, dtype=torch.float64)
+    expert[0, 0, 0, 0, :, 2:] = 0.1  # expert 0 is exact on the left cell, 0.1 off on the right one
+    expert[0, 0, 1, 0, 0, 0] = 0.2  # expert 1 misses one left pixel by 0.2 and is exact on the right
+    w = torch.tensor([0.25, 0.75], dtype=torch.float64).view(1, 1, 2, 1, 1).expand(1, 1, 2, 1, 2)
+    got = competition_map(w, expert, target, tau=0.01)
+    left = -math.log(0.25 * 1.0 + 0.75 * math.exp(-(0.04 / 4) / 0.01))
+    right = -math.log(0.25 * math.exp(-0.01 / 0.01) + 0.75 * 1.0)
+    torch.testing.assert_close(got, torch.tensor([[[[left, right]]]], dtype=torch.float64))
+    cfg = quadratic_config(competition_weight=2.0, competition_tau=0.01, entropy_weight=0.0, smooth_weight=0.0)
+    total, terms = compute_loss(expert[:, :, 0], target, w, config=cfg, expert_pred=expert)
+    assert terms["competition"].item() == pytest.approx((left + right) / 2)
+    assert total.item() == pytest.approx(terms["reconstruction"].item() + 2.0 * (left + right) / 2)
+
+
+def test_competition_pulls_each_cell_to_its_best_expert():
+    """Its gradient on softmax logits is W - h (Jacobs et al. 1991): the logit of the better expert of a cell rises."""
+    target = torch.zeros(1, 2, 1, 4, 4)
+    expert = torch.zeros(1, 2, 3, 1, 4, 4)
+    expert[:, :, 0, :, :, :2] = 0.3  # expert 0 bad on the left half, expert 1 bad on the right, expert 2 bad everywhere
+    expert[:, :, 1, :, :, 2:] = 0.3
+    expert[:, :, 2] = 0.2
+    logits = torch.zeros(1, 2, 3, 2, 2, requires_grad=True)
+    competition_map(torch.softmax(logits, dim=2), expert, target, tau=1e-2).sum().backward()
+    g = logits.grad
+    assert (g[:, :, 1, :, 0] < 0).all() and (g[:, :, 0, :, 1] < 0).all()  # left cells -> expert 1, right -> expert 0
+    assert (g[:, :, 2] > 0).all()
+    torch.testing.assert_close(g.sum(dim=2), torch.zeros(1, 2, 2, 2))
+
+
+def test_competition_needs_each_experts_frames_and_a_positive_tau():
+    w = torch.full((1, 2, 2, 2, 2), 0.5)
+    with pytest.raises(LossConfigError, match="return_expert_frames"):
+        compute_loss(torch.zeros(1, 2, 1, 4, 4), torch.zeros(1, 2, 1, 4, 4), w, config=LossConfig(competition_weight=1.0))
+    with pytest.raises(LossConfigError, match=r"expert_pred must be \(B, n, m, C, H, W\)"):
+        competition_map(w, torch.zeros(1, 2, 3, 1, 4, 4), torch.zeros(1, 2, 1, 4, 4), tau=1e-3)
+    with pytest.raises(LossConfigError, match="competition_tau"):
+        LossConfig(competition_tau=0.0)
+    with pytest.raises(LossConfigError, match="competition_weight"):
+        LossConfig(competition_weight=-1.0)
+    assert "competition" not in compute_loss(torch.zeros(1, 2, 1, 4, 4), torch.zeros(1, 2, 1, 4, 4), w)[1]  # off by default
