@@ -40,7 +40,8 @@ def make_datasets(root: Path) -> dict[str, Path]:
 
 def tiny_overrides(data: dict[str, Path], **extra) -> dict:
     o = {"model.height": SIZE, "model.width": SIZE, "model.num_hidden": 8, "model.gate_channels": 4,
-         "data.output_frames": 3, "data.batch_size": 4, "optim.epochs": 2, "run.progress": "off", "run.threads": 1,
+         "data.output_frames": 3, "data.batch_size": 4, "optim.epochs": 2, "stages.gating.optim.epochs": 2,
+         "run.progress": "off", "run.threads": 1,
          "synthetic": [str(data[p]) for p in PROPS[:3]], "real": str(data["mixed"])}
     o.update(extra)
     return o
@@ -257,6 +258,17 @@ def test_gate_really_trains_in_stage_3(pipeline_run, data, tmp_path):
     load_experts(fresh, ck["experts"], ck["decoder"])
     trained = _state(ck["gating"], "gate.")
     assert not _same({k: v for k, v in fresh.gate.state_dict().items()}, trained)
+
+
+def test_tiny_gating_stage_learns_from_the_experts_competition(pipeline_run):
+    """The tiny preset adds the competition term to stage 3 only; its value is logged for training and validation."""
+    cfg, out, _ = pipeline_run
+    assert cfg.stage("gating").loss.competition_weight == 1.0 and cfg.stage("global").loss.competition_weight == 0.0
+    for stage, present in (("gating", True), ("global", False)):
+        last = json.loads((out / stage / "metrics.jsonl").read_text().splitlines()[-1])
+        assert ("train_competition" in last and "val_competition" in last) is present, (stage, sorted(last))
+        if present:
+            assert last["train_competition"] > 0 and math.isfinite(last["val_competition"])
 
 
 def test_pipeline_skips_finished_stages(pipeline_run):
