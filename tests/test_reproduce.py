@@ -64,6 +64,11 @@ def test_rows_share_trained_networks_across_experiments(smoke_all):
     locals_ = sorted(p.name for p in (out / "runs").iterdir() if p.name.startswith("local-"))
     assert locals_ == ["local-stmoe-conv-noise0-s0", "local-stmoe-conv-noise0.26-s0", "local-stmoe-conv-noise0.7-s0",
                        "local-stmoe-id-noise0.26-s0"]
+    # "+ competition" rows reuse the same experts; only their gating stage adds the competition term
+    for model in ("stmoe-id", "stmoe-conv"):
+        plain, comp = (json.loads((out / "runs" / f"stmoe-{model}-dynamic-mnist-noise0.26{extra}-s0" / "gating" /
+                                   "metrics.jsonl").read_text().splitlines()[-1]) for extra in ("", "-competition1"))
+        assert "train_competition" in comp and "train_competition" not in plain
 
 
 @needs_data

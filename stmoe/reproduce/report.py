@@ -7,6 +7,7 @@ per pixel, so the table shows both as measured and both divided by H x W.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ def _predictions_figure(path: Path, rows: list[dict], runner: Any, alignment: bo
     for i, (r, pr) in enumerate(zip(rows, preds), 1):
         for j in range(n):
             axes[i, j].imshow(pr[j], cmap="gray", vmin=0, vmax=1)
-        axes[i, 0].set_ylabel(r["row"][:18], fontsize=7)
+        axes[i, 0].set_ylabel(textwrap.fill(r["row"], 16), fontsize=7)  # wrapped, not cut: labels differ at the end
     for a in axes.flat:
         a.set_xticks([])
         a.set_yticks([])
@@ -162,7 +163,7 @@ def _predictions_figure(path: Path, rows: list[dict], runner: Any, alignment: bo
             wk = w[t]  # (3, P, Q)
             rgb = (np.stack([wk[0], wk[1], wk[2]], -1) @ (ROLE_COLORS[1:] / 255.0)).clip(0, 1)
             axes[0, i].imshow(np.kron(rgb, np.ones((p, p, 1))))
-            axes[0, i].set_title(r["row"][:20], fontsize=7)
+            axes[0, i].set_title(textwrap.fill(r["row"], 20), fontsize=7)
         for a in axes.flat:
             a.set_xticks([])
             a.set_yticks([])

@@ -201,6 +201,8 @@ class RowRunner:
             doc["synthetic"] = self.data.synthetic(row.noise)
         if row.kind == "pretrained":
             doc["stages"]["baseline"] = {**doc["stages"]["baseline"], "optim": syn}
+        if row.competition:
+            doc["stages"]["gating"]["loss"] = {"competition_weight": row.competition}
         return Config(doc)
 
     @staticmethod
