@@ -4,7 +4,8 @@ Eq. 7:  L = L_reconst + lambda_s * smo(W) + lambda_e * ent(W)
 Eq. 8:  L = rho(L_reconst, a1, c1) + lambda_e * rho(ent(W), a2, c2) + lambda_m * rho(mag(W), a3, c3)
 
 `compute_loss` implements the union of both equations: every term goes through the robust function rho with its own (alpha, c),
-    total = rho(Y_hat - Y) + lambda_e * rho(ent(W)) + lambda_s * rho(dW/dt) + lambda_m * rho(mag(W)) + sum_k w_k * aux_k.
+    total = rho(Y_hat - Y) + lambda_e * rho(ent(W)) + lambda_s * rho(dW/dt) + lambda_m * rho(mag(W)) + sum_k w_k * aux_k
+            [+ lambda_c * competition(W), beyond the paper: the experts' competition of Jacobs et al. 1991, off by default].
 
 Reduction (all terms): rho is applied element-wise and then averaged over all elements of its argument (Barron's usual use, and the
 same scale whatever the batch, horizon or image size). The paper writes rho(||Y_hat - Y||) with a norm inside rho; applying rho to a whole
@@ -70,19 +71,29 @@ def competition_map(weights: Tensor, expert_pred: Tensor, target: Tensor, tau: f
     """Mixture-of-experts negative log-likelihood per feature cell (Jacobs, Jordan, Nowlan & Hinton 1991, Eq. 1.3).
 
     weights W (B, n, m, P, Q); expert_pred H(Z~^k) (B, n, m, C, H, W), each expert decoded alone; target (B, n, C, H, W).
-    e^k = mean squared error of expert k over the C x (H/P) x (W/Q) pixels of a cell; returns
-    -log sum_k W^k exp(-e^k / tau), shape (B, n, P, Q), >= 0 when the weights sum to at most 1. Its gradient moves W
-    towards the posterior responsibility h^k ~ W^k exp(-e^k / tau) of each expert for the cell, unlike the
-    reconstruction of the mixed Z, whose gradient vanishes where the experts nearly tie.
+    e^k = mean squared error of expert k over the C x (H/P) x (W/Q) pixels of a cell (the cells of ``patchify``);
+    returns -log sum_k W^k exp(-e^k / tau), shape (B, n, P, Q), >= 0 up to rounding. Weights that sum to more than 1
+    in a cell (``normalization="sigmoid"``) are divided by their sum there first: otherwise raising every W^k to 1
+    would minimise the term without any competition.
+
+    The gradient on softmax logits is W - h, h^k ~ W^k exp(-e^k / tau) the posterior responsibility of expert k for the
+    cell: a difference of e^k between two experts moves W by (e^j - e^k) / tau, a sharper signal than the reconstruction
+    of the mixed Z gives when the experts nearly tie. expert_pred is not detached: in a stage where the experts or H
+    train, the term also pulls each expert towards the cells it is responsible for (Jacobs et al.'s specialisation).
+    With a convolutional H, H(Z~^k) on a cell also reads neighbouring cells, so the per-cell likelihood is approximate.
+    Raises LossConfigError on mismatched shapes.
     """
     B, n, m, P, Q = weights.shape
     C, H, W = target.shape[2:]
-    if expert_pred.shape != (B, n, m, C, H, W) or H % P or W % Q:
-        raise LossConfigError(f"expert_pred must be (B, n, m, C, H, W) = {(B, n, m, C, H, W)} on a grid that the "
-                              f"weights' {P}x{Q} cells divide, got {tuple(expert_pred.shape)}")
+    if target.shape[:2] != (B, n) or expert_pred.shape != (B, n, m, C, H, W) or H % P or W % Q:
+        raise LossConfigError(f"expert_pred (B, n, m, C, H, W) and target (B, n, C, H, W) must match the weights' "
+                              f"(B, n) = {(B, n)}, m = {m} and {P}x{Q} cells that divide H x W, got expert_pred "
+                              f"{tuple(expert_pred.shape)} and target {tuple(target.shape)}")
     sq = (expert_pred - target.unsqueeze(2)) ** 2
     e = sq.reshape(B, n, m, C, P, H // P, Q, W // Q).mean(dim=(3, 5, 7))  # (B, n, m, P, Q)
-    return -torch.logsumexp(torch.log(weights.clamp_min(eps)) - e / tau, dim=2)
+    total = weights.sum(dim=2, keepdim=True)
+    w = torch.where(total > 1.0 + 1e-3, weights / total, weights)  # no host sync; softmax/authors weights untouched
+    return -torch.logsumexp(torch.log(w.clamp_min(eps)) - e / tau, dim=2)
 
 
 def _check_alpha_c(alpha: float, c: float, alpha_name: str, c_name: str) -> None:
@@ -114,6 +125,8 @@ class LossConfig:
     # Beyond the paper: the mixture-of-experts likelihood of Jacobs et al. (1991) per feature cell (see competition_map).
     # It tells the gate which expert predicts each cell best, a signal the reconstruction through the mixed Z gives only
     # weakly when the experts nearly tie (docs/training.md). tau is on the scale of a per-pixel squared error in [0, 1].
+    # Its value is ~1-10 per cell against ~1e-3 for the reconstruction, so at weight 1 it dominates the total, and the
+    # validation loss that picks a stage's best checkpoint then ranks gates by this likelihood.
     competition_weight: float = 0.0
     competition_tau: float = 1e-3
     entropy_eps: float = 1e-8
@@ -181,7 +194,7 @@ def compute_loss(
 
     pred, target: (B, n, C, H, W) predicted and ground-truth frames. weights: attention weights W (B, n, m, P, Q) or None for models
     without a gate (then the W terms are absent). aux: named auxiliary losses of the model; non-scalar values are mean-reduced.
-    terms holds the unweighted mean terms ("reconstruction", "entropy", "smoothness", "magnitude", "aux/<name>") as tensors still
+    terms holds the unweighted mean terms ("reconstruction", "entropy", "smoothness", "magnitude", "competition", "aux/<name>") as tensors still
     attached to the graph, and "total". Terms whose weight is 0 are not computed (and not reported).
     aux_defaults: the model's own default weight per aux name (``Predictor.aux_weights()``), used where the config sets none.
     expert_pred: (B, n_W, m, C, H, W) each expert's own frames for the last n_W predictions (``Output.expert_frames``),

@@ -219,20 +219,46 @@ def test_competition_pulls_each_cell_to_its_best_expert():
     expert[:, :, 0, :, :, :2] = 0.3  # expert 0 bad on the left half, expert 1 bad on the right, expert 2 bad everywhere
     expert[:, :, 1, :, :, 2:] = 0.3
     expert[:, :, 2] = 0.2
-    logits = torch.zeros(1, 2, 3, 2, 2, requires_grad=True)
-    competition_map(torch.softmax(logits, dim=2), expert, target, tau=1e-2).sum().backward()
-    g = logits.grad
-    assert (g[:, :, 1, :, 0] < 0).all() and (g[:, :, 0, :, 1] < 0).all()  # left cells -> expert 1, right -> expert 0
-    assert (g[:, :, 2] > 0).all()
-    torch.testing.assert_close(g.sum(dim=2), torch.zeros(1, 2, 2, 2))
+    logits = torch.randn(1, 2, 3, 2, 2, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    w = torch.softmax(logits, dim=2)
+    competition_map(w, expert, target, tau=1e-2).sum().backward()
+    e = ((expert - target.unsqueeze(2)) ** 2).reshape(1, 2, 3, 1, 2, 2, 2, 2).mean(dim=(3, 5, 7))
+    h = torch.softmax(torch.log(w) - e / 1e-2, dim=2)  # posterior responsibilities
+    torch.testing.assert_close(logits.grad, (w - h).detach())
+    assert (h[:, :, 1, :, 0] > 0.9).all() and (h[:, :, 0, :, 1] > 0.9).all()  # left cells -> expert 1, right -> expert 0
+
+
+def test_competition_scores_the_predicted_frames_after_warm_up_ones():
+    """With warm-up predictions (optim.warmup_loss) pred and target are longer than W: the term uses the last n_W."""
+    w = torch.full((1, 2, 2, 1, 1), 0.5, dtype=torch.float64)  # two predicted frames, two experts, one 2x2 cell
+    target = torch.zeros(1, 5, 1, 2, 2, dtype=torch.float64)  # 3 warm-up targets, then the 2 predicted frames
+    target[:, :3] = 9.0  # a term that read the warm-up frames would be huge
+    expert = torch.zeros(1, 2, 2, 1, 2, 2, dtype=torch.float64)
+    expert[:, :, 1] = 0.1
+    _, terms = compute_loss(torch.zeros_like(target), target, w, config=LossConfig(competition_weight=1.0),
+                            expert_pred=expert)
+    assert terms["competition"].item() == pytest.approx(-math.log(0.5 + 0.5 * math.exp(-0.01 / 1e-3)))
+
+
+def test_competition_rescales_weights_that_sum_above_one():
+    """Sigmoid gates: W = (1, 1) must not beat W = (1/2, 1/2), or the term would reward raising every weight."""
+    target = torch.zeros(1, 1, 1, 2, 2)
+    expert = torch.zeros(1, 1, 2, 1, 2, 2)
+    expert[:, :, 1] = 0.1
+    ones = competition_map(torch.ones(1, 1, 2, 1, 1), expert, target, tau=1e-3)
+    halves = competition_map(torch.full((1, 1, 2, 1, 1), 0.5), expert, target, tau=1e-3)
+    torch.testing.assert_close(ones, halves)
+    assert (halves >= 0).all()
 
 
 def test_competition_needs_each_experts_frames_and_a_positive_tau():
     w = torch.full((1, 2, 2, 2, 2), 0.5)
     with pytest.raises(LossConfigError, match="return_expert_frames"):
         compute_loss(torch.zeros(1, 2, 1, 4, 4), torch.zeros(1, 2, 1, 4, 4), w, config=LossConfig(competition_weight=1.0))
-    with pytest.raises(LossConfigError, match=r"expert_pred must be \(B, n, m, C, H, W\)"):
+    with pytest.raises(LossConfigError, match=r"expert_pred \(B, n, m, C, H, W\) and target"):
         competition_map(w, torch.zeros(1, 2, 3, 1, 4, 4), torch.zeros(1, 2, 1, 4, 4), tau=1e-3)
+    with pytest.raises(LossConfigError, match=r"must match the weights' \(B, n\)"):
+        competition_map(w, torch.zeros(1, 2, 2, 1, 4, 4), torch.zeros(1, 1, 1, 4, 4), tau=1e-3)
     with pytest.raises(LossConfigError, match="competition_tau"):
         LossConfig(competition_tau=0.0)
     with pytest.raises(LossConfigError, match="competition_weight"):

@@ -260,7 +260,7 @@ def test_gate_really_trains_in_stage_3(pipeline_run, data, tmp_path):
     assert not _same({k: v for k, v in fresh.gate.state_dict().items()}, trained)
 
 
-def test_tiny_gating_stage_learns_from_the_experts_competition(pipeline_run):
+def test_tiny_gating_stage_adds_the_experts_competition(pipeline_run):
     """The tiny preset adds the competition term to stage 3 only; its value is logged for training and validation."""
     cfg, out, _ = pipeline_run
     assert cfg.stage("gating").loss.competition_weight == 1.0 and cfg.stage("global").loss.competition_weight == 0.0

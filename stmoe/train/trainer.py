@@ -344,7 +344,7 @@ class Trainer:
         first_bad = torch.zeros((), dtype=torch.int64, device=self.device)  # 1 + index of the first non-finite batch
         count, tf_sum = 0, 0.0
         warmup = self._warmup_loss()
-        experts_alone = self._experts_alone()
+        needs_expert_frames = self._needs_expert_frames()
         aux_defaults = self.raw_model.aux_weights() if hasattr(self.raw_model, "aux_weights") else {}
         start = time.perf_counter()
         steps_log = (self.run_dir / "steps.jsonl").open("a") if self.is_main else None
@@ -362,14 +362,14 @@ class Trainer:
                     mask = (torch.rand((B, n - 1), generator=gen) < p_tf).to(self.device)
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
                     out = model(inputs, n, targets=targets if mask is not None else None, teacher_mask=mask,
-                                warmup=warmup, return_expert_frames=experts_alone)
+                                warmup=warmup, return_expert_frames=needs_expert_frames)
                 pred, target = out.pred.float(), targets
                 if warmup and out.warmup_pred is not None:  # every next-frame prediction: l - 1 + n targets
                     pred = torch.cat([out.warmup_pred.float(), pred], 1)
                     target = torch.cat([inputs[:, 1:], targets], 1)
                 loss, terms = compute_loss(pred, target, out.weights.float() if out.weights is not None else None,
                                            {k: v.float() for k, v in out.aux.items()}, cfg.loss, aux_defaults,
-                                           out.expert_frames.float() if experts_alone else None)
+                                           out.expert_frames.float() if needs_expert_frames else None)
                 first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()),
                                         torch.full_like(first_bad, i + 1), first_bad)
                 optimizer.zero_grad(set_to_none=True)
@@ -432,7 +432,7 @@ class Trainer:
             return bool(getattr(self.raw_model, "warmup_loss_default", False))
         return mode == "on"
 
-    def _experts_alone(self) -> bool:
+    def _needs_expert_frames(self) -> bool:
         """Whether the loss needs each expert's frames: the competition term of a gated mixture (loss.competition_weight)."""
         return self.config.loss.competition_weight > 0 and getattr(self.raw_model, "gate", None) is not None
 
@@ -458,7 +458,7 @@ class Trainer:
         l, n = cfg.data.input_frames, cfg.data.output_frames
         model = self.raw_model
         model.eval()
-        experts_alone = self._experts_alone()
+        needs_expert_frames = self._needs_expert_frames()
         sums: dict[str, float] = {}
         count = 0
         for clip in loader:
@@ -466,11 +466,11 @@ class Trainer:
             inputs, targets = split_clip(x, l)
             B = inputs.shape[0]
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-                out = model(inputs, n, return_expert_frames=experts_alone)
+                out = model(inputs, n, return_expert_frames=needs_expert_frames)
             pred = out.pred.float()
             _, terms = compute_loss(pred, targets, out.weights.float() if out.weights is not None else None,
                                     {k: v.float() for k, v in out.aux.items()}, cfg.loss,
-                                    expert_pred=out.expert_frames.float() if experts_alone else None)
+                                    expert_pred=out.expert_frames.float() if needs_expert_frames else None)
             err = (pred.clamp(0, 1) - targets) ** 2
             terms = {k: float(v) for k, v in terms.items()}
             # The Moving-MNIST convention of the paper's tables: per-frame sum over C, H, W (docs/METRICS.md).
