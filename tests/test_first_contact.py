@@ -53,26 +53,9 @@ def test_resuming_keeps_the_shard_size_of_the_folder(tmp_path):
     assert summary.shards_kept == 1 and summary.shards_written == 1
 
 
-def test_a_script_without_the_main_guard_is_named_not_blamed_on_memory(tmp_path):
-    script = tmp_path / "gen.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(REPO)!r})
-        import physvid as pv
-        from physvid.errors import PhysvidError
-        cfg = pv.RenderConfig(property="rotation", height=16, width=16, frames=2)
-        try:
-            pv.generate(cfg, 4, {str(tmp_path / 'ds')!r}, shard_size=2, workers=2)
-        except PhysvidError as exc:
-            print("error:", exc)
-    """))
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert 'if __name__ == "__main__":' in run.stdout, run.stdout + run.stderr
-    assert "memory" not in run.stdout + run.stderr
-
-
-def test_a_program_read_from_a_pipe_is_named_not_blamed_on_memory(tmp_path):
-    program = textwrap.dedent(f"""
+def unguarded_program(tmp_path) -> str:
+    """A main program that starts worker processes without `if __name__ == "__main__":` (the cli.md mistake)."""
+    return textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(REPO)!r})
         import physvid as pv
@@ -83,7 +66,18 @@ def test_a_program_read_from_a_pipe_is_named_not_blamed_on_memory(tmp_path):
         except PhysvidError as exc:
             print("error:", exc)
     """)
-    run = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True, timeout=120,
+
+
+def test_a_script_without_the_main_guard_is_named_not_blamed_on_memory(tmp_path):
+    script = tmp_path / "gen.py"
+    script.write_text(unguarded_program(tmp_path))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert 'if __name__ == "__main__":' in run.stdout, run.stdout + run.stderr
+    assert "memory" not in run.stdout + run.stderr
+
+
+def test_a_program_read_from_a_pipe_is_named_not_blamed_on_memory(tmp_path):
+    run = subprocess.run([sys.executable, "-"], input=unguarded_program(tmp_path), capture_output=True, text=True, timeout=120,
                          cwd=tmp_path)
     assert "error: the main program was read from <stdin>" in run.stdout, run.stdout + run.stderr
     assert "memory" not in run.stdout + run.stderr and "Traceback" not in run.stderr
