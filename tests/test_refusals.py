@@ -244,9 +244,7 @@ def test_prepare_scales_16_bit_grey_frames_to_8_bits(tmp_path):
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
 def test_sigterm_stops_cleanly_without_leaked_semaphores(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    # 20000 sequences (~2 s of rendering after the first shard): with 2000 the run once finished between the first
-    # shard's appearance and the signal on a loaded machine.
-    proc = subprocess.Popen([sys.executable, "-m", "physvid", "generate", "-p", "all", "--n", "20000", "--size", "24",
+    proc = subprocess.Popen([sys.executable, "-m", "physvid", "generate", "-p", "all", "--n", "2000", "--size", "24",
                              "--frames", "4", "--shard-size", "20", "--workers", "2", "--quiet", "--out", "ds"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
