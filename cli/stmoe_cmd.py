@@ -427,8 +427,12 @@ def evaluate(checkpoint, data, out, split, metrics, batch_size, output_frames, k
         return
     for note in res.get("notes", ()):
         click.echo(f"note: {note}", err=True)
-    mean = ", ".join(f"{k} {v:.4g}" if v is not None else f"{k} -" for k, v in res["mean"].items())
-    click.echo(f"{res['count']} clips, {res['output_frames']} frames each: {mean}" + (f"  -> {out}" if out else ""))
+    def line(means: dict) -> str:
+        return ", ".join(f"{k} {v:.4g}" if v is not None else f"{k} -" for k, v in means.items())
+
+    click.echo(f"{res['count']} clips, {res['output_frames']} frames each: {line(res['mean'])}"
+               + (f"  -> {out}" if out else ""))
+    click.echo(f"copy last frame (reference): {line(res['copy_last_frame']['mean'])}")
 
 
 @cli.command(epilog=examples(

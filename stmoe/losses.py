@@ -5,7 +5,8 @@ Eq. 8:  L = rho(L_reconst, a1, c1) + lambda_e * rho(ent(W), a2, c2) + lambda_m *
 
 `compute_loss` implements the union of both equations: every term goes through the robust function rho with its own (alpha, c),
     total = rho(Y_hat - Y) + lambda_e * rho(ent(W)) + lambda_s * rho(dW/dt) + lambda_m * rho(mag(W)) + sum_k w_k * aux_k
-            [+ lambda_c * competition(W), beyond the paper: the experts' competition of Jacobs et al. 1991, off by default].
+            [+ lambda_c * competition(W), beyond the paper: the experts' competition of Jacobs et al. 1991, off by default]
+            [+ lambda_g * gate_target(W), beyond the paper: -log W of the expert of each cell's known physics, off by default].
 
 Reduction (all terms): rho is applied element-wise and then averaged over all elements of its argument (Barron's usual use, and the
 same scale whatever the batch, horizon or image size). The paper writes rho(||Y_hat - Y||) with a norm inside rho; applying rho to a whole
@@ -27,7 +28,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-__all__ = ["LossConfigError", "LossConfig", "robust_loss", "entropy_map", "temporal_difference", "competition_map", "compute_loss"]
+__all__ = ["LossConfigError", "LossConfig", "robust_loss", "entropy_map", "temporal_difference", "competition_map", "gate_target_nll",
+           "compute_loss"]
 
 
 class LossConfigError(ValueError):
@@ -96,6 +98,25 @@ def competition_map(weights: Tensor, expert_pred: Tensor, target: Tensor, tau: f
     return -torch.logsumexp(torch.log(w.clamp_min(eps)) - e / tau, dim=2)
 
 
+def gate_target_nll(weights: Tensor, target: Tensor, eps: float = 1e-6) -> Tensor:
+    """Mean negative log attention weight of the expert that owns each cell (beyond the paper).
+
+    weights: (B, n, m, P, Q) W_t^k; weights that sum above 1 (sigmoid gates) are rescaled to sum to 1, as in
+    :func:`competition_map`. target: (B, n, P, Q) int64, the index k of the expert of each cell's physics
+    (physvid's property map pooled to the P x Q grid, stmoe.alignment.pool_roles, minus 1), or -1 where no object
+    is (background cells are left out). Returns a scalar; 0 when no cell has a target.
+    """
+    if target.shape != weights.shape[:2] + weights.shape[3:]:
+        raise LossConfigError(f"gate target must be (B, n, P, Q) = {tuple(weights.shape[:2] + weights.shape[3:])}, "
+                              f"got {tuple(target.shape)}")
+    total = weights.sum(2, keepdim=True)
+    w = torch.where(total > 1.0 + 1e-3, weights / total, weights)
+    valid = target >= 0
+    picked = w.gather(2, target.clamp_min(0).unsqueeze(2)).squeeze(2)  # (B, n, P, Q)
+    nll = -torch.log(picked.clamp_min(eps))
+    return (nll * valid).sum() / valid.sum().clamp_min(1)
+
+
 def _check_alpha_c(alpha: float, c: float, alpha_name: str, c_name: str) -> None:
     if not isinstance(alpha, (int, float)) or math.isnan(alpha) or alpha == math.inf:
         raise LossConfigError(f"{alpha_name} must be a finite number or -inf (Welsch), got {alpha!r}")
@@ -129,6 +150,9 @@ class LossConfig:
     # validation loss that picks a stage's best checkpoint then ranks gates by this likelihood.
     competition_weight: float = 0.0
     competition_tau: float = 1e-3
+    # Beyond the paper: supervise W with the physics that drives each cell, known exactly for physvid clips (the
+    # property map; gate_target_map). Used to pre-train the gate on physvid `mixed` clips before the global stage.
+    gate_target_weight: float = 0.0
     entropy_eps: float = 1e-8
     # Weights of named auxiliary losses returned by the models (e.g. PhyDNet "moment", ADDL "divergence", inside an STMoE
     # "experts.<k>.divergence"). Precedence: a key listed here, then the model's own default for that term
@@ -141,7 +165,8 @@ class LossConfig:
     def __post_init__(self) -> None:
         for term in ("recon", "entropy", "smooth", "magnitude"):
             _check_alpha_c(getattr(self, f"{term}_alpha"), getattr(self, f"{term}_c"), f"{term}_alpha", f"{term}_c")
-        for name in ("entropy_weight", "smooth_weight", "magnitude_weight", "competition_weight", "default_aux_weight"):
+        for name in ("entropy_weight", "smooth_weight", "magnitude_weight", "competition_weight", "gate_target_weight",
+                     "default_aux_weight"):
             _check_weight(getattr(self, name), name)
         if not (isinstance(self.competition_tau, (int, float)) and 0 < self.competition_tau < math.inf):
             raise LossConfigError(f"competition_tau must be a positive finite number, got {self.competition_tau!r}")
@@ -189,6 +214,7 @@ def compute_loss(
     config: LossConfig | None = None,
     aux_defaults: Mapping[str, float] | None = None,
     expert_pred: Tensor | None = None,
+    gate_target: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Global objective (paper Eq. 7-8) -> (total, terms).
 
@@ -199,6 +225,8 @@ def compute_loss(
     aux_defaults: the model's own default weight per aux name (``Predictor.aux_weights()``), used where the config sets none.
     expert_pred: (B, n_W, m, C, H, W) each expert's own frames for the last n_W predictions (``Output.expert_frames``),
     needed by the "competition" term when ``config.competition_weight`` > 0.
+    gate_target: (B, n_W, P, Q) the expert index owning each cell or -1 (:func:`gate_target_nll`), needed by the
+    "gate_target" term when ``config.gate_target_weight`` > 0.
     """
     cfg = config if config is not None else LossConfig()
     if not isinstance(cfg, LossConfig):
@@ -242,6 +270,13 @@ def compute_loss(
             com = competition_map(weights, expert_pred, target[:, -n_w:], cfg.competition_tau).mean()
             terms["competition"] = com
             total = total + cfg.competition_weight * com
+        if cfg.gate_target_weight > 0:
+            if gate_target is None:
+                raise LossConfigError("gate_target_weight > 0 needs the expert index of each cell (gate_target), "
+                                      "from physvid property maps")
+            tgt = gate_target_nll(weights, gate_target)
+            terms["gate_target"] = tgt
+            total = total + cfg.gate_target_weight * tgt
 
     for name, value in sorted((aux or {}).items()):
         if not isinstance(value, Tensor):

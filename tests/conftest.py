@@ -42,3 +42,15 @@ def _kill_9_when(proc: subprocess.Popen, path: Path, timeout: float = 120.0,
 def kill_9_when() -> Callable[..., Any]:
     """The function `_kill_9_when(proc, path, timeout=120, before=None)`."""
     return _kill_9_when
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny convolutions gain nothing from threads; on a shared 2-core machine extra threads only oversubscribe it.
+    Modules that train tiny models use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -264,3 +264,24 @@ def test_competition_needs_each_experts_frames_and_a_positive_tau():
     with pytest.raises(LossConfigError, match="competition_weight"):
         LossConfig(competition_weight=-1.0)
     assert "competition" not in compute_loss(torch.zeros(1, 2, 1, 4, 4), torch.zeros(1, 2, 1, 4, 4), w)[1]  # off by default
+
+
+def test_gate_target_is_the_mean_nll_of_the_owning_expert_over_object_cells():
+    from stmoe.losses import gate_target_nll
+
+    w = torch.tensor([0.7, 0.2, 0.1]).view(1, 1, 3, 1, 1).repeat(1, 1, 1, 1, 2)  # two cells, same weights
+    target = torch.tensor([[[[0, -1]]]])  # cell 0: expert 0's physics; cell 1: background, left out
+    assert torch.allclose(gate_target_nll(w, target), -torch.log(torch.tensor(0.7)))
+    target = torch.tensor([[[[2, 1]]]])
+    want = -(torch.log(torch.tensor(0.1)) + torch.log(torch.tensor(0.2))) / 2
+    assert torch.allclose(gate_target_nll(w, target), want)
+    assert gate_target_nll(w * 3, target) == pytest.approx(float(want))  # sigmoid gates summing above 1: rescaled
+    assert gate_target_nll(w, torch.full((1, 1, 1, 2), -1)) == 0  # no object anywhere: no signal
+    with pytest.raises(LossConfigError, match="gate target must be"):
+        gate_target_nll(w, torch.zeros(1, 1, 2, 2, dtype=torch.long))
+    cfg = LossConfig(gate_target_weight=2.0, entropy_weight=0.0, smooth_weight=0.0)
+    pred = torch.zeros(1, 1, 1, 4, 4)
+    _, terms = compute_loss(pred, pred, w, config=cfg, gate_target=target)
+    assert torch.allclose(terms["total"], terms["reconstruction"] + 2 * want)
+    with pytest.raises(LossConfigError, match="needs the expert index"):
+        compute_loss(pred, pred, w, config=cfg)

@@ -22,13 +22,7 @@ MIX = ("stmoe-id", "stmoe-conv")
 TINY_EXPERTS = ("convlstm", "addl", "unet")  # m = 3 experts from this helper's own files
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions gain nothing from threads; on a shared 2-core machine extra threads only oversubscribe it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(name: str, **kw):

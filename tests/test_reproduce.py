@@ -36,8 +36,13 @@ def test_every_experiment_writes_its_table_and_figures(smoke_all, name):
     out, results = smoke_all
     rows = experiment_rows(name, PROFILES["smoke"])
     res = json.loads((out / name / "results.json").read_text())
-    assert [r["row"] for r in res["rows"]] == [r.label for r in rows]
+    trained = [r for r in res["rows"] if r["kind"] != "reference"]
+    assert [r["row"] for r in trained] == [r.label for r in rows]
+    # one copy-last-frame reference per test set, and each trained row names the recipe chosen on validation
+    assert sorted(r["real"] for r in res["rows"] if r["kind"] == "reference") == sorted({r.real for r in rows})
+    assert all(r["recipe"]["name"] in [t["recipe"] for t in r["search"]] for r in trained)
     table = (out / name / "table.md").read_text()
+    assert "| copy last frame |" in table and "Recipe search (seed 0)" in table
     for r in rows:
         assert f"| {r.label} |" in table
         for value in r.paper.values():  # the paper's numbers stand beside ours
@@ -64,11 +69,25 @@ def test_rows_share_trained_networks_across_experiments(smoke_all):
     locals_ = sorted(p.name for p in (out / "runs").iterdir() if p.name.startswith("local-"))
     assert locals_ == ["local-stmoe-conv-noise0-s0", "local-stmoe-conv-noise0.26-s0", "local-stmoe-conv-noise0.7-s0",
                        "local-stmoe-id-noise0.26-s0"]
-    # "+ competition" rows reuse the same experts; only their gating stage adds the competition term
+    # every recipe of an STMoE row reuses the same experts; the physvid-gate recipe's gating stage learns from the
+    # property maps of physvid `mixed` clips instead of the real data
     for model in ("stmoe-id", "stmoe-conv"):
-        plain, comp = (json.loads((out / "runs" / f"stmoe-{model}-dynamic-mnist-noise0.26{extra}-s0" / "gating" /
-                                   "metrics.jsonl").read_text().splitlines()[-1]) for extra in ("", "-competition1"))
-        assert "train_competition" in comp and "train_competition" not in plain
+        plain, gate = (json.loads((out / "runs" / f"stmoe-{model}-dynamic-mnist-noise0.26-{recipe}-s0" / "gating" /
+                                   "metrics.jsonl").read_text().splitlines()[-1]) for recipe in ("paper", "physvid-gate"))
+        assert "train_gate_target" in gate and "train_gate_target" not in plain
+
+
+@needs_data
+def test_recipes_are_chosen_on_validation_by_seed_0_and_reused(smoke_all, tmp_path):
+    """Seed 0 trains every candidate and keeps the lowest validation MSE; seed 1 trains only that recipe."""
+    out = tmp_path / "t5"
+    reproduce("table5", "smoke", out, seeds=2, log=lambda m: None)
+    for key in ("stmoe-stmoe-id-dynamic-mnist-noise0.26", "end_to_end-stmoe-id-dynamic-mnist"):
+        first, second = (json.loads((out / "rows" / f"{key}-s{s}.json").read_text()) for s in (0, 1))
+        tried = {t["recipe"]: t["val_mse"] for t in first["search"]}
+        assert len(tried) == PROFILES["smoke"].search and first["recipe"]["name"] == min(tried, key=tried.get)
+        assert [t["recipe"] for t in second["search"]] == [first["recipe"]["name"]]
+        assert first["copy_last_frame"]["mean"] == second["copy_last_frame"]["mean"]
 
 
 @needs_data

@@ -40,7 +40,8 @@ def summarise(evaluated: list[dict]) -> list[dict]:
         r = rows.setdefault(rec["key"], {"row": rec["row"], "key": rec["key"], "model": rec["model"],
                                          "kind": rec["kind"], "real": rec["real"], "paper": rec["paper"],
                                          "seeds": [], "metrics": {}, "alignment": rec.get("alignment"),
-                                         "checkpoint": rec["checkpoint"]})
+                                         "checkpoint": rec["checkpoint"], "recipe": rec.get("recipe"),
+                                         "search": rec.get("search")})
         r["seeds"].append(rec["seed"])
         for k, v in rec["mean"].items():
             r["metrics"].setdefault(k, []).append(v)
@@ -48,7 +49,21 @@ def summarise(evaluated: list[dict]) -> list[dict]:
     for r in rows.values():
         r["stats"] = {k: _stat(v) for k, v in r["metrics"].items()}
         out.append(r)
+    # The trivial reference of each test set: repeat the last observed frame (the same clips for every row and seed).
+    seen = {r["real"] for r in out}
+    for real in sorted(seen, key=[r["real"] for r in out].index):
+        rec = next((e for e in evaluated if e["real"] == real and e.get("copy_last_frame")), None)
+        if rec is None:
+            continue
+        out.append({"row": COPY_LAST, "key": f"copy-last-{real}", "model": "copy-last-frame", "kind": "reference",
+                    "real": real, "paper": {}, "seeds": [], "alignment": None, "checkpoint": None, "recipe": None,
+                    "search": None, "metrics": {k: [v] for k, v in rec["copy_last_frame"]["mean"].items()},
+                    "stats": {k: (v, 0.0) if v is not None else None
+                              for k, v in rec["copy_last_frame"]["mean"].items()}})
     return out
+
+
+COPY_LAST = "copy last frame"
 
 
 def markdown(name: str, prof: Profile, rows: list[dict], meta: dict) -> str:
@@ -62,8 +77,8 @@ def markdown(name: str, prof: Profile, rows: list[dict], meta: dict) -> str:
              f"and F^0, MIM w/ D^all's pre-training); {prof.n_train} real training sequences unless the row says "
              f"otherwise; seeds: {seeds}; {meta['machine']}; {meta['date']}.", ""]
     has_bmse = any(r["stats"].get("bmse") and r["real"] == "radar" for r in rows) or name == "noise"
-    head = ["row", "data", "MSE / frame", "MSE / pixel ×1e3", "SSIM", "paper MSE", "paper MSE / pixel ×1e3",
-            "paper SSIM"]
+    head = ["row", "data", "recipe (chosen on validation)", "MSE / frame", "MSE / pixel ×1e3", "SSIM", "paper MSE",
+            "paper MSE / pixel ×1e3", "paper SSIM"]
     if has_bmse:
         head += ["B-MSE", "paper B-MSE"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -71,7 +86,8 @@ def markdown(name: str, prof: Profile, rows: list[dict], meta: dict) -> str:
         st, paper = r["stats"], r["paper"]
         paper_px = paper.get("mse") / paper_hw * 1e3 if "mse" in paper and name == "table1" else None
         px = st.get("mse_pixel")
-        cells = [r["row"], r["real"], _fmt(st.get("mse"), 2, seeds),
+        recipe = r["recipe"]["describe"] if r.get("recipe") else "—"
+        cells = [r["row"], r["real"], recipe, _fmt(st.get("mse"), 2, seeds),
                  _fmt((px[0] * 1e3, px[1] * 1e3) if px else None, 3, seeds), _fmt(st.get("ssim"), 4, seeds),
                  f"{paper['mse']:g}" if "mse" in paper else "—",
                  f"{paper_px:.3f}" if paper_px is not None else "—",
@@ -80,6 +96,20 @@ def markdown(name: str, prof: Profile, rows: list[dict], meta: dict) -> str:
             cells += [_fmt(st.get("bmse"), 2, seeds) if r["real"] == "radar" else "—",
                       f"{paper['bmse']:g}" if "bmse" in paper else "—"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"`{COPY_LAST}`: the trivial forecast that repeats the last observed frame, scored on the same test "
+              "clips by the same code (no training): a row that does not beat it has learned less than \"nothing "
+              "moves\"."]
+    searched = [r for r in rows if r.get("search")]
+    if searched:
+        names = list(dict.fromkeys(t["recipe"] for r in searched for t in r["search"]))
+        lines += ["", f"Recipe search (seed 0): validation MSE / frame of each candidate's selected checkpoint; the "
+                  f"lowest is kept (**bold**) and trained for every seed. The test split is read once, after the choice.",
+                  "", "| row | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for r in searched:
+            got = {t["recipe"]: t["val_mse"] for t in r["search"]}
+            best = r["recipe"]["name"] if r.get("recipe") else None
+            cells = [("**{:.3f}**" if n == best else "{:.3f}").format(got[n]) if n in got else "—" for n in names]
+            lines.append(f"| {r['row']} | " + " | ".join(cells) + " |")
     if name == "real":
         from .spec import REAL_SKIPPED
 
@@ -191,7 +221,9 @@ def _convergence_figure(path: Path, rows: list[dict], runner: Any) -> Path | Non
     drawn = False
     for r in rows:
         for ax, stage in zip(axes, ("gating", "global")):
-            f = runner.out / "runs" / f"{r['key']}-s0" / stage / "metrics.jsonl"
+            if not r.get("checkpoint"):
+                continue
+            f = runner.out / Path(r["checkpoint"]).parents[2] / stage / "metrics.jsonl"
             if not f.is_file():
                 continue
             hist = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
@@ -217,7 +249,11 @@ def _datasize_figure(path: Path, rows: list[dict]) -> Path | None:
     import matplotlib.pyplot as plt
 
     series: dict[str, list[tuple[int, float]]] = {}
+    reference = None
     for r in rows:
+        if r["kind"] == "reference":
+            reference = r["stats"].get("ssim")
+            continue
         method, _, n = r["row"].rpartition(", ")
         stat = r["stats"].get("ssim")
         if stat is not None:
@@ -228,6 +264,8 @@ def _datasize_figure(path: Path, rows: list[dict]) -> Path | None:
     for method, pts in series.items():
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    if reference is not None:
+        ax.axhline(reference[0], color="gray", linestyle="--", linewidth=1, label=COPY_LAST)
     ax.set_xscale("log")
     sizes = sorted({p[0] for pts in series.values() for p in pts})
     ax.set_xticks(sizes, [str(n) for n in sizes])
@@ -253,7 +291,8 @@ def write_report(out: Path, name: str, prof: Profile, evaluated: list[dict], met
     else:
         by_data: dict[str, list[dict]] = {}
         for r in rows:
-            by_data.setdefault(r["real"], []).append(r)
+            if r["checkpoint"]:  # trained rows (not the copy-last reference)
+                by_data.setdefault(r["real"], []).append(r)
         for real, group in by_data.items():
             fname = "predictions.png" if len(by_data) == 1 else f"predictions-{real}.png"
             figures.append(_predictions_figure(out / fname, group, runner, alignment=real == "dynamic-mnist"))

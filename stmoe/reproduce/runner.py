@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..train.errors import TrainError
-from .spec import ALL, EXPERIMENTS, PROFILES, REAL_DATA, Profile, Row, experiment_rows
+from .spec import ALL, EXPERIMENTS, PROFILES, REAL_DATA, Profile, Recipe, Row, experiment_rows, recipes
 
 MNIST = "mnist/t10k-images-idx3-ubyte.gz"
 TRAIN_DIGITS, TEST_DIGITS = (0, 9000), (9000, 10000)  # the MNIST test file's images; disjoint train/test digits
@@ -105,6 +105,13 @@ class Data:
             out.append(self._generate(f"{prop}-noise{noise:g}", cfg, self.p.n_syn))
         return out
 
+    def mixed(self, noise: float) -> str:
+        """physvid `mixed` clips with property maps (each pixel's physics) at noise ratio ``noise``, for the recipe
+        whose gate learns from the known physics (spec.Recipe.gate_target); same motion ranges as the D^k."""
+        cfg = {"property": "mixed", "seed": 110, **self._motion(sum(CLIP)), "noise": {"ratio": noise},
+               "property_maps": True}
+        return self._generate(f"mixed-noise{noise:g}", cfg, self.p.n_syn)
+
     def mnist(self) -> Path:
         path = self.data_root / MNIST
         if not path.is_file():
@@ -170,11 +177,12 @@ class RowRunner:
         stride = REAL_DATA[row.real][2] or p.real_clip_stride
         return folder, folder, time_split(self._count(folder, 1.0), stride)
 
-    def config(self, row: Row, seed: int) -> Any:
-        """The stmoe Config document of ``row`` (every stage resolved from it)."""
+    def config(self, row: Row, seed: int, recipe: Recipe | None = None) -> Any:
+        """The stmoe Config document of ``row`` trained with ``recipe`` (default: its first candidate)."""
         from ..train.config import Config
 
         p = self.p
+        recipe = recipe or recipes(row, p)[0]
         train, _, real_data = self._real(row)
         n_real = (row.n_train or p.n_train) if row.real == "dynamic-mnist" else self._count(train, 0.7)
         half = budget(max(1, p.real_steps // 2), n_real, p.batch_size)
@@ -183,26 +191,36 @@ class RowRunner:
         doc = {
             "model": self._model(row),
             "data": {"input_frames": CLIP[0], "output_frames": CLIP[1], "batch_size": p.batch_size},
-            "optim": {"lr": p.lr, "schedule": "cosine", "grad_clip": 1.0},
+            # Every checkpoint of a table is chosen by the validation MSE of its n predicted frames, the metric the
+            # tables report (stmoe.train.config.OptimConfig.monitor).
+            "optim": {"lr": p.lr, "schedule": "cosine", "grad_clip": 1.0, "monitor": "mse"},
             "loss": REAL_LOSS,
             "run": {"seed": seed, "threads": p.threads, "progress": "off", "tensorboard": "off", "log_every": 50},
             "real": train,
             "stages": {
                 "decoder": {"model": {"name": "mim"}, "loss": LOCAL_LOSS, "optim": syn, "data": syn_data},
                 "experts": {"loss": LOCAL_LOSS, "optim": syn, "data": syn_data},
-                "gating": {"optim": half, "data": real_data},
-                "global": {"optim": half, "data": real_data},
-                "end_to_end": {"optim": budget(p.real_steps, n_real, p.batch_size), "data": real_data},
-                "baseline": {"model": self._model(row), "optim": budget(p.real_steps, n_real, p.batch_size),
+                "gating": {"optim": {**half, "lr": recipe.lr}, "data": real_data},
+                "global": {"optim": {**half, "lr": recipe.global_lr or recipe.lr}, "data": real_data},
+                "end_to_end": {"optim": {**budget(p.real_steps, n_real, p.batch_size), "lr": recipe.lr},
+                               "data": real_data},
+                "baseline": {"model": self._model(row),
+                             "optim": {**budget(p.real_steps, n_real, p.batch_size), "lr": recipe.lr},
                              "data": real_data},
             },
         }
         if row.kind in ("stmoe", "pretrained"):
             doc["synthetic"] = self.data.synthetic(row.noise)
-        if row.kind == "pretrained":
-            doc["stages"]["baseline"] = {**doc["stages"]["baseline"], "optim": syn}
-        if row.competition:
-            doc["stages"]["gating"]["loss"] = {"competition_weight": row.competition}
+        if row.kind == "pretrained":  # the pre-training on D^all: the profile's lr; the recipe is the fine-tuning's
+            doc["stages"]["baseline"] = {**doc["stages"]["baseline"], "optim": {**syn, "lr": p.lr}}
+        if recipe.competition:
+            doc["stages"]["gating"]["loss"] = {"competition_weight": recipe.competition}
+        if recipe.gate_target:  # the gating stage's half of the budget is spent on physvid clips instead
+            gate_data = {"path": [self.data.mixed(row.noise)], "split": [0.9, 0.1, 0.0], "train_range": None,
+                         "val_range": None, "test_range": None}
+            doc["stages"]["gating"] = {"optim": {**budget(max(1, p.real_steps // 2), int(0.9 * p.n_syn),
+                                                          p.batch_size), "lr": recipe.lr},
+                                       "data": gate_data, "loss": {"gate_target_weight": 1.0}}
         return Config(doc)
 
     @staticmethod
@@ -215,6 +233,8 @@ class RowRunner:
         self._real(row)
         if row.kind in ("stmoe", "pretrained"):
             self.data.synthetic(row.noise)
+        if any(r.gate_target for r in recipes(row, self.p)):
+            self.data.mixed(row.noise)
 
     @staticmethod
     def affinity(row: Row, seed: int) -> str:
@@ -235,12 +255,13 @@ class RowRunner:
                 return best
         return None
 
-    def train(self, row: Row, seed: int) -> Path:
-        """The best (validation) checkpoint of ``row`` trained with ``seed``; finished stages are reused."""
+    def train(self, row: Row, seed: int, recipe: Recipe) -> Path:
+        """The best (validation) checkpoint of ``row`` trained with ``seed`` and ``recipe``; finished stages are
+        reused (the local stage and MIM w/ D^all's pre-training do not depend on the recipe: shared by all)."""
         from ..train import stages
 
-        cfg = self.config(row, seed)
-        run = self.out / "runs" / f"{row.key}-s{seed}"
+        cfg = self.config(row, seed, recipe)
+        run = self.out / "runs" / f"{row.key}-{recipe.name}-s{seed}"
         kw = {"resume": True}
 
         def stage(folder: Path, fn: Callable[[], Path | None]) -> Path | None:
@@ -262,7 +283,7 @@ class RowRunner:
             # The pre-training does not depend on the real data or its size: one per (model, noise, seed), shared.
             pre_dir = self.out / "runs" / self.affinity(row, seed) / "pretrain"
             pre = stage(pre_dir, lambda: stages.train_baseline(pre_cfg, pre_dir, **kw))
-            real_cfg = self.config(row.replace(kind="baseline"), seed)
+            real_cfg = self.config(row.replace(kind="baseline"), seed, recipe)
             return stage(run / "real", lambda: self._finetune(real_cfg, pre, run / "real"))
         # stmoe: local optimisation (shared by every row with the same model, noise and seed), then global
         local = self.out / "runs" / self.affinity(row, seed)
@@ -300,6 +321,24 @@ class RowRunner:
         return fit(model, tc, out, _paths(tc, cfg.real, "the global stage"), stage="global",
                    meta={"expert_checkpoints": [str(p) for p in experts]}, resume=True).best_checkpoint
 
+    def search(self, row: Row, seed: int, chosen: str | None = None) -> tuple[Path, Recipe, list[dict]]:
+        """Train every candidate recipe of ``row`` (or only ``chosen``, by name) and keep the one whose selected
+        checkpoint has the lowest validation MSE; the test split is not read here. Returns (checkpoint, recipe,
+        one record per candidate trained)."""
+        candidates = recipes(row, self.p)
+        if chosen is not None:
+            candidates = tuple(r for r in candidates if r.name == chosen)
+            if not candidates:
+                raise ReproduceError(f"row {row.label!r}: seed 0 chose recipe {chosen!r}, which this version does not "
+                                     f"offer; choose another --out")
+        tried = []
+        for recipe in candidates:
+            ckpt = self.train(row, seed, recipe)
+            tried.append({"recipe": recipe.name, "describe": recipe.describe(), **_selected_scores(ckpt),
+                          "checkpoint": str(ckpt.relative_to(self.out))})
+        best = min(range(len(tried)), key=lambda i: tried[i]["val_mse"])  # ties: the earlier candidate
+        return self.out / tried[best]["checkpoint"], candidates[best], tried
+
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, row: Row, seed: int, checkpoint: Path) -> dict:
         from ..train.evaluate import evaluate
@@ -310,7 +349,19 @@ class RowRunner:
         return {"row": row.label, "key": row.key, "seed": seed, "kind": row.kind, "model": row.model,
                 "real": row.real, "checkpoint": str(checkpoint.relative_to(self.out)), "mean": result["mean"],
                 "per_frame": result.get("per_frame"), "alignment": result.get("alignment"),
-                "clips": result.get("count"), "paper": row.paper}
+                "clips": result.get("count"), "paper": row.paper, "copy_last_frame": result.get("copy_last_frame")}
+
+
+def _selected_scores(checkpoint: Path) -> dict:
+    """Validation MSE (and loss) of the epoch whose checkpoint the run selected, from its metrics.jsonl."""
+    run_dir = checkpoint.parent.parent
+    result = json.loads((run_dir / "result.json").read_text())
+    records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    rec = next(r for r in records if r["epoch"] == result["best_epoch"])
+    if "val_mse" not in rec:
+        raise ReproduceError(f"{run_dir} has no validation split: a recipe cannot be chosen without one")
+    return {"val_mse": rec["val_mse"], "val_loss": rec.get("val_loss"), "best_epoch": result["best_epoch"],
+            "epochs": result["epochs"]}
 
 
 # --------------------------------------------------------------------------------------------------- entry point
@@ -392,22 +443,24 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
     start = time.perf_counter()
     for row in todo.values():  # all data first: workers only read it
         runner.prepare(row)
-    groups: dict[str, list[tuple[Row, int]]] = {}
-    for (_, seed), row in todo.items():  # rows sharing a local stage run in one worker, one after the other
-        groups.setdefault(runner.affinity(row, seed), []).append((row, seed))
     jobs = prof.jobs if jobs is None else jobs
-    if jobs <= 1 or len(groups) <= 1:
-        for tasks in groups.values():
-            _run_tasks(runner, tasks, log)
-    else:
-        _run_parallel(out, prof, root, list(groups.values()), jobs, log)
+    # Two passes: seed 0 searches every row's recipe on validation, then seeds 1.. train the recipes it chose.
+    for first_pass in (True, False):
+        groups: dict[str, list[tuple[Row, int]]] = {}
+        for (_, seed), row in todo.items():  # rows sharing a local stage run in one worker, one after the other
+            if (seed == 0) == first_pass:
+                groups.setdefault(runner.affinity(row, seed), []).append((row, seed))
+        if jobs <= 1 or len(groups) <= 1:
+            for tasks in groups.values():
+                _run_tasks(runner, tasks, log)
+        elif groups:
+            _run_parallel(out, prof, root, list(groups.values()), jobs, log)
     for name in names:
         # The evaluation is shared; the label and the paper's numbers are this experiment's.
         evaluated = [{**json.loads((rows_dir / f"{row.key}-s{seed}.json").read_text()), "row": row.label,
                       "paper": row.paper} for row in experiment_rows(name, prof) for seed in range(seeds)]
         meta = {"experiment": name, "description": EXPERIMENTS[name], "profile": asdict(prof), "seeds": seeds,
-                "machine": f"{platform.machine()} {platform.system()}, {_cores()} cores, no GPU"
-                if not _cuda() else f"{platform.machine()}, GPU {_cuda()}", "jobs": jobs,
+                "machine": machine(), "jobs": jobs,
                 "date": time.strftime("%Y-%m-%d"), "seconds_this_call": round(time.perf_counter() - start, 1)}
         results[name] = write_report(out / name, name, prof, evaluated, meta, runner)
     return results
@@ -420,13 +473,22 @@ def _run_tasks(runner: RowRunner, tasks: list[tuple[Row, int]], log: Callable[[s
         if path.is_file():
             continue
         t0 = time.perf_counter()
-        ckpt = runner.train(row, seed)
-        rec = runner.evaluate(row, seed, ckpt)
+        chosen = None
+        if seed > 0:  # seed 0 searched; the other seeds train its choice
+            first = runner.out / "rows" / f"{row.key}-s0.json"
+            if not first.is_file():
+                raise ReproduceError(f"row {row.label!r}, seed {seed}: seed 0 has not chosen its recipe yet")
+            chosen = json.loads(first.read_text())["recipe"]["name"]
+        ckpt, recipe, tried = runner.search(row, seed, chosen)
+        rec = runner.evaluate(row, seed, ckpt)  # the test split, once, after the choice
+        rec["recipe"] = {"name": recipe.name, "describe": recipe.describe(), **asdict(recipe)}
+        rec["search"] = tried
+        rec["selected_by"] = "validation MSE of the selected checkpoint" + ("" if seed == 0 else " (seed 0's choice)")
         rec["train_eval_seconds"] = round(time.perf_counter() - t0, 1)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(rec, indent=2) + "\n")
         tmp.replace(path)
-        log(f"{row.label} ({row.real}, seed {seed}): MSE {rec['mean'].get('mse', float('nan')):.3f} "
+        log(f"{row.label} ({row.real}, seed {seed}, {recipe.name}): MSE {rec['mean'].get('mse', float('nan')):.3f} "
             f"SSIM {rec['mean'].get('ssim', float('nan')):.4f} ({rec['train_eval_seconds']:.0f} s)")
 
 
@@ -483,6 +545,26 @@ def _run_parallel(out: Path, prof: Profile, root: Path, groups: list[list[tuple[
         futures = [pool.submit(_worker, str(out), prof.name, str(root), b, os.getpid()) for b in bins]
         for f in futures:
             f.result()  # re-raises a worker's error here
+
+
+def machine() -> str:
+    """CPU model, cores, GPU and the versions that decide the floats: numbers are reproducible to the last digit on
+    the same machine and versions (tests/test_selection.py), not across CPU models (other kernels, other rounding)."""
+    import numba
+    import numpy
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f"GPU {_cuda()}" if _cuda() else "no GPU"
+    return (f"{cpu}, {_cores()} cores, {gpu}; {platform.system()} {platform.machine()}, torch {torch.__version__}, "
+            f"numba {numba.__version__}, numpy {numpy.__version__}")
 
 
 def _cores() -> int:

@@ -37,6 +37,7 @@ SCHEDULES = ("none", "cosine", "onecycle", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16")
 CROPS = ("center", "random")
 SWITCHES = ("auto", "on", "off")
+MONITORS = ("loss", "mse")
 LOG_FORMATS = ("jsonl", "csv")
 # Model fields every model of one experiment shares with the STMoE (frame size, grid, C_Z, l), so that an expert
 # trained alone, the generalist F^0 and the decoder H all plug into the mixture (Eq. 4, 6).
@@ -163,6 +164,11 @@ class OptimConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     early_stopping: int = 0  # stop after this many epochs without a better validation loss; 0 = never
     min_delta: float = 0.0  # an epoch is "better" when the validation loss drops by more than this
+    # What picks best.pt, early stopping and the plateau schedule: "loss" = the training objective on the validation
+    # split (val_loss; what the stage optimises, so a stage whose objective is not the prediction error -- the gating
+    # stage's competition -- keeps its own criterion), "mse" = the per-frame MSE of the n predictions (val_mse; the
+    # metric the tables report). Without a validation split the training loss is monitored.
+    monitor: str = "loss"
     # Scheduled sampling: the chance of feeding the ground truth instead of the prediction goes linearly from
     # teacher_forcing_start to teacher_forcing_end over the first teacher_forcing_fraction of all steps.
     teacher_forcing_start: float = 0.5
@@ -176,6 +182,7 @@ class OptimConfig:
     def __post_init__(self) -> None:
         p = "optim"
         _choice(self, "warmup_loss", p, SWITCHES)
+        _choice(self, "monitor", p, MONITORS)
         _int(self, "epochs", p)
         _float(self, "lr", p, low=0.0, low_open=True)
         _float(self, "weight_decay", p, low=0.0)

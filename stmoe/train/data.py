@@ -113,6 +113,8 @@ class ClipDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.random_crop = (data.crop == "random" and split == "train") if random_crop is None else random_crop
         self.dtype = dtype
+        # Items are (clip, property map) pairs when set (the trainer sets it for loss.gate_target_weight > 0).
+        self.with_property_map = False
         self.sources: list[Any] = []
         self.names: list[str] = []
         self.frame_sizes: list[tuple[int, int]] = []  # (H, W) of each source, before any crop
@@ -166,9 +168,9 @@ class ClipDataset(torch.utils.data.Dataset):
         h, w = self.size
         clip = np.ascontiguousarray(clip[..., y0:y0 + h, x0:x0 + w])
         out = torch.from_numpy(clip)
-        if self.dtype == torch.uint8:
-            return out
-        return out.to(self.dtype).div_(255.0)
+        if self.dtype != torch.uint8:
+            out = out.to(self.dtype).div_(255.0)
+        return (out, self.property_map(j)) if self.with_property_map else out
 
 
     def _crop_origin(self, j: int, H: int, W: int) -> tuple[int, int]:

@@ -64,7 +64,8 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
              progress: bool = False) -> dict[str, Any]:
     """Metrics of ``checkpoint`` on ``data`` -> {"per_frame": {metric: [n]}, "mean": {metric: float}, ...}.
 
-    Written as JSON to ``out`` when given. ``metrics`` defaults to stmoe.metrics.DEFAULT_METRICS (everything but the
+    ``copy_last_frame`` holds the same metrics for the trivial forecast that repeats the last observed frame (same
+    clips, same code): the reference a model must beat. Written as JSON to ``out`` when given. ``metrics`` defaults to stmoe.metrics.DEFAULT_METRICS (everything but the
     slow optical-flow MSE).
     """
     model, ckpt = load_model(checkpoint)
@@ -81,6 +82,9 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
                                          batch_size=batch_size or cfg.data.eval_batch_size or cfg.data.batch_size)
     l, n = cfg.data.input_frames, cfg.data.output_frames
     acc = MetricAccumulator(mcfg)
+    # The trivial reference, by the same code on the same clips: repeat the last observed frame n times. A model
+    # that does not beat it has learned less than "nothing moves" (on small real clips it is often a high bar).
+    copy_acc = MetricAccumulator(mcfg)
     # Attention alignment (stmoe.alignment) when the model gates m = 3 experts and the data knows each pixel's physics.
     meter = None
     if getattr(model, "num_experts", 1) == 3 and getattr(model, "gate", None) is not None and idx \
@@ -102,6 +106,7 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
         output = model(inputs, n)
         pred = output.pred.float().clamp(0.0, 1.0)
         acc.update(pred.cpu(), targets.cpu(), last_input=inputs[:, -1].cpu())
+        copy_acc.update(inputs[:, -1:].expand_as(targets).float().cpu(), targets.cpu(), last_input=inputs[:, -1].cpu())
         if meter is not None:
             maps = torch.stack([ds.property_map(idx[offset + b]) for b in range(clip.shape[0])])[:, l:l + n]
             meter.update(output.weights.float().cpu(), maps)
@@ -117,10 +122,12 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
         "notes": cropped,
         "checkpoint": str(checkpoint), "model": ckpt["model"]["name"], "stage": ckpt.get("stage"),
         "epoch": ckpt.get("epoch"), "data": str(data) if not isinstance(data, np.ndarray) else "array",
-        "split": split if is_physvid_dataset(data) else "all", "input_frames": l, "output_frames": n,
+        "split": split if not isinstance(data, np.ndarray) and is_physvid_dataset(data) else "all",
+        "input_frames": l, "output_frames": n,
         "conventions": "docs/METRICS.md: mse/mae are per-frame sums over C*H*W, *_pixel per-pixel means, "
                        "frames in [0, 1]",
         **acc.result(), "seconds": round(time.perf_counter() - start, 3),
+        "copy_last_frame": {k: v for k, v in copy_acc.result().items() if k != "count"},
     }
     if meter is not None:
         result["alignment"] = meter.result()

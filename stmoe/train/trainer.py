@@ -293,6 +293,13 @@ class Trainer:
             if exists:
                 self._write_logs()
                 self._trim_steps_log()
+        if self._needs_gate_target():
+            for ds in (self.train_set, self.val_set):
+                if ds is not None and (len(ds) == 0 or ds.property_map(0) is None):
+                    raise TrainConfigError(f"stage {self.stage}: loss.gate_target_weight > 0 needs physvid data made "
+                                           f"with --property-maps; {', '.join(ds.names)} has none")
+                if ds is not None:
+                    ds.with_property_map = True
         model = wrap_ddp(self.raw_model, self.dist, cfg.run.find_unused_parameters)
         if cfg.run.compile:
             model = torch.compile(model)
@@ -345,14 +352,15 @@ class Trainer:
         count, tf_sum = 0, 0.0
         warmup = self._warmup_loss()
         needs_expert_frames = self._needs_expert_frames()
-        aux_defaults = self.raw_model.aux_weights() if hasattr(self.raw_model, "aux_weights") else {}
+        aux_defaults = self._aux_defaults()
         start = time.perf_counter()
         steps_log = (self.run_dir / "steps.jsonl").open("a") if self.is_main else None
         loss = None
         try:
-            for i, clip in enumerate(loader):
+            for i, batch in enumerate(loader):
                 if i >= steps:
                     break
+                clip, gate_target = self._gate_target(batch)
                 x = to_unit(clip.to(self.device, non_blocking=True))
                 inputs, targets = split_clip(x, l)
                 B = inputs.shape[0]
@@ -363,13 +371,8 @@ class Trainer:
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
                     out = model(inputs, n, targets=targets if mask is not None else None, teacher_mask=mask,
                                 warmup=warmup, return_expert_frames=needs_expert_frames)
-                pred, target = out.pred.float(), targets
-                if warmup and out.warmup_pred is not None:  # every next-frame prediction: l - 1 + n targets
-                    pred = torch.cat([out.warmup_pred.float(), pred], 1)
-                    target = torch.cat([inputs[:, 1:], targets], 1)
-                loss, terms = compute_loss(pred, target, out.weights.float() if out.weights is not None else None,
-                                           {k: v.float() for k, v in out.aux.items()}, cfg.loss, aux_defaults,
-                                           out.expert_frames.float() if needs_expert_frames else None)
+                loss, terms = self._objective(out, inputs, targets, warmup, needs_expert_frames, aux_defaults,
+                                              gate_target)
                 first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()),
                                         torch.full_like(first_bad, i + 1), first_bad)
                 optimizer.zero_grad(set_to_none=True)
@@ -425,6 +428,38 @@ class Trainer:
                        "world_size": self.dist.world_size})
         return record
 
+    def _objective(self, out, inputs: torch.Tensor, targets: torch.Tensor, warmup: bool, needs_expert_frames: bool,
+                   aux_defaults: dict, gate_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """The training objective (stmoe.losses.compute_loss: Eq. 7-8, the model's aux terms at the model's own
+        weights, the warm-up frames when scored) of one roll-out ``out``. Training and validation both call this, so
+        that ``val_loss`` is the objective the optimiser minimises, measured on held-out clips."""
+        pred, target = out.pred.float(), targets
+        if warmup and out.warmup_pred is not None:  # every next-frame prediction: l - 1 + n targets
+            pred = torch.cat([out.warmup_pred.float(), pred], 1)
+            target = torch.cat([inputs[:, 1:], targets], 1)
+        return compute_loss(pred, target, out.weights.float() if out.weights is not None else None,
+                            {k: v.float() for k, v in out.aux.items()}, self.config.loss, aux_defaults,
+                            out.expert_frames.float() if needs_expert_frames else None, gate_target)
+
+    def _needs_gate_target(self) -> bool:
+        return self.config.loss.gate_target_weight > 0 and getattr(self.raw_model, "gate", None) is not None
+
+    def _gate_target(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(clip, gate target) of a batch: the expert index of each cell of the n predicted frames (physvid property
+        codes 1, 2, 3 = translation, rotation, intensity -> experts 0, 1, 2, as stmoe.alignment), -1 on background."""
+        if not isinstance(batch, (list, tuple)):
+            return batch, None
+        from ..alignment import pool_roles
+
+        clip, pmap = batch
+        l, n = self.config.data.input_frames, self.config.data.output_frames
+        roles = pool_roles(pmap[:, l:l + n].to(self.device, non_blocking=True), self.raw_model.config.patch_size)
+        return clip, roles - 1
+
+    def _aux_defaults(self) -> dict:
+        """The model's own weight of each auxiliary loss term (e.g. ADDL's magnitude 0, PhyDNet's moment 1/18)."""
+        return self.raw_model.aux_weights() if hasattr(self.raw_model, "aux_weights") else {}
+
     def _warmup_loss(self) -> bool:
         """optim.warmup_loss: on, off, or auto (the model's own default: recurrent baselines score l - 1 + n frames)."""
         mode = self.config.optim.warmup_loss
@@ -459,18 +494,22 @@ class Trainer:
         model = self.raw_model
         model.eval()
         needs_expert_frames = self._needs_expert_frames()
+        warmup = self._warmup_loss()
+        aux_defaults = self._aux_defaults()
         sums: dict[str, float] = {}
         count = 0
-        for clip in loader:
+        for batch in loader:
+            clip, gate_target = self._gate_target(batch)
             x = to_unit(clip.to(self.device, non_blocking=True))
             inputs, targets = split_clip(x, l)
             B = inputs.shape[0]
+            # The training objective without teacher forcing (the model predicts from its own frames, as at test
+            # time); the warm-up predictions are scored when training scores them (their inputs are observed frames
+            # either way, so they do not change out.pred).
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-                out = model(inputs, n, return_expert_frames=needs_expert_frames)
+                out = model(inputs, n, warmup=warmup, return_expert_frames=needs_expert_frames)
+            _, terms = self._objective(out, inputs, targets, warmup, needs_expert_frames, aux_defaults, gate_target)
             pred = out.pred.float()
-            _, terms = compute_loss(pred, targets, out.weights.float() if out.weights is not None else None,
-                                    {k: v.float() for k, v in out.aux.items()}, cfg.loss,
-                                    expert_pred=out.expert_frames.float() if needs_expert_frames else None)
             err = (pred.clamp(0, 1) - targets) ** 2
             terms = {k: float(v) for k, v in terms.items()}
             # The Moving-MNIST convention of the paper's tables: per-frame sum over C, H, W (docs/METRICS.md).
@@ -497,8 +536,10 @@ class Trainer:
             bar.set_postfix(extra)
             bar.close()
         self.epoch = record["epoch"]
-        monitor = record.get("val_loss", record["train_loss"])
-        record["monitor"] = "val_loss" if "val_loss" in record else "train_loss"
+        key = {"loss": "val_loss", "mse": "val_mse"}[cfg.optim.monitor]
+        key = key if key in record else "train_loss"
+        monitor = record[key]
+        record["monitor"] = key
         improved = monitor < self.best_loss - cfg.optim.min_delta or self.best_epoch == 0
         if improved:
             self.best_loss, self.best_epoch, self.bad_epochs = float(monitor), self.epoch, 0
