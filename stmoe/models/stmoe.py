@@ -20,6 +20,11 @@
   conventional MoE), ``"none"`` (no gating network, W^k = 1/m).
 * H: ``stmoe-id`` uses the identity (experts output frames, Z is the frame); ``stmoe-conv`` one convolutional decoder
   shared by all experts (§4).
+* ``batch_experts`` (beyond the paper, speed only): experts of one architecture and config (STMoE-conv's three MIMs)
+  can run as one batched call per step (``torch.func.vmap`` over their stacked parameters: one kernel launch where the
+  loop makes m) instead of one after another. ``"auto"`` batches on CUDA, where an eager step of small convolutions is
+  launch-bound, and keeps the loop on the CPU, where both cost the same and the loop's floats are the recorded
+  results'; ``"on"`` / ``"off"`` force it. The outputs agree with the loop to float rounding (tests/test_models.py).
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.utils._pytree import tree_map
 
 from .base import (ModelConfig, State, as_tuple, check_choice, check_int, check_odd, conv2d, init_window, push_window,
                    shared_fields, stack_window)
@@ -38,6 +45,7 @@ from .predictor import Predictor, Step
 from .registry import create_expert, list_experts, make_config, model_config_class, register_model
 
 ATTENTIONS = ("pixel", "uniform", "none")
+BATCH_EXPERTS = ("auto", "on", "off")
 NORMALIZATIONS = ("softmax", "sigmoid", "authors")
 # Fields every expert must share with the mixture: they fix the input frames, the grid P x Q and C_Z of Eq. 4.
 MUST_MATCH = ("in_channels", "height", "width", "patch_size", "out_channels", "input_frames")
@@ -55,6 +63,7 @@ class STMoEConfig(ModelConfig):
     attention: str = "pixel"  # "pixel" (STGN), "uniform" (one scalar per expert), "none" (W = 1/m); Table 6
     normalization: str = "softmax"  # "softmax" over experts per pixel after the SE scaling, or independent "sigmoid"s
     decoder: str = "identity"
+    batch_experts: str = "auto"  # run same-architecture experts as one vmapped call: auto (on CUDA), on, off
 
     def __post_init__(self) -> None:
         experts = self.experts
@@ -85,12 +94,22 @@ class STMoEConfig(ModelConfig):
         check_odd(self, "gate_kernel")
         check_choice(self, "attention", ATTENTIONS)
         check_choice(self, "normalization", NORMALIZATIONS)
+        check_choice(self, "batch_experts", BATCH_EXPERTS)
+        if self.batch_experts == "on" and not self.experts_share_architecture:
+            raise ModelConfigError("batch_experts", f"'on' needs experts of one architecture and config, got "
+                                                    f"{', '.join(self.experts)}; use 'auto' or 'off'")
         for k in range(len(self.experts)):
             self.expert_config(k)  # raises on a bad override or a channel mismatch
 
     @property
     def num_experts(self) -> int:
         return len(self.experts)
+
+    @property
+    def experts_share_architecture(self) -> bool:
+        """Whether every expert has the same architecture and config (so their parameters stack for vmap)."""
+        return len(set(self.experts)) == 1 and all(self.expert_config(k) == self.expert_config(0)
+                                                     for k in range(self.num_experts))
 
     def expert_config(self, k: int) -> ModelConfig:
         """The config of expert k: the shared fields of this config, then ``expert_configs[k]`` on top."""
@@ -201,35 +220,88 @@ class STMoE(Predictor):
             self.experts.append(create_expert(name, config.expert_config(k)))
         self.gate = STGN(config.input_frames * config.frame_channels, config.num_experts, config.gate_channels,
                          config.gate_layers, config.gate_kernel, config.attention, config.normalization)
+        # Decided once here: a registry lookup inside forward would break a torch.compile graph.
+        self._same_architecture = config.experts_share_architecture
+
+    # State of a roll-out: {"experts": [state_k], "window"} with the loop; with batched experts {"stacked": the experts'
+    # states stacked on a leading m axis, "params": their parameters and buffers stacked once per roll-out (a
+    # differentiable torch.stack, so gradients reach every expert's own parameters), "window"}.
+    def _batched(self, device) -> bool:
+        mode = self.config.batch_experts
+        if mode == "off" or self.num_experts < 2 or not self._same_architecture:
+            return False
+        return mode == "on" or torch.device(device if device is not None else "cpu").type == "cuda"
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> State:
-        return {"experts": [e.init_state(batch_size, device, dtype) for e in self.experts],
-                "window": init_window(self.config, batch_size, device, dtype)}
+        window = init_window(self.config, batch_size, device, dtype)
+        if not self._batched(device):
+            return {"experts": [e.init_state(batch_size, device, dtype) for e in self.experts], "window": window}
+        named = [dict(e.named_parameters()) | dict(e.named_buffers()) for e in self.experts]
+        params = {f"expert.{n}": torch.stack([d[n] for d in named]) for n in named[0]}  # (m, ...), _ExpertCall names
+        # Experts of one config start from the same state: one copy, broadcast over m (states are never written in
+        # place, each step returns new tensors).
+        first = self.experts[0].init_state(batch_size, device, dtype)
+        stacked = tree_map(lambda t: t.expand(self.num_experts, *t.shape), first)
+        return {"stacked": stacked, "params": params, "window": window}
+
+    def _vmapped(self, method: str, state: State, x: Tensor):
+        """expert.<method>(x, state_k) for every k in one vmapped call over the stacked parameters and states."""
+        call = _ExpertCall(self.experts[0], method)
+
+        def one(params, s):
+            return functional_call(call, params, (x, s))
+
+        return vmap(one, in_dims=(0, 0), randomness="error")(state["params"], state["stacked"])
 
     def observe(self, x: Tensor, state: State) -> State:
-        return {"experts": [e.observe(x, s) for e, s in zip(self.experts, state["experts"])],
-                "window": push_window(state["window"], x)}
+        window = push_window(state["window"], x)
+        if "stacked" in state:
+            return {"stacked": self._vmapped("observe", state, x), "params": state["params"], "window": window}
+        return {"experts": [e.observe(x, s) for e, s in zip(self.experts, state["experts"])], "window": window}
 
     def step(self, x: Tensor, state: State, return_expert_z: bool = False) -> Step:
         window = push_window(state["window"], x)  # X_t
-        zs, states = [], []
-        for expert, s in zip(self.experts, state["experts"]):
-            z, s = expert.step(x, s)
-            zs.append(z)
-            states.append(s)
-        z_k = torch.stack(zs, dim=1)  # Z~_t^k, (B, m, C_Z, P, Q)
+        if "stacked" in state:
+            z_m, stacked = self._vmapped("step", state, x)  # (m, B, C_Z, P, Q)
+            z_k = z_m.transpose(0, 1)
+            new_state = {"stacked": stacked, "params": state["params"], "window": window}
+        else:
+            zs, states = [], []
+            for expert, s in zip(self.experts, state["experts"]):
+                z, s = expert.step(x, s)
+                zs.append(z)
+                states.append(s)
+            z_k = torch.stack(zs, dim=1)  # Z~_t^k, (B, m, C_Z, P, Q)
+            new_state = {"experts": states, "window": window}
         w = self.gate(stack_window(window))  # W_t^k, (B, m, P, Q)
         z = (w.unsqueeze(2).to(z_k.dtype) * z_k).sum(dim=1)  # Eq. 4/6: sum_k W^k . Z~^k, (B, C_Z, P, Q)
-        return Step(z, w, z_k if return_expert_z else None, {"experts": states, "window": window})
+        return Step(z, w, z_k if return_expert_z else None, new_state)
+
+    def _expert_states(self, state: State) -> list[State]:
+        if "stacked" in state:
+            return [tree_map(lambda t, k=k: t[k], state["stacked"]) for k in range(self.num_experts)]
+        return state["experts"]
 
     def aux_losses(self, state: State) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
-        for k, (expert, s) in enumerate(zip(self.experts, state["experts"])):
+        for k, (expert, s) in enumerate(zip(self.experts, self._expert_states(state))):
             out.update({f"experts.{k}.{key}": v for key, v in expert.aux_losses(s).items()})
         return out
 
     def aux_weights(self) -> dict[str, float]:
         return {f"experts.{k}.{key}": w for k, e in enumerate(self.experts) for key, w in e.aux_weights.items()}
+
+
+class _ExpertCall(nn.Module):
+    """Calls ``expert.<method>(x, state)`` as forward, so torch.func.functional_call can run it with other weights."""
+
+    def __init__(self, expert: nn.Module, method: str) -> None:
+        super().__init__()
+        self.expert = expert
+        self.method = method
+
+    def forward(self, x: Tensor, state: State):
+        return getattr(self.expert, self.method)(x, state)
 
 
 @register_model("stmoe-id")

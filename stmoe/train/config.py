@@ -38,6 +38,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 CROPS = ("center", "random")
 SWITCHES = ("auto", "on", "off")
 MONITORS = ("loss", "mse")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 LOG_FORMATS = ("jsonl", "csv")
 # Model fields every model of one experiment shares with the STMoE (frame size, grid, C_Z, l), so that an expert
 # trained alone, the generalist F^0 and the decoder H all plug into the mixture (Eq. 4, 6).
@@ -169,6 +170,9 @@ class OptimConfig:
     # stage's competition -- keeps its own criterion), "mse" = the per-frame MSE of the n predictions (val_mse; the
     # metric the tables report). Without a validation split the training loss is monitored.
     monitor: str = "loss"
+    # Adam's implementation: "auto" = fused (one kernel for all parameters, no per-parameter host reads) on CUDA,
+    # PyTorch's default on the CPU (whose floats the recorded results are); "on" / "off" force it.
+    fused: str = "auto"
     # Scheduled sampling: the chance of feeding the ground truth instead of the prediction goes linearly from
     # teacher_forcing_start to teacher_forcing_end over the first teacher_forcing_fraction of all steps.
     teacher_forcing_start: float = 0.5
@@ -183,6 +187,7 @@ class OptimConfig:
         p = "optim"
         _choice(self, "warmup_loss", p, SWITCHES)
         _choice(self, "monitor", p, MONITORS)
+        _choice(self, "fused", p, SWITCHES)
         _int(self, "epochs", p)
         _float(self, "lr", p, low=0.0, low_open=True)
         _float(self, "weight_decay", p, low=0.0)
@@ -211,7 +216,9 @@ class RunConfig:
     seed: int = 0  # seeds Python, NumPy, torch, the samplers, crops and scheduled sampling
     device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N; under torchrun each rank uses its local GPU
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the model's whole roll-out (forward), one graph per stage
+    compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune, ...
+    compile_backend: str = "inductor"  # a torch._dynamo backend; "eager" / "aot_eager" trace without generating code
     threads: int | None = None  # torch CPU threads; null = torch's default
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
     log_formats: tuple[str, ...] = LOG_FORMATS  # per-epoch metrics files: metrics.jsonl and/or metrics.csv
@@ -229,6 +236,10 @@ class RunConfig:
             raise TrainConfigError(f"run.device: unknown value {self.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
         _choice(self, "precision", p, PRECISIONS)
         _bool(self, "compile", p)
+        _choice(self, "compile_mode", p, COMPILE_MODES)
+        if not isinstance(self.compile_backend, str) or not self.compile_backend:
+            raise TrainConfigError(f"run.compile_backend must be a torch._dynamo backend name, got "
+                                   f"{self.compile_backend!r}")
         _int(self, "threads", p, optional=True)
         _bool(self, "deterministic", p)
         fmts = self.log_formats

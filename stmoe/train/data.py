@@ -214,14 +214,18 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def make_loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
-                world_size: int = 1, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader with a DistributedSampler (also for one process: the order is a function of seed and epoch only)."""
+                world_size: int = 1, num_workers: int = 0, pin_memory: bool = False,
+                drop_last: bool = False) -> DataLoader:
+    """A DataLoader with a DistributedSampler (also for one process: the order is a function of seed and epoch only).
+    ``drop_last`` drops the last partial batch (a compiled model then sees one batch shape: no recompilation)."""
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
                                  drop_last=False)
     gen = torch.Generator()
     gen.manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      worker_init_fn=_seed_worker, generator=gen, pin_memory=pin_memory, drop_last=False,
+                      worker_init_fn=_seed_worker, generator=gen, pin_memory=pin_memory,
+                      drop_last=drop_last and len(sampler) >= batch_size,
+                      # Not persistent: each epoch's workers must see the dataset's new epoch (its random crops).
                       persistent_workers=False,
                       multiprocessing_context=("fork" if num_workers and "fork" in _mp_methods() else None))
 

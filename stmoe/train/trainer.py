@@ -134,7 +134,8 @@ class Trainer:
         d, run = self.config.data, self.config.run
         pin = self.device.type == "cuda"
         train = make_loader(self.train_set, d.batch_size, shuffle=True, seed=run.seed, rank=self.dist.rank,
-                            world_size=self.dist.world_size, num_workers=d.num_workers, pin_memory=pin)
+                            world_size=self.dist.world_size, num_workers=d.num_workers, pin_memory=pin,
+                            drop_last=run.compile)
         val = None
         if self.val_set is not None:
             val = torch.utils.data.DataLoader(
@@ -149,7 +150,9 @@ class Trainer:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.config.optim
-        return torch.optim.Adam(self.params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        fused = o.fused == "on" or (o.fused == "auto" and self.device.type == "cuda")
+        return torch.optim.Adam(self.params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay,
+                                fused=True if fused else None)
 
     def _scheduler(self, optimizer, total_steps: int):
         o = self.config.optim
@@ -301,15 +304,34 @@ class Trainer:
                 if ds is not None:
                     ds.with_property_map = True
         model = wrap_ddp(self.raw_model, self.dist, cfg.run.find_unused_parameters)
+        recompile_error = None
         if cfg.run.compile:
-            model = torch.compile(model)
+            import torch._dynamo
+
+            # One graph per stage: graphs of earlier stages (other frozen parts, other shapes) must not count against
+            # this one's recompile limit, and a recompilation -- Dynamo would fall back to eager after 8 of them,
+            # with one warning, while the config says compile -- is an error here, not a silent slow-down. The
+            # loop keeps every input of the roll-out fixed: full batches only (drop_last), and targets plus a
+            # teacher-forcing mask (all False once scheduled sampling ends) in every step.
+            torch._dynamo.reset()
+            recompile_error = torch._dynamo.config.error_on_recompile
+            torch._dynamo.config.error_on_recompile = True
+            model = torch.compile(model, mode=None if cfg.run.compile_mode == "default" else cfg.run.compile_mode,
+                                  backend=cfg.run.compile_backend)
         self._tb = self._open_tensorboard()
         try:
             while self.epoch < cfg.optim.epochs and not self._patience_spent():
                 record = self._train_epoch(model, train_loader, optimizer, scheduler, steps, total_steps)
                 record.update(self._validate(val_loader))
                 self._end_epoch(record, optimizer, scheduler)
+        except Exception as exc:
+            if recompile_error is not None and type(exc).__name__ == "RecompileError":
+                raise TrainError(f"stage {self.stage}: torch.compile had to recompile the model ({exc}); "
+                                 f"run without --compile, or report it with the config") from None
+            raise
         finally:
+            if recompile_error is not None:
+                torch._dynamo.config.error_on_recompile = recompile_error
             if self._bar is not None:
                 self._bar.close()
             if self._tb is not None:
@@ -335,7 +357,8 @@ class Trainer:
         loader.sampler.set_epoch(epoch)
         self.train_set.set_epoch(epoch)
         loader.generator.manual_seed(derive_seed(cfg.run.seed, epoch, 1))
-        gen = torch.Generator().manual_seed(derive_seed(cfg.run.seed, epoch, self.dist.rank, 2))
+        # Masks are drawn on the device (no host-to-device copy per step); on the CPU the stream is the same as before.
+        gen = torch.Generator(device=self.device).manual_seed(derive_seed(cfg.run.seed, epoch, self.dist.rank, 2))
         self.raw_model.train()
         for m in self.frozen:
             m.eval()
@@ -366,8 +389,8 @@ class Trainer:
                 B = inputs.shape[0]
                 p_tf = self.teacher_forcing(self.global_step, total_steps)
                 mask = None
-                if n > 1 and p_tf > 0:
-                    mask = (torch.rand((B, n - 1), generator=gen) < p_tf).to(self.device)
+                if n > 1 and (p_tf > 0 or cfg.run.compile):  # compiled: always a mask, so the graph never changes
+                    mask = torch.rand((B, n - 1), generator=gen, device=self.device) < p_tf
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
                     out = model(inputs, n, targets=targets if mask is not None else None, teacher_mask=mask,
                                 warmup=warmup, return_expert_frames=needs_expert_frames)
@@ -387,7 +410,8 @@ class Trainer:
                 count += B
                 tf_sum += p_tf
                 for k, v in terms.items():
-                    sums[k] = sums[k] + v.detach().double() * B if k in sums else v.detach().double() * B
+                    v = v.detach().to(self._acc_dtype) * B
+                    sums[k] = sums[k] + v if k in sums else v
                 synced = self.global_step % cfg.run.log_every == 0
                 if synced:
                     self._check_finite(first_bad, terms, epoch)
@@ -413,9 +437,9 @@ class Trainer:
         self._bar = bar  # closed by _end_epoch, after the validation loss joins its postfix
         seconds = time.perf_counter() - start
         keys = sorted(sums)
-        packed = torch.stack([torch.tensor(float(count), dtype=torch.float64, device=self.device)]
+        packed = torch.stack([torch.tensor(float(count), dtype=self._acc_dtype, device=self.device)]
                              + [sums[k] for k in keys]) if keys else \
-            torch.tensor([float(count)], dtype=torch.float64, device=self.device)
+            torch.tensor([float(count)], dtype=self._acc_dtype, device=self.device)
         packed = all_reduce_sum(packed, self.dist).cpu()
         total = max(1.0, float(packed[0]))
         record: dict[str, Any] = {"epoch": epoch, "step": self.global_step,
@@ -440,6 +464,11 @@ class Trainer:
         return compute_loss(pred, target, out.weights.float() if out.weights is not None else None,
                             {k: v.float() for k, v in out.aux.items()}, self.config.loss, aux_defaults,
                             out.expert_frames.float() if needs_expert_frames else None, gate_target)
+
+    @property
+    def _acc_dtype(self) -> torch.dtype:
+        """Accumulators of per-epoch sums: float64, except on MPS, which has none."""
+        return torch.float32 if self.device.type == "mps" else torch.float64
 
     def _needs_gate_target(self) -> bool:
         return self.config.loss.gate_target_weight > 0 and getattr(self.raw_model, "gate", None) is not None
@@ -496,7 +525,7 @@ class Trainer:
         needs_expert_frames = self._needs_expert_frames()
         warmup = self._warmup_loss()
         aux_defaults = self._aux_defaults()
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         count = 0
         for batch in loader:
             clip, gate_target = self._gate_target(batch)
@@ -511,15 +540,17 @@ class Trainer:
             _, terms = self._objective(out, inputs, targets, warmup, needs_expert_frames, aux_defaults, gate_target)
             pred = out.pred.float()
             err = (pred.clamp(0, 1) - targets) ** 2
-            terms = {k: float(v) for k, v in terms.items()}
             # The Moving-MNIST convention of the paper's tables: per-frame sum over C, H, W (docs/METRICS.md).
-            terms["mse"] = float(err.flatten(2).sum(-1).mean())
-            terms["mse_pixel"] = float(err.mean())
+            terms["mse"] = err.flatten(2).sum(-1).mean()
+            terms["mse_pixel"] = err.mean()
+            # Summed on the device and read back once per validation, not once per term and batch.
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v * B
+                v = v.detach().to(self._acc_dtype) * B
+                sums[k] = sums[k] + v if k in sums else v
             count += B
         keys = sorted(sums)
-        packed = torch.tensor([count] + [sums.get(k, 0.0) for k in keys], dtype=torch.float64, device=self.device)
+        packed = torch.stack([torch.tensor(float(count), dtype=self._acc_dtype, device=self.device)]
+                             + [sums[k] for k in keys])
         packed = all_reduce_sum(packed, self.dist).cpu()
         total = max(1.0, float(packed[0]))
         out = {"val_loss": float(packed[1 + keys.index("total")]) / total} if keys else {}
