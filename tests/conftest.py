@@ -54,3 +54,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def tiny_physvid_folders(root: Path, n: int, frames: int = 8, size: int = 16, shard_size: int | None = None,
+                         props: tuple[str, ...] = ("translation", "rotation", "intensity", "mixed")) -> dict[str, Path]:
+    """Tiny physvid folders, one per property (seed = its position), for training tests: D^k and a "real" set."""
+    from physvid import RenderConfig
+    from physvid.dataset import generate
+
+    out = {}
+    for k, prop in enumerate(props):
+        cfg = RenderConfig.from_dict({"property": prop, "height": size, "width": size, "frames": frames, "seed": k,
+                                      "shape": {"size": [4.0, 8.0], "thickness": [1.0, 2.0]}})
+        generate(cfg, n, root / prop, shard_size=shard_size or n, workers=1)
+        out[prop] = root / prop
+    return out

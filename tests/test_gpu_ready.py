@@ -12,8 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import stmoe
-from physvid import RenderConfig
-from physvid.dataset import generate
+from conftest import tiny_physvid_folders
 from stmoe.models import ModelConfigError
 from stmoe.train import ClipDataset, TrainConfig, load_config, run_pipeline
 from stmoe.train.trainer import Trainer
@@ -112,14 +111,7 @@ SIZE = 16
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("gpu_ready")
-    out = {}
-    for k, prop in enumerate(("translation", "rotation", "intensity", "mixed")):
-        cfg = RenderConfig.from_dict({"property": prop, "height": SIZE, "width": SIZE, "frames": 6, "seed": k,
-                                      "shape": {"size": [4.0, 8.0], "thickness": [1.0, 2.0]}})
-        generate(cfg, 22, root / prop, shard_size=22, workers=1)
-        out[prop] = root / prop
-    return out
+    return tiny_physvid_folders(tmp_path_factory.mktemp("gpu_ready"), 22, frames=6, size=SIZE)
 
 
 def test_a_compiled_pipeline_compiles_each_stage_once(data, tmp_path):

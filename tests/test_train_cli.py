@@ -13,8 +13,8 @@ import yaml
 from click.testing import CliRunner
 
 from cli.stmoe_cmd import cli
-from physvid import RenderConfig
-from physvid.dataset import generate, open_dataset
+from conftest import tiny_physvid_folders
+from physvid.dataset import open_dataset
 from stmoe.train import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,14 +25,7 @@ TINY = ["--preset", "tiny", "--set", f"model.height={SIZE}", "--set", f"model.wi
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("physvid")
-    out = {}
-    for k, prop in enumerate(("translation", "rotation", "intensity", "mixed")):
-        cfg = RenderConfig.from_dict({"property": prop, "height": SIZE, "width": SIZE, "frames": 8, "seed": k,
-                                      "shape": {"size": [4.0, 8.0], "thickness": [1.0, 2.0]}})
-        generate(cfg, 16, root / prop, shard_size=8, workers=1)
-        out[prop] = root / prop
-    return out
+    return tiny_physvid_folders(tmp_path_factory.mktemp("physvid"), 16, shard_size=8, size=SIZE)
 
 
 def run(*args, code: int = 0):
