@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--settings", default="4+6,10+10", help="comma-separated input+predicted frame counts")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20 on GPU, 3 on CPU)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3, 5 with --compile)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--compile", action="store_true", help="also time each row torch.compile'd (fresh cache per row)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast")
     ap.add_argument("--channels-last", action="store_true", help="channels_last weights and activations")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -50,7 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def bench_one(name: str, l: int, n: int, args: argparse.Namespace, device: torch.device) -> dict:
+def bench_one(name: str, l: int, n: int, args: argparse.Namespace, device: torch.device,
+              compiled: bool = False) -> dict:
     sizes = TINY if args.tiny else REFERENCE
     batch = args.batch_size or (4 if args.tiny else 16)
     torch.manual_seed(0)
@@ -58,7 +59,11 @@ def bench_one(name: str, l: int, n: int, args: argparse.Namespace, device: torch
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    forward = torch.compile(model) if args.compile else model
+    from torch import _dynamo
+
+    if compiled:  # a fresh cache per row: earlier rows' graphs must not push this one past the recompile limit
+        _dynamo.reset()
+    forward = torch.compile(model) if compiled else model
     g = torch.Generator(device="cpu").manual_seed(0)
     x = torch.rand(batch, l, sizes["in_channels"], sizes["height"], sizes["width"], generator=g).to(device)
     y = torch.rand(batch, n, sizes["in_channels"], sizes["height"], sizes["width"], generator=g).to(device)
@@ -74,17 +79,22 @@ def bench_one(name: str, l: int, n: int, args: argparse.Namespace, device: torch
         opt.step()
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    warmup = args.warmup if args.warmup is not None else (5 if args.compile else (1 if device.type == "cpu" else 3))
+    warmup = args.warmup if args.warmup is not None else (5 if compiled else (1 if device.type == "cpu" else 3))
     steps = args.steps or (20 if device.type == "cuda" else 3)
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        train_step()
-    sync()
-    t1 = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    sync()
-    t2 = time.perf_counter()
+    before = _dynamo.config.error_on_recompile
+    _dynamo.config.error_on_recompile = compiled  # a silent fall-back to eager would time the wrong thing
+    try:
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            train_step()
+        sync()
+        t1 = time.perf_counter()
+        for _ in range(steps):
+            train_step()
+        sync()
+        t2 = time.perf_counter()
+    finally:
+        _dynamo.config.error_on_recompile = before
     rate = batch * steps / (t2 - t1)
     ref = None if args.tiny else OPENSTL_H100.get(name, {}).get((l, n))
     return dict(model=name, setting=f"{l}+{n}", samples_per_s=rate, openstl_h100=ref,
@@ -107,25 +117,31 @@ def main(argv=None) -> int:
     settings = [tuple(int(v) for v in s.split("+")) for s in args.settings.split(",")]
     what = "tiny (16x16, 2x16, 3x3)" if args.tiny else "reference (64x64, 4x128, 5x5, patch 4)"
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    flags = ", ".join(f for f, on in (("compile", args.compile), ("bf16", args.bf16),
+    flags = ", ".join(f for f, on in (("eager vs compiled", args.compile), ("bf16", args.bf16),
                                       ("channels_last", args.channels_last)) if on) or "fp32 eager"
     print(f"# {what}, batch {args.batch_size or (4 if args.tiny else 16)}, {dev}, {flags}, torch {torch.__version__}")
-    print(f"{'model':<12} {'setting':>8} {'samples/s':>10} {'OpenSTL H100':>13} {'ratio':>7} {'params':>10} {'warmup s':>9}")
+    print(f"{'model':<12} {'setting':>8} {'mode':>9} {'samples/s':>10} {'OpenSTL H100':>13} {'ratio':>7} "
+          f"{'params':>10} {'warmup s':>9}")
     rows = []
     for name in names:
         for l, n in settings:
-            try:
-                row = bench_one(name, l, n, args, device)
-            except (ModelConfigError, RuntimeError) as err:  # e.g. out of memory, or a model that rejects the sizes
-                print(f"{name:<12} {l}+{n:>6} failed: {str(err).splitlines()[0]}")
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                continue
-            rows.append(row)
-            ref = f"{row['openstl_h100']}" if row["openstl_h100"] else "-"
-            ratio = f"{row['ratio']:.2f}" if row["ratio"] else "-"
-            print(f"{name:<12} {row['setting']:>8} {row['samples_per_s']:>10.2f} {ref:>13} {ratio:>7} "
-                  f"{row['params']:>10,} {row['warmup_s']:>9.1f}", flush=True)
+            # --compile: the eager row first, then the compiled one, side by side
+            for compiled in ((False, True) if args.compile else (False,)):
+                mode = "compiled" if compiled else "eager"
+                try:
+                    row = bench_one(name, l, n, args, device, compiled)
+                except (ModelConfigError, RuntimeError) as err:  # out of memory, a model that rejects the sizes, or
+                    # a recompilation (torch._dynamo RecompileError is a RuntimeError)
+                    print(f"{name:<12} {l}+{n:>6} {mode:>9} failed: {str(err).splitlines()[0]}")
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                row["mode"] = mode
+                rows.append(row)
+                ref = f"{row['openstl_h100']}" if row["openstl_h100"] else "-"
+                ratio = f"{row['ratio']:.2f}" if row["ratio"] else "-"
+                print(f"{name:<12} {row['setting']:>8} {mode:>9} {row['samples_per_s']:>10.2f} {ref:>13} {ratio:>7} "
+                      f"{row['params']:>10,} {row['warmup_s']:>9.1f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(dict(device=dev, flags=flags, tiny=args.tiny, rows=rows), indent=1))
     return 0

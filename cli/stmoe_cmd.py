@@ -477,7 +477,8 @@ def plot(run, out) -> None:
     "stmoe reproduce table1 --profile smoke --out runs/t1-smoke            # seconds: the structure",
     "stmoe reproduce table1 --profile cpu --out runs/t1 --seeds 3          # 2 CPU cores",
     "stmoe reproduce table1 --profile cpu --out runs/t1 --resume           # after a crash: finished runs are kept",
-    "stmoe reproduce all --profile gpu --out runs/all"))
+    "stmoe reproduce all --profile gpu --out runs/all",
+    "stmoe reproduce table1 --profile gpu --steps-scale 0.05 --compile --loader-workers 4 --jobs 3 --out runs/t1-gpu"))
 @click.argument("experiment", metavar="EXPERIMENT")
 @click.option("--profile", "-p", "profile", default="cpu", show_default=True,
               help="Scale: smoke (seconds, for tests), cpu (2 cores), gpu (one GPU, 64x64) or paper (128x128).")
@@ -491,8 +492,16 @@ def plot(run, out) -> None:
               help="Third-party data (MNIST digits, real clips) [default: ../shared/data beside the repository].")
 @click.option("--jobs", "-j", type=int, default=None,
               help="Worker processes training independent rows side by side [default: the profile's; cpu: 2].")
+@click.option("--steps-scale", type=float, default=1.0, show_default=True,
+              help="Multiply the profile's optimiser steps (a short run of a big profile, e.g. 0.05 for a GPU check).")
+@click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
+              help="torch.compile every stage (one graph per stage).")
+@click.option("--loader-workers", type=int, default=0, show_default=True, help="DataLoader worker processes per run.")
+@click.option("--checkpoint-minutes", type=float, default=None,
+              help="Save last.pt every N minutes instead of every epoch [default: 5 for gpu/paper, per epoch else].")
 @handle_errors
-def reproduce(experiment, profile, out, seeds, resume, data_root, jobs) -> None:
+def reproduce(experiment, profile, out, seeds, resume, data_root, jobs, steps_scale, compile_, loader_workers,
+              checkpoint_minutes) -> None:
     """Run an experiment of the paper (§4) and write its table beside the paper's numbers (docs/results.md).
 
     EXPERIMENT: table1 (Dynamic MNIST), table5 (local+global vs end-to-end), table6 (attention none / uniform /
@@ -502,7 +511,8 @@ def reproduce(experiment, profile, out, seeds, resume, data_root, jobs) -> None:
     from stmoe.reproduce import reproduce as run_reproduce
 
     results = run_reproduce(experiment, profile, out, seeds=seeds, resume=resume, data_root=data_root, jobs=jobs,
-                            log=lambda m: click.echo(m, err=True))
+                            steps_scale=steps_scale, compile=compile_, loader_workers=loader_workers,
+                            checkpoint_minutes=checkpoint_minutes, log=lambda m: click.echo(m, err=True))
     for name in results:
         click.echo(f"wrote {os.path.join(out, name, 'table.md')}")
 

@@ -199,3 +199,20 @@ def test_recompilation_is_an_error_not_a_silent_fallback(data, tmp_path):
     with pytest.raises(TrainError, match="torch.compile had to recompile"):
         Trainer(model, cfg, tmp_path / "r", train_set=ds).fit()
     assert not torch._dynamo.config.error_on_recompile  # the process setting is restored
+
+
+def test_the_prepared_gpu_check_runs_in_its_tiny_cpu_mode(tmp_path):
+    """benchmarks/gpu_check.py goes through the real Trainer, eager and compiled, and writes its JSON (CI runs this so
+    the script a GPU session will spend its minutes on cannot rot)."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import gpu_check
+
+    code = gpu_check.main(["--tiny", "--out", str(tmp_path), "--models", "convlstm,stmoe-conv", "--skip-table1"])
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert code == 0 and [(r["model"], r["mode"]) for r in result["rows"]] == [
+        ("convlstm", "eager-fp32"), ("convlstm", "compiled-bf16"), ("stmoe-conv", "eager-fp32"),
+        ("stmoe-conv", "compiled-bf16")]
+    assert all(r["samples_per_s"] > 0 for r in result["rows"]) and result["rows"][0]["openstl_h100_fp32"] == 534

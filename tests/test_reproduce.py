@@ -212,3 +212,26 @@ def test_profiles_fit_their_budgets():
     assert (cpu.size, cpu.num_layers, cpu.n_train, cpu.n_test) == (32, 2, 250, 200)
     assert (paper.size, paper.patch_size, paper.num_layers, paper.num_hidden, paper.filter_size) == (128, 4, 4, 128, 5)
     assert Path(default_data_root()).name == "data"
+
+
+@needs_data
+def test_gpu_options_and_a_budget_override_reach_every_stage(tmp_path):
+    """--steps-scale scales the profile's steps (and is recorded with the folder); --compile, --loader-workers and
+    --checkpoint-minutes reach every stage's config without changing what is trained."""
+    import dataclasses
+
+    from stmoe.reproduce.runner import Data, RowRunner
+    from stmoe.reproduce.spec import TABLE1
+
+    prof = dataclasses.replace(PROFILES["smoke"], real_steps=8, syn_steps=4)
+    log = lambda m: None  # noqa: E731
+    runner = RowRunner(tmp_path, prof, Data(tmp_path / "data", prof, DATA, log), log,
+                       {"compile": True, "loader_workers": 2, "checkpoint_minutes": 5.0})
+    cfg = runner.config(TABLE1[-1], 0)  # STMoE-conv: every stage
+    for stage in ("decoder", "experts", "gating", "global"):
+        tc = cfg.stage(stage)
+        assert tc.run.compile and tc.data.num_workers == 2 and tc.run.checkpoint_minutes == 5.0
+    plain = RowRunner(tmp_path, PROFILES["smoke"], Data(tmp_path / "data", prof, DATA, log), log).config(TABLE1[-1], 0)
+    assert not plain.stage("global").run.compile and plain.stage("global").run.checkpoint_minutes == 0
+    with pytest.raises(ReproduceError, match="--steps-scale must be a number in"):
+        reproduce("table1", "smoke", tmp_path / "x", steps_scale=0)

@@ -16,6 +16,7 @@ epoch. Nothing here selects on the test set: checkpoints are chosen on the valid
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -147,10 +148,16 @@ class Data:
 
 # --------------------------------------------------------------------------------------------------- one row
 class RowRunner:
-    """Trains and evaluates the rows of one reproduction folder."""
+    """Trains and evaluates the rows of one reproduction folder.
 
-    def __init__(self, out: Path, profile: Profile, data: Data, log: Callable[[str], None]) -> None:
+    ``options``: run settings that change speed, not results -- ``compile`` (run.compile), ``loader_workers``
+    (data.num_workers), ``checkpoint_minutes`` (run.checkpoint_minutes).
+    """
+
+    def __init__(self, out: Path, profile: Profile, data: Data, log: Callable[[str], None],
+                 options: dict | None = None) -> None:
         self.out, self.p, self.data, self.log = out, profile, data, log
+        self.options = dict(options or {})
 
     # ------------------------------------------------------------------ configs
     def _model(self, row: Row, name: str | None = None) -> dict:
@@ -190,12 +197,16 @@ class RowRunner:
         syn_data = {"split": [0.9, 0.1, 0.0]}
         doc = {
             "model": self._model(row),
-            "data": {"input_frames": CLIP[0], "output_frames": CLIP[1], "batch_size": p.batch_size},
+            "data": {"input_frames": CLIP[0], "output_frames": CLIP[1], "batch_size": p.batch_size,
+                     **({"num_workers": self.options["loader_workers"]} if self.options.get("loader_workers") else {})},
             # Every checkpoint of a table is chosen by the validation MSE of its n predicted frames, the metric the
             # tables report (stmoe.train.config.OptimConfig.monitor).
             "optim": {"lr": p.lr, "schedule": "cosine", "grad_clip": 1.0, "monitor": "mse"},
             "loss": REAL_LOSS,
-            "run": {"seed": seed, "threads": p.threads, "progress": "off", "tensorboard": "off", "log_every": 50},
+            "run": {"seed": seed, "threads": p.threads, "progress": "off", "tensorboard": "off", "log_every": 50,
+                    **({"compile": True} if self.options.get("compile") else {}),
+                    **({"checkpoint_minutes": self.options["checkpoint_minutes"]}
+                       if self.options.get("checkpoint_minutes") else {})},
             "real": train,
             "stages": {
                 "decoder": {"model": {"name": "mim"}, "loss": LOCAL_LOSS, "optim": syn, "data": syn_data},
@@ -393,12 +404,16 @@ def _check_out(out: Path, experiment: str, profile: str, resume: bool, settings:
 
 
 def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1, resume: bool = False,
-              data_root: str | Path | None = None, jobs: int | None = None,
+              data_root: str | Path | None = None, jobs: int | None = None, steps_scale: float = 1.0,
+              compile: bool = False, loader_workers: int = 0, checkpoint_minutes: float | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``experiment`` (a key of EXPERIMENTS, or "all") at ``profile`` into ``out``; returns {experiment: results}.
 
     ``jobs`` worker processes train independent rows side by side (default: the profile's; rows that share a local
-    stage always run in one worker, one after the other).
+    stage always run in one worker, one after the other; on one GPU they share it). ``steps_scale`` multiplies the
+    profile's optimiser steps (real_steps, syn_steps; recorded with the folder, so a folder is never extended with
+    another budget): a short run of a big profile. ``compile``, ``loader_workers`` and ``checkpoint_minutes``
+    (default 5 for the gpu and paper profiles, per epoch otherwise) change speed only.
 
     Raises ReproduceError (exit 2) for an unknown experiment or profile, seeds < 1, missing ../shared/data for the
     data an experiment needs, or an --out that holds another reproduction.
@@ -416,9 +431,19 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
         raise ReproduceError(f"--seeds must be an integer >= 1, got {seeds!r}")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 64):
         raise ReproduceError(f"--jobs must be an integer in [1, 64], got {jobs!r}")
+    if isinstance(steps_scale, bool) or not isinstance(steps_scale, (int, float)) or not 0 < steps_scale <= 100:
+        raise ReproduceError(f"--steps-scale must be a number in (0, 100], got {steps_scale!r}")
+    if isinstance(loader_workers, bool) or not isinstance(loader_workers, int) or not 0 <= loader_workers <= 64:
+        raise ReproduceError(f"--loader-workers must be an integer in [0, 64], got {loader_workers!r}")
     out = Path(out)
     root = Path(data_root) if data_root is not None else default_data_root()
     prof = PROFILES[profile]
+    if steps_scale != 1:
+        prof = dataclasses.replace(prof, real_steps=max(2, round(prof.real_steps * steps_scale)),
+                                   syn_steps=max(1, round(prof.syn_steps * steps_scale)))
+    if checkpoint_minutes is None:
+        checkpoint_minutes = 5.0 if profile in ("gpu", "paper") else 0.0
+    options = {"compile": bool(compile), "loader_workers": loader_workers, "checkpoint_minutes": checkpoint_minutes}
     names = ALL if "all" in wanted else tuple(dict.fromkeys(wanted))
     experiment = "all" if "all" in wanted else ",".join(names)
     if ("real" in names) and not root.is_dir():
@@ -428,7 +453,7 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
     (out / "reproduce.json").write_text(json.dumps({"experiment": experiment, "profile": profile, "seeds": seeds,
                                                     "profile_settings": asdict(prof)}, indent=2) + "\n")
     data = Data(out / "data", prof, root, log)
-    runner = RowRunner(out, prof, data, log)
+    runner = RowRunner(out, prof, data, log, options)
     results: dict[str, Any] = {}
     # Every (row, seed) still to train, once, even when several experiments list it (table5's two-step row is
     # table1's STMoE-Id); a row is finished once its evaluation JSON exists in out/rows.
@@ -454,7 +479,7 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
             for tasks in groups.values():
                 _run_tasks(runner, tasks, log)
         elif groups:
-            _run_parallel(out, prof, root, list(groups.values()), jobs, log)
+            _run_parallel(out, prof, root, list(groups.values()), jobs, log, options)
     for name in names:
         # The evaluation is shared; the label and the paper's numbers are this experiment's.
         evaluated = [{**json.loads((rows_dir / f"{row.key}-s{seed}.json").read_text()), "row": row.label,
@@ -511,21 +536,20 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _worker(out: str, profile: str, root: str, tasks: list[tuple[Row, int]], parent: int) -> None:
+def _worker(out: str, prof: Profile, root: str, tasks: list[tuple[Row, int]], parent: int, options: dict) -> None:
     import sys
 
     _exit_with_parent(parent)
-    prof = PROFILES[profile]
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    runner = RowRunner(Path(out), prof, Data(Path(out) / "data", prof, Path(root), log), log)
+    runner = RowRunner(Path(out), prof, Data(Path(out) / "data", prof, Path(root), log), log, options)
     _run_tasks(runner, tasks, log)
 
 
 def _run_parallel(out: Path, prof: Profile, root: Path, groups: list[list[tuple[Row, int]]], jobs: int,
-                  log: Callable[[str], None]) -> None:
+                  log: Callable[[str], None], options: dict) -> None:
     """Groups of rows over ``jobs`` worker processes (one CPU thread each), heaviest group first to the lightest bin."""
     import multiprocessing
     import os
@@ -542,7 +566,7 @@ def _run_parallel(out: Path, prof: Profile, root: Path, groups: list[list[tuple[
         loads[i] += cost(group)
     log(f"{sum(len(b) for b in bins)} rows on {len(bins)} worker processes")
     with ProcessPoolExecutor(len(bins), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, str(out), prof.name, str(root), b, os.getpid()) for b in bins]
+        futures = [pool.submit(_worker, str(out), prof, str(root), b, os.getpid(), options) for b in bins]
         for f in futures:
             f.result()  # re-raises a worker's error here
 

@@ -226,6 +226,9 @@ class RunConfig:
     tensorboard: str = "auto"  # auto: when the tensorboard package is installed
     progress: str = "auto"  # auto: a tqdm bar when stderr is a terminal
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch and the best one are always saved)
+    # > 0: save last.pt when this many minutes have passed since the last save instead of every checkpoint_every
+    # epochs (many short epochs on a GPU would otherwise spend their time writing checkpoints)
+    checkpoint_minutes: float = 0.0
     find_unused_parameters: bool = False  # DDP option, for models that skip parameters in some steps
 
     def __post_init__(self) -> None:
@@ -252,6 +255,7 @@ class RunConfig:
         _choice(self, "tensorboard", p, SWITCHES)
         _choice(self, "progress", p, SWITCHES)
         _int(self, "checkpoint_every", p)
+        _float(self, "checkpoint_minutes", p, low=0.0)
         _bool(self, "find_unused_parameters", p)
 
 

@@ -124,6 +124,7 @@ class Trainer:
         self.history: list[dict] = []
         self._tb = None
         self._bar = None
+        self._saved_at = time.monotonic()  # when last.pt was last written (run.checkpoint_minutes)
 
     # ------------------------------------------------------------------ setup
     @property
@@ -583,7 +584,12 @@ class Trainer:
         final = self.epoch >= cfg.optim.epochs or self._patience_spent()
         if self.is_main:
             payload = None
-            if improved or final or self.epoch % cfg.run.checkpoint_every == 0:
+            if cfg.run.checkpoint_minutes > 0:
+                due = time.monotonic() - self._saved_at >= 60.0 * cfg.run.checkpoint_minutes
+            else:
+                due = self.epoch % cfg.run.checkpoint_every == 0
+            if improved or final or due:
+                self._saved_at = time.monotonic()
                 payload = self._payload(optimizer, scheduler)
                 save_checkpoint(self.ckpt_dir / LAST, payload)
             if improved:
