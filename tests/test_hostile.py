@@ -609,3 +609,44 @@ def test_a_killed_training_with_dataloader_workers_resumes_to_identical_losses(t
 
     assert losses(killed) == losses(tmp_path / "straight")
     assert [r[0] for r in losses(killed)] == list(range(1, epochs + 1))
+
+
+# ---------------------------------------------------------------------------------------------- 4. refusals, exit codes
+@pytest.mark.parametrize("case", ["export npy into a folder", "export mp4 onto a file", "export png onto a file",
+                                  "preview onto a folder", "generate onto a file", "evaluate onto a folder",
+                                  "predict onto a file", "prepare onto a file"])
+def test_an_output_path_of_the_wrong_kind_is_a_usage_error(small, trained, tmp_path, case):
+    """Every command that writes: an --out that is a folder where a file is written, or a file where a folder is, is
+    exit 2 with one line, and nothing is written."""
+    folder, file = tmp_path / "folder", tmp_path / "file"
+    folder.mkdir()
+    file.write_text("keep")
+    ckpt, data = trained["best"], trained["data"]
+    args = {"export npy into a folder": ("export", small, "--format", "npy", "--out", folder),
+            "export mp4 onto a file": ("export", small, "--format", "mp4", "--out", file),
+            "export png onto a file": ("export", small, "--format", "png", "--out", file),
+            "preview onto a folder": ("preview", small, "--out", folder),
+            "generate onto a file": ("generate", "-p", "all", "--n", 2, "--out", file)}
+    stmoe = {"evaluate onto a folder": ("evaluate", "--checkpoint", ckpt, "--data", data, "--out", folder),
+             "predict onto a file": ("predict", "--checkpoint", ckpt, "--data", data, "--out", file),
+             "prepare onto a file": ("prepare", tmp_path, "--frames", 4, "--out", file)}
+    res = invoke(*args[case]) if case in args else invoke(*stmoe[case], app=stmoe_cli)
+    one_line(res, 2, r"folder|file|directory")
+    assert list(folder.iterdir()) == [] and file.read_text() == "keep"
+
+
+def test_a_run_larger_than_the_free_disk_is_refused_up_front(tmp_path, monkeypatch):
+    import shutil
+
+    from physvid.dataset import writer
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(writer.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=300_000))  # room for 2 sequences (and a shard's headers), not 200
+    one_line(invoke("generate", "-p", "all", "--size", 32, "--frames", 4, "--n", 200, "--workers", 1, "--quiet",
+                    "--out", tmp_path / "ds"), 2,
+             r"the \d+ shard\(s\) to write need about .* \(estimated from 16 sequences\), but .*ds has 300\.0 KB free")
+    assert not (tmp_path / "ds").exists()
+    res = invoke("generate", "-p", "all", "--size", 32, "--frames", 4, "--n", 2, "--workers", 1, "--quiet", "--out",
+                 tmp_path / "ok")
+    assert res.exit_code == 0, res.output

@@ -691,6 +691,33 @@ def _verified(out: Path, spec: ShardSpec, record: dict[str, Any] | None) -> bool
     return sha256_file(path)[0] == entry.get("sha256")
 
 
+# Sequences rendered and compressed in memory to estimate a run's size before it starts (a few ms once warm).
+DISK_SAMPLE = 16
+
+
+def check_disk(out: Path, todo: list[ShardSpec], source: Source, plan: dict[str, Any]) -> None:
+    """Refuse (ConfigError, exit 2) a run whose shards would not fit in the free space of `out`'s file system, before
+    any is written: the size is estimated as `estimate` does, from DISK_SAMPLE sequences compressed in memory."""
+    import h5py
+
+    try:
+        free = shutil.disk_usage(out).free
+    except OSError:
+        return
+    k = min(DISK_SAMPLE, todo[0].count)
+    with h5py.File(f"physvid-disk-{os.getpid()}", "w", driver="core", backing_store=False) as f:
+        _write_h5(f, ShardSpec(todo[0].shard, todo[0].first_index, k), source, plan, None, None)
+        f.flush()
+        stored: list[int] = []
+        f.visititems(lambda _, obj: stored.append(obj.id.get_storage_size()) if isinstance(obj, h5py.Dataset) else None)
+        overhead = max(0, f.id.get_filesize() - sum(stored))
+    need = int(sum(stored) / k * sum(s.count for s in todo) + overhead * len(todo))
+    if need > free:
+        raise ConfigError(f"the {len(todo)} shard(s) to write need about {human_bytes(need)} (estimated from {k} "
+                          f"sequences), but {out} has {human_bytes(free)} free; free some space, choose another --out "
+                          "or write fewer sequences (--n, or --shard-range for part of them)")
+
+
 def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[str, Any], *, seed: int | None = None,
                   source_name: str | None = None, shard_size: int | None = None, workers: int | None = None,
                   compression: str = "gzip", shard_range: Any = None, overwrite: bool = False,
@@ -729,6 +756,8 @@ def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[s
             _check_main_guard()
         if todo and hasattr(source, "warm_up"):
             summary.compile_seconds = source.warm_up(notice)
+        if todo:
+            check_disk(out, todo, source, plan)
         start = time.perf_counter()
         kept = [s for s in specs[a:b] if s not in todo]
         total = sum(s.count for s in specs[a:b])
