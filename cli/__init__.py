@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -27,10 +29,41 @@ class Terminated(KeyboardInterrupt):
     multiprocessing's semaphores released instead of reported as leaked); exit code 143 = 128 + SIGTERM."""
 
 
+def _cleaning_up() -> bool:
+    """Is the main thread handling a Terminated right now (inside an except, finally or __exit__ on its way out)?"""
+    exc = sys.exc_info()[1]
+    while exc is not None:
+        if isinstance(exc, Terminated):
+            return True
+        exc = exc.__context__
+    return False
+
+
 @contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Inside: SIGTERM raises Terminated in the main thread (elsewhere the handler cannot be set: left as it is)."""
+def sigterm_as_interrupt(redeliver_every: float = 1.0):
+    """Inside: SIGTERM raises Terminated in the main thread (elsewhere the handler cannot be set: left as it is).
+
+    Two ways a SIGTERM could be lost, and what is done about them:
+    - the exception is swallowed where it lands (a ctypes callback -- numba compiling -- or a __del__ prints
+      "Exception ignored" and carries on, and the run goes on for minutes): from the first SIGTERM on, a thread sends
+      SIGTERM again every `redeliver_every` seconds until the block is left;
+    - a repeated SIGTERM (redelivered, or a supervisor signalling again) would interrupt the clean-up half-way
+      (temporary files left, workers not stopped): while a Terminated is being handled it is ignored, and after the
+      block it is ignored too (the default action would kill the exiting process: exit code -15 instead of 143).
+    """
+    done = threading.Event()
+    started: list[threading.Thread] = []
+
+    def redeliver() -> None:
+        while not done.wait(redeliver_every):
+            os.kill(os.getpid(), signal.SIGTERM)
+
     def raise_terminated(signum, frame):
+        if _cleaning_up():
+            return
+        if not started:
+            started.append(threading.Thread(target=redeliver, name="sigterm-redeliver", daemon=True))
+            started[0].start()
         raise Terminated()
 
     try:
@@ -41,7 +74,10 @@ def sigterm_as_interrupt():
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        done.set()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if started else previous)
+
+
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2 (8.1 prints the help itself)
 
 
@@ -102,10 +138,13 @@ MAX_CONFIG_BYTES = 1 << 20
 def check_config_file(path: Any, prefix: str = "") -> None:
     """A --config file must be small UTF-8 text: refuse a binary or garbage file with one line (exit 2) before any
     parser sees it (parsers fail on such bytes with errors of their own kinds)."""
-    import os
-
-    if path is None or not os.path.isfile(path):
+    if path is None or not os.path.exists(path):
         return  # the loader says what is missing
+    if not os.path.isfile(path):  # a FIFO would block the read below forever
+        from physvid.dataset.regular import file_kind
+
+        fail(f"config file {path} is {file_kind(path)}, not a regular file; give a YAML, JSON or TOML text file", 2,
+             prefix)
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_CONFIG_BYTES + 1)

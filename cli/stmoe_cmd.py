@@ -10,6 +10,7 @@ file, NaN loss). The same command runs under torchrun for DDP: `torchrun --nproc
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Any, Callable
@@ -69,7 +70,7 @@ SHORTCUTS = (
     KeyOption(("--input-frames", "-l"), "data.input_frames", click.IntRange(min=1), "l, observed frames."),
     KeyOption(("--output-frames", "-n"), "data.output_frames", click.IntRange(min=1), "n, predicted frames."),
     KeyOption(("--workers", "-j"), "data.num_workers", click.IntRange(min=0), "DataLoader worker processes."),
-    KeyOption(("--seed",), "run.seed", click.IntRange(min=0), "Seed of everything (run.seed)."),
+    KeyOption(("--seed",), "run.seed", click.IntRange(min=0, max=2**63 - 1), "Seed of everything (run.seed)."),
     KeyOption(("--device",), "run.device", str, "auto, cpu, cuda or cuda:N (run.device)."),
     KeyOption(("--precision",), "run.precision", click.Choice(("auto", "fp32", "bf16")),
              "auto = bf16 autocast on GPU, fp32 on CPU (run.precision)."),
@@ -125,13 +126,27 @@ def _writable_folder(ctx: click.Context, param: click.Parameter, value: Any) -> 
     return value
 
 
-def run_options(f: Callable | None = None, *, checkpoint: str = "OUT/checkpoints/last.pt") -> Callable:
-    """--out and --resume; `checkpoint` is where this command's --resume continues from."""
+def run_options(f: Callable | None = None, *, checkpoint: str = "OUT/checkpoints/last.pt",
+                runs: tuple[str, ...] = ("checkpoints/last.pt",)) -> Callable:
+    """--out and --resume; `checkpoint` is where this command's --resume continues from, `runs` the files (globs
+    below OUT) of which --resume needs one (stmoe.train.stages.check_resume_folder)."""
 
     def decorate(f: Callable) -> Callable:
-        f = click.option("--resume", is_flag=True, help=f"Continue a killed run from {checkpoint}.")(f)
+        @functools.wraps(f)
+        def checked(*args, **kwargs):
+            if kwargs.get("resume"):
+                from stmoe.train.errors import TrainError
+                from stmoe.train.stages import check_resume_folder
+
+                try:
+                    check_resume_folder(kwargs["out"], runs)
+                except TrainError as exc:
+                    fail(str(exc), exc.exit_code, _rank_prefix())
+            return f(*args, **kwargs)
+
+        checked = click.option("--resume", is_flag=True, help=f"Continue a killed run from {checkpoint}.")(checked)
         return click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder.",
-                            callback=_writable_folder)(f)
+                            callback=_writable_folder)(checked)
 
     return decorate(f) if f is not None else decorate
 
@@ -216,7 +231,7 @@ def train_decoder_cmd(ctx, out, resume, preset, config_file, sets, **options) ->
 @click.option("--expert", "expert_ids", type=click.IntRange(min=0), multiple=True,
               help="Train only expert K (repeatable) [default: all, one after the other].")
 @data_options("synthetic")
-@run_options(checkpoint="OUT/expert-<k>/checkpoints/last.pt")
+@run_options(checkpoint="OUT/expert-<k>/checkpoints/last.pt", runs=("expert-*/checkpoints/last.pt",))
 @config_options
 @click.pass_context
 @handle_errors
@@ -315,7 +330,8 @@ def train_baseline_cmd(ctx, model_name, real, out, resume, preset, config_file, 
     "stmoe pipeline --config exp.yaml --out runs/exp --resume          # continue after a crash",
     "torchrun --nproc_per_node 4 $(which stmoe) pipeline --config exp.yaml --out runs/exp"))
 @data_options("synthetic", "real", "all")
-@run_options(checkpoint="OUT/<stage>/checkpoints/last.pt (finished stages are skipped)")
+@run_options(checkpoint="OUT/<stage>/checkpoints/last.pt (finished stages are skipped)",
+             runs=("pipeline.yaml", "**/checkpoints/last.pt"))
 @config_options
 @click.pass_context
 @handle_errors

@@ -481,9 +481,36 @@ def noise_field(config: RenderConfig, rng: np.random.Generator) -> np.ndarray:
     return total
 
 
+def check_noise_reachable(config: RenderConfig) -> None:
+    """Refuse (ConfigError) a config whose noise field is identically zero while a ratio > 0 is asked (e.g. Perlin-only
+    noise with perlin_frequency 1 and perlin_speed 0 samples only lattice points, where Perlin noise is exactly 0):
+    it would render noise-free videos recorded as noise ratio 0. Every entry point (render, render_sequence, generate,
+    estimate) calls it, so no path renders such a config."""
+    nc = config.noise
+    if nc.ratio <= 0 or nc.gaussian > 0 or nc.white > 0:  # Gaussian and white fields are never 0 everywhere
+        return
+    try:
+        silent = _perlin_silent(config)
+    except TypeError:  # an unhashable config (a list where a tuple belongs): decide without the cache
+        silent = _perlin_silent.__wrapped__(config)
+    if silent:
+        from .errors import ConfigError
+
+        raise ConfigError(f"noise.ratio {nc.ratio:g} cannot be reached: the noise field is 0 everywhere (weights "
+                          f"gaussian {nc.gaussian:g}, white {nc.white:g}, perlin {nc.perlin:g}; Perlin noise is 0 at "
+                          f"its lattice points, which perlin_frequency {nc.perlin_frequency:g} and perlin_speed "
+                          f"{nc.perlin_speed:g} sample); add gaussian or white noise or change those two")
+
+
+@functools.lru_cache(maxsize=16)
+def _perlin_silent(config: RenderConfig) -> bool:
+    return not np.any(noise_field(config, sequence_rngs(config.seed, 0, config.property)[1]))
+
+
 def render_sequence(config: RenderConfig, index: int, *, with_clean: bool = True, objects: dict | None = None,
                     video: np.ndarray | None = None) -> Sequence:
     """Render sequence `index` of the dataset described by `config` (into `objects`/`video` rows when given)."""
+    check_noise_reachable(config)
     scene_rng, noise_rng = sequence_rngs(config.seed, index, config.property)
     p = sample_scene(config, index, scene_rng, objects)
     clean, masks, pmap = render_clean(config, p, config.masks, config.property_maps)
@@ -507,6 +534,7 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
     Python only runs each sequence's plan and draws its uniforms; sampling, drawing, noise and calibration for the whole
     batch are one numba call (`kernels.pipeline.render_batch`, the same arithmetic as `render_sequence`).
     """
+    check_noise_reachable(config)
     indices = [int(i) for i in np.atleast_1d(np.asarray(indices, dtype=np.int64))]
     if any(i < 0 for i in indices):
         from .errors import ConfigError

@@ -20,6 +20,11 @@ RUN_KEYS = ("n", "out", "shard_size", "workers", "compression")
 
 def _parse(path: Path) -> Any:
     suffix = path.suffix.lower()
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        from .regular import file_kind
+
+        raise ConfigError(f"config file {path} is {file_kind(path)}, not a regular file; give a YAML, JSON or TOML "
+                          "text file")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -28,9 +33,9 @@ def _parse(path: Path) -> Any:
         raise ConfigError(f"config file {path} is not UTF-8 text; give a YAML, JSON or TOML text file") from None
     try:
         if suffix in (".yaml", ".yml"):
-            import yaml
+            from ..yamlload import safe_load
 
-            return yaml.safe_load(text)
+            return safe_load(text)
         if suffix == ".json":
             return json.loads(text)
         if suffix == ".toml":

@@ -63,6 +63,14 @@ def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | N
     if fmt != "npy":
         check_scale(ds.shape, scale, 1)
     out = Path(out) if out is not None else default_export_path(path, fmt)
+    # The wrong kind of path is a usage error (exit 2), said before anything is written.
+    if fmt == "npy" and out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; npy export writes one file: give a file name such as "
+                          f"{out / 'data.npy'}")
+    if fmt != "npy" and out.exists() and not out.is_dir():
+        what = "an mp4 file" if fmt == "mp4" else "a folder of PNG frames"
+        raise ConfigError(f"--out {out} is a file; {fmt} export writes {what} per sequence into a folder: give a "
+                          "folder (it is created if missing)")
     try:
         with ds:
             if fmt == "npy":

@@ -79,6 +79,10 @@ def load_manifest(directory: str | Path) -> dict[str, Any]:
     path = d / MANIFEST
     if not d.is_dir():
         raise NotADatasetError(f"dataset folder not found: {d}")
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        from .regular import require_regular
+
+        require_regular(path, "the manifest", f"regenerate the dataset or remove it from {d}")
     if not path.is_file():
         if (d / STATE_DIR / PLAN).is_file():  # a dataset being written: a runtime state, exit 1
             raise DatasetError(f"{d} has no {MANIFEST}: its shards are still being written or some are missing: "

@@ -27,6 +27,7 @@ from .chunks import (FILTER_DEFLATE, FILTER_FLETCHER32, FILTER_LZF, FILTER_SHUFF
                      swap_halves as _swap_halves)
 from .layout import MANIFEST
 from .manifest import check_format, load_manifest
+from .regular import file_kind, require_regular
 from .trust import foreign_objects, shard_problems
 
 try:  # python-isal inflates the same zlib streams 2-3x faster; optional
@@ -198,6 +199,9 @@ class Dataset:
                 return self.__init__(p.parent)
             self.manifest = _shard_manifest(p)
             root = p.parent
+        elif p.exists():  # a FIFO would block the HDF5 open forever
+            raise DatasetError(f"{p} is {file_kind(p)}, not a dataset folder or shard file; give the folder written "
+                               "by `physvid generate` or one shard file")
         else:
             raise NotADatasetError(f"no dataset at {p}: give the folder written by `physvid generate` or one shard "
                                    "file")
@@ -278,6 +282,7 @@ class Dataset:
         if f is None:
             import h5py
 
+            require_regular(self._files[k], "shard")  # a FIFO in its place would block the open forever
             try:
                 f = h5py.File(self._files[k], "r")
                 # Before any data is read: nothing that leads outside the shard, and the shard is the one the

@@ -13,6 +13,7 @@ from ..errors import DatasetError, NotADatasetError
 from .layout import FORMAT_VERSION, SHARD_RE, TMP_RE, sha256_file
 from .manifest import load_manifest
 from .reader import _shard_manifest
+from .regular import file_kind
 from .trust import shard_problems
 
 
@@ -99,8 +100,9 @@ def verify_dataset(path: str | Path, *, deep: bool = False) -> VerifyReport:
         name = entry["file"]
         listed.add(name)
         p = root / name
-        if not p.is_file():
-            report.problems[name] = ["missing"]
+        kind = file_kind(p)
+        if kind != "a regular file":  # never opened: a FIFO would block the read forever
+            report.problems[name] = ["missing" if kind == "missing" else f"is {kind}, not a regular file (not read)"]
             continue
         sha, size = sha256_file(p)
         report.bytes += size
@@ -132,6 +134,9 @@ def describe_dataset(path: str | Path, *, verify: bool = False) -> dict[str, Any
         manifest = _shard_manifest(p)
         files = [p]
         kind = "single shard"
+    elif p.exists():
+        raise DatasetError(f"{p} is {file_kind(p)}, not a dataset folder or shard file; give the folder written by "
+                           "`physvid generate` or one shard file")
     else:
         raise NotADatasetError(f"no dataset at {p}: give the folder written by `physvid generate` or one shard file")
     sequences = sum(int(s["count"]) for s in manifest["shards"])

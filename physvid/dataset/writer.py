@@ -40,6 +40,7 @@ from .budget import check_memory, check_size
 from .chunks import ChunkWriter
 from .layout import (COMPRESSIONS, MANIFEST, PLAN, STATE_DIR, ShardSpec, atomic_write_text, dumps, filter_options,
                      fsync_path, is_dataset_file, read_json, record_path, sha256_file, shard_specs, tmp_name)
+from .lock import lock_folder
 from .manifest import check_format, differences, identity, make_manifest, make_plan
 
 Source = Callable[[np.ndarray], "tuple[np.ndarray, dict[str, np.ndarray]]"]
@@ -98,19 +99,10 @@ NOISE_TOLERANCE = 0.10
 
 
 def check_noise_reachable(config: RenderConfig) -> None:
-    """Refuse a config whose noise field is identically zero while a ratio > 0 is asked (e.g. Perlin-only noise with
-    perlin_frequency 1 and perlin_speed 0 samples only lattice points, where Perlin noise is exactly 0)."""
-    from ..render import noise_field, sequence_rngs
+    """physvid.render.check_noise_reachable (kept here for callers of the writer; the renderer checks it too)."""
+    from ..render import check_noise_reachable as check
 
-    if config.noise.ratio <= 0:
-        return
-    field = noise_field(config, sequence_rngs(config.seed, 0, config.property)[1])
-    if not np.any(field):
-        nc = config.noise
-        raise ConfigError(f"noise.ratio {nc.ratio:g} cannot be reached: the noise field is 0 everywhere (weights "
-                          f"gaussian {nc.gaussian:g}, white {nc.white:g}, perlin {nc.perlin:g}; Perlin noise is 0 at "
-                          f"its lattice points, which perlin_frequency {nc.perlin_frequency:g} and perlin_speed "
-                          f"{nc.perlin_speed:g} sample); add gaussian or white noise or change those two")
+    check(config)
 
 
 @dataclass
@@ -501,6 +493,47 @@ def _check_main_guard() -> None:
                           "script, so put the calls under `if __name__ == \"__main__\":` (or pass workers=1)")
 
 
+# Seconds a stopped worker gets to exit after SIGTERM before SIGKILL, and the executor's thread to notice.
+STOP_GRACE = 3.0
+
+
+def _stop_pool(pool: ProcessPoolExecutor, grace: float = STOP_GRACE) -> None:
+    """Stop every worker now and return within about 2 * grace seconds whatever state the pool is in.
+
+    `shutdown(wait=True)` after terminating workers could wait without bound: the executor's manager thread joins
+    queues and processes that a worker killed mid-message (or while being spawned) never releases. So: SIGTERM each
+    worker, SIGKILL the ones still alive after `grace`, shut the executor down without waiting, and give its manager
+    thread `grace` seconds; if it is still stuck, drop it from the executor's exit-time join list so that the
+    interpreter can exit (it is a daemon-less thread that only bookkeeps futures nobody waits for any more).
+    """
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # private, but the only way to stop workers
+    for proc in procs:
+        try:
+            proc.terminate()  # stop the other shards now rather than after they finish
+        except (OSError, ValueError, AttributeError):  # already gone, or not started yet
+            pass
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+        except (OSError, ValueError, AttributeError, AssertionError):
+            pass
+    thread = getattr(pool, "_executor_manager_thread", None)  # shutdown() forgets it
+    pool.shutdown(wait=False, cancel_futures=True)
+    if thread is not None:
+        thread.join(grace)
+        if thread.is_alive():
+            import concurrent.futures.process as cfp
+            import threading as th
+
+            getattr(cfp, "_threads_wakeups", {}).pop(thread, None)
+            # threading's shutdown joins every non-daemon thread: without this the stuck one would block exit.
+            getattr(th, "_shutdown_locks", set()).discard(getattr(thread, "_tstate_lock", None))
+
+
 def _run_tasks(out: Path, tasks: list[ShardSpec], source: Source, plan: dict[str, Any], workers: int,
                report: Callable[[int], None]) -> list[dict[str, Any]]:
     """One process per shard at a time (it renders and writes its own file, so compression runs in parallel too)."""
@@ -533,10 +566,7 @@ def _run_tasks(out: Path, tasks: list[ShardSpec], source: Source, plan: dict[str
         pool.shutdown(wait=True)
         drain(0.01)
     except BaseException as exc:
-        procs = getattr(pool, "_processes", None) or {}  # private, but the only way to stop running workers
-        for proc in list(procs.values()):
-            proc.terminate()  # stop the other shards now rather than after they finish
-        pool.shutdown(wait=True, cancel_futures=True)
+        _stop_pool(pool)
         for t in tasks:
             if t.shard not in done:
                 remove_temp_files(out, t.shard)
@@ -571,6 +601,10 @@ def existing_plan(out: Path) -> dict[str, Any] | None:
 def shard_attrs(path: Path) -> dict[str, Any] | None:
     import h5py
 
+    from .regular import is_regular
+
+    if not is_regular(path):  # a FIFO would block the open forever
+        return None
     try:
         with h5py.File(path, "r") as f:
             return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
@@ -657,6 +691,33 @@ def _verified(out: Path, spec: ShardSpec, record: dict[str, Any] | None) -> bool
     return sha256_file(path)[0] == entry.get("sha256")
 
 
+# Sequences rendered and compressed in memory to estimate a run's size before it starts (a few ms once warm).
+DISK_SAMPLE = 16
+
+
+def check_disk(out: Path, todo: list[ShardSpec], source: Source, plan: dict[str, Any]) -> None:
+    """Refuse (ConfigError, exit 2) a run whose shards would not fit in the free space of `out`'s file system, before
+    any is written: the size is estimated as `estimate` does, from DISK_SAMPLE sequences compressed in memory."""
+    import h5py
+
+    try:
+        free = shutil.disk_usage(out).free
+    except OSError:
+        return
+    k = min(DISK_SAMPLE, todo[0].count)
+    with h5py.File(f"physvid-disk-{os.getpid()}", "w", driver="core", backing_store=False) as f:
+        _write_h5(f, ShardSpec(todo[0].shard, todo[0].first_index, k), source, plan, None, None)
+        f.flush()
+        stored: list[int] = []
+        f.visititems(lambda _, obj: stored.append(obj.id.get_storage_size()) if isinstance(obj, h5py.Dataset) else None)
+        overhead = max(0, f.id.get_filesize() - sum(stored))
+    need = int(sum(stored) / k * sum(s.count for s in todo) + overhead * len(todo))
+    if need > free:
+        raise ConfigError(f"the {len(todo)} shard(s) to write need about {human_bytes(need)} (estimated from {k} "
+                          f"sequences), but {out} has {human_bytes(free)} free; free some space, choose another --out "
+                          "or write fewer sequences (--n, or --shard-range for part of them)")
+
+
 def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[str, Any], *, seed: int | None = None,
                   source_name: str | None = None, shard_size: int | None = None, workers: int | None = None,
                   compression: str = "gzip", shard_range: Any = None, overwrite: bool = False,
@@ -677,7 +738,15 @@ def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[s
     name = source_name or getattr(source, "name", None) or type(source).__name__
     plan = make_plan(source=name, config=config, seed=seed, n=n, shard_size=shard_size, compression=compression)
     out = Path(out)
-    created = prepare_folder(out, plan, overwrite)
+    # One writer per folder (lock.py): taken before --overwrite may delete anything, or right after creating DIR.
+    lock = lock_folder(out, exclusive=finalize) if out.is_dir() else None
+    try:
+        created = prepare_folder(out, plan, overwrite)
+        lock = lock or lock_folder(out, exclusive=finalize)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     summary = Summary(out=out, total_sequences=n, shard_range=(a, b))
     try:
         _write_plan(out, plan)
@@ -687,6 +756,8 @@ def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[s
             _check_main_guard()
         if todo and hasattr(source, "warm_up"):
             summary.compile_seconds = source.warm_up(notice)
+        if todo:
+            check_disk(out, todo, source, plan)
         start = time.perf_counter()
         kept = [s for s in specs[a:b] if s not in todo]
         total = sum(s.count for s in specs[a:b])
@@ -709,6 +780,8 @@ def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[s
         if isinstance(exc, OSError):
             raise io_error(exc, Path(exc.filename) if getattr(exc, "filename", None) else out) from None
         raise
+    finally:
+        lock.release()
     return summary
 
 

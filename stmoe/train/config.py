@@ -42,6 +42,8 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 LOG_FORMATS = ("jsonl", "csv")
 # Model fields every model of one experiment shares with the STMoE (frame size, grid, C_Z, l), so that an expert
 # trained alone, the generalist F^0 and the decoder H all plug into the mixture (Eq. 4, 6).
+# Seeds reach torch.manual_seed, which takes 64-bit integers; physvid bounds its seed the same way.
+MAX_SEED = 2**63 - 1
 SHARED_MODEL_FIELDS = ("in_channels", "height", "width", "patch_size", "num_layers", "num_hidden", "filter_size",
                        "out_channels", "input_frames", "decoder_kernel")
 
@@ -51,12 +53,13 @@ def _where(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _int(obj: Any, name: str, prefix: str, low: int = 1, optional: bool = False) -> None:
+def _int(obj: Any, name: str, prefix: str, low: int = 1, optional: bool = False, high: int | None = None) -> None:
     v = getattr(obj, name)
     if optional and v is None:
         return
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-        raise TrainConfigError(f"{_where(prefix, name)} must be an integer >= {low}{' or null' if optional else ''}, "
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low or (high is not None and v > high):
+        bounds = f">= {low}" if high is None else f"in {low}..{high}"
+        raise TrainConfigError(f"{_where(prefix, name)} must be an integer {bounds}{' or null' if optional else ''}, "
                                f"got {v!r}")
 
 
@@ -233,7 +236,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         p = "run"
-        _int(self, "seed", p, low=0)
+        _int(self, "seed", p, low=0, high=MAX_SEED)
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda", "mps")
                                                     or self.device.startswith("cuda:")):
             raise TrainConfigError(f"run.device: unknown value {self.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
@@ -335,9 +338,16 @@ def _no_unknown(d: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> 
         raise TrainConfigError(f"unknown key {_where(prefix, unknown[0])!r}; allowed: {', '.join(allowed)}")
 
 
+def _null_section(prefix: str) -> TrainConfigError:
+    # YAML's `model:` with nothing after it, or `model: null`: it would replace every setting of the section (the
+    # preset's too) by the defaults without a word; say so instead.
+    return TrainConfigError(f"{prefix} is null; give a mapping of settings (e.g. {prefix}: {{...}}) or leave the key "
+                            "out to keep the preset's or the default settings")
+
+
 def _section(cls: type, d: Any, prefix: str):
     if d is None:
-        d = {}
+        raise _null_section(prefix)
     if not isinstance(d, Mapping):
         raise TrainConfigError(f"{prefix} must be a mapping of settings, got {d!r}")
     allowed = tuple(f.name for f in dataclasses.fields(cls))
@@ -347,7 +357,7 @@ def _section(cls: type, d: Any, prefix: str):
 
 def _loss(d: Any) -> LossConfig:
     if d is None:
-        d = {}
+        raise _null_section("loss")
     if not isinstance(d, Mapping):
         raise TrainConfigError(f"loss must be a mapping of settings, got {d!r}")
     _no_unknown(d, tuple(f.name for f in dataclasses.fields(LossConfig)), "loss")
@@ -361,7 +371,7 @@ def _loss(d: Any) -> LossConfig:
 
 def _model_spec(d: Any, input_frames: int) -> ModelSpec:
     if d is None:
-        d = {}
+        raise _null_section("model")
     if not isinstance(d, Mapping):
         raise TrainConfigError(f"model must be a mapping (name and config fields), got {d!r}")
     d = dict(d)
@@ -406,11 +416,13 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     """``"optim.lr=1e-3"`` -> ("optim.lr", 0.001); the value is read as YAML (numbers, lists, true/false, null)."""
     import yaml
 
+    from physvid.yamlload import safe_load
+
     key, sep, raw = str(text).partition("=")
     if not sep or not key.strip():
         raise TrainConfigError(f"--set expects KEY=VALUE (e.g. optim.lr=0.001), got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     # YAML 1.1 reads "1e-3" as a string; numbers written that way are meant as numbers.
@@ -628,7 +640,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML (or JSON) config file as a dict; dotted keys at any level are unflattened."""
     import yaml
 
+    from physvid.yamlload import safe_load
+
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        from physvid.dataset.regular import file_kind
+
+        raise TrainConfigError(f"config file {path} is {file_kind(path)}, not a regular file; give a YAML file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -636,7 +654,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise TrainConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = safe_load(text)
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TrainConfigError(f"config file {path} is not valid YAML: {first}") from None

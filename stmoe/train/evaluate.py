@@ -17,7 +17,7 @@ import torch
 
 from ..data.errors import DataError
 from ..metrics import DEFAULT_METRICS, MetricAccumulator, MetricConfig
-from .checkpoint import load_model
+from .checkpoint import checkpoint_config, load_model
 from .config import TrainConfig
 from .data import ClipDataset, split_clip, to_unit
 from .distributed import resolve_device
@@ -69,7 +69,7 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
     slow optical-flow MSE).
     """
     model, ckpt = load_model(checkpoint)
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    cfg = checkpoint_config(ckpt, checkpoint)
     try:
         mcfg = MetricConfig(metrics=tuple(metrics) if metrics else DEFAULT_METRICS)
     except ValueError as exc:

@@ -18,8 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import load_model
-from .config import TrainConfig
+from .checkpoint import checkpoint_config, load_model
 from .data import split_clip, to_unit
 from .distributed import resolve_device
 from .errors import TrainConfigError
@@ -152,7 +151,7 @@ def predict(checkpoint: str | Path, data: Any, out: str | Path, *, indices: Sequ
     if bad or not formats:
         raise TrainConfigError(f"--format: unknown value {bad[0] if bad else formats!r}; allowed: {', '.join(FORMATS)}")
     model, ckpt = load_model(checkpoint)
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    cfg = checkpoint_config(ckpt, checkpoint)
     dev = resolve_device(device)
     model.to(dev)
     ds, cfg = eval_dataset(data, cfg, model, split=split, output_frames=output_frames, kind=kind)

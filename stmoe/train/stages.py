@@ -61,6 +61,16 @@ _OPTION = {"the decoder stage (D^all)": "--synthetic DIR,DIR,... (or --all DIR)"
            "the end-to-end run": "--real DIR", "the baseline": "--real DIR (or data.path)"}
 
 
+def check_resume_folder(out: str | Path, runs: Sequence[str] = ("checkpoints/last.pt",)) -> None:
+    """``--resume`` promises a run to continue: refuse (TrainConfigError, exit 2) a folder holding none of ``runs``
+    (glob patterns below ``out``) instead of silently training from scratch. The library's ``resume=True`` stays
+    "continue what is there", which `stmoe reproduce` relies on for stages it has not started yet."""
+    root = Path(out)
+    if not any(any(root.glob(pattern)) for pattern in runs):
+        raise TrainConfigError(f"--resume: {out} holds no run to continue (no {' or '.join(runs)} in it); drop "
+                               "--resume to start a new run there")
+
+
 def fit(model: nn.Module, cfg: TrainConfig, out: str | Path, paths: Sequence[str], *, stage: str,
         frozen: Sequence[nn.Module] = (), meta: dict | None = None, resume: bool = False,
         callbacks: Iterable[Callback] = (), dist_info: DistInfo | None = None) -> TrainResult:

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..losses import compute_loss
-from .checkpoint import load_checkpoint, model_meta, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (check_resume_inputs, load_checkpoint, model_meta, rng_state, save_checkpoint,
+                         set_rng_state)
 from .config import TrainConfig, dump_yaml
 from .data import ClipDataset, make_loader, split_clip, to_unit
 from .distributed import DistInfo, all_reduce_max, all_reduce_sum, barrier, init_distributed, wrap_ddp
@@ -264,6 +265,8 @@ class Trainer:
         if exists and not resume:
             raise TrainConfigError(f"{self.run_dir} already holds a run ({last}); pass --resume to continue it or "
                                    f"choose another --out")
+        if exists:  # a resumed run keeps its record of what it trained on: refuse other data than it started with
+            check_resume_inputs(last, self.meta, self.run_dir)
         barrier(self.dist)
         threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
         if cfg.run.threads:
@@ -509,11 +512,17 @@ class Trainer:
             return
         nonfinite = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()]
         kept = self.ckpt_dir / LAST
-        where = f"the last good checkpoint {kept} is kept" if kept.exists() else "no checkpoint was written yet"
+        # Name a file only when it is there to be named (a run that fails in its first epoch has none): the advice
+        # then differs too, since --resume needs a checkpoint to continue from.
+        if kept.is_file():
+            where, then = (f"the last good checkpoint {kept} is kept",
+                           "then continue from it with --resume")
+        else:
+            where, then = "no checkpoint was written yet", "then start the run again (without --resume)"
         raise NonFiniteLossError(
             f"stage {self.stage}: the loss became nan or inf at epoch {epoch}, batch {i} "
             f"(non-finite terms: {', '.join(nonfinite) or 'total'}); training stopped and {where}; lower optim.lr, "
-            f"set optim.grad_clip or check the data, then continue with --resume")
+            f"set optim.grad_clip or check the data, {then}")
 
     @torch.no_grad()
     def _validate(self, loader) -> dict:
