@@ -136,6 +136,20 @@ def run_options(f: Callable | None = None, *, checkpoint: str = "OUT/checkpoints
     return decorate(f) if f is not None else decorate
 
 
+def init_option(f: Callable | None = None, *, multiple: bool = False) -> Callable:
+    """--init CKPT: start the stage from another run's weights, with a fresh optimiser and schedule."""
+    help_ = ("Fine-tune: start from the weights of this checkpoint (same model and sizes; checked like --resume), "
+             "with a fresh optimiser and schedule.")
+    if multiple:
+        help_ += " Repeat once per trained expert, in order."
+
+    def decorate(f: Callable) -> Callable:
+        return click.option("--init", "init", type=click.Path(exists=True, dir_okay=False), multiple=multiple,
+                            default=None, metavar="CKPT", help=help_)(f)
+
+    return decorate(f) if f is not None else decorate
+
+
 def build_config(ctx: click.Context, preset, config_file, sets, options: dict[str, Any], stage: str | None,
                  extra: dict[str, Any] | None = None):
     """preset < file < command line -> stmoe.train.Config."""
@@ -195,15 +209,16 @@ def train() -> None:
     "stmoe train decoder --preset tiny --synthetic d/translation,d/rotation,d/intensity --out runs/x/decoder"))
 @data_options("synthetic", "all")
 @run_options
+@init_option
 @config_options
 @click.pass_context
 @handle_errors
-def train_decoder_cmd(ctx, out, resume, preset, config_file, sets, **options) -> None:
+def train_decoder_cmd(ctx, out, resume, init, preset, config_file, sets, **options) -> None:
     """Stage 1: a generalist F^0 with the decoder H on D^all; keeps theta_H (skipped for STMoE-Id)."""
     from stmoe.train import train_decoder
 
     cfg = build_config(ctx, preset, config_file, sets, options, "decoder")
-    path = train_decoder(cfg, out, resume=resume)
+    path = train_decoder(cfg, out, resume=resume, init=init)
     _report(path if path else "the identity decoder (STMoE-Id) has no parameters: stage 1 skipped")
 
 
@@ -217,16 +232,18 @@ def train_decoder_cmd(ctx, out, resume, preset, config_file, sets, **options) ->
               help="Train only expert K (repeatable) [default: all, one after the other].")
 @data_options("synthetic")
 @run_options(checkpoint="OUT/expert-<k>/checkpoints/last.pt")
+@init_option(multiple=True)
 @config_options
 @click.pass_context
 @handle_errors
-def train_experts_cmd(ctx, decoder_checkpoint, expert_ids, out, resume, preset, config_file,
+def train_experts_cmd(ctx, decoder_checkpoint, expert_ids, out, resume, init, preset, config_file,
                       sets, **options) -> None:
     """Stage 2: each expert F^k alone on its D^k, with H frozen; writes OUT/expert-<k>."""
     from stmoe.train import train_experts
 
     cfg = build_config(ctx, preset, config_file, sets, options, "experts")
-    paths = train_experts(cfg, out, decoder_checkpoint=decoder_checkpoint, experts=expert_ids or None, resume=resume)
+    paths = train_experts(cfg, out, decoder_checkpoint=decoder_checkpoint, experts=expert_ids or None, resume=resume,
+                          init=init or None)
     _report(*paths)
 
 
@@ -241,10 +258,11 @@ def train_experts_cmd(ctx, decoder_checkpoint, expert_ids, out, resume, preset, 
               help="Stage-1 checkpoint holding H [default: the experts' frozen copy].")
 @data_options("real")
 @run_options
+@init_option
 @config_options
 @click.pass_context
 @handle_errors
-def train_gating_cmd(ctx, expert_checkpoints, experts_dir, decoder_checkpoint, real, out, resume,
+def train_gating_cmd(ctx, expert_checkpoints, experts_dir, decoder_checkpoint, real, out, resume, init,
                      preset, config_file, sets, **options) -> None:
     """Stage 3: the gating networks (STGN) on real data, experts and H frozen."""
     from stmoe.train import train_gating
@@ -257,7 +275,8 @@ def train_gating_cmd(ctx, expert_checkpoints, experts_dir, decoder_checkpoint, r
         ckpts = [os.path.join(experts_dir, f"expert-{k}", "checkpoints", "best.pt") for k in range(cfg.num_experts)]
     if not ckpts:
         raise click.UsageError("give the stage-2 experts: --experts-dir DIR or --expert-checkpoint CKPT per expert")
-    _report(train_gating(cfg, out, expert_checkpoints=ckpts, decoder_checkpoint=decoder_checkpoint, resume=resume))
+    _report(train_gating(cfg, out, expert_checkpoints=ckpts, decoder_checkpoint=decoder_checkpoint, resume=resume,
+                         init=init))
 
 
 @train.command("global", epilog=examples(
@@ -266,48 +285,54 @@ def train_gating_cmd(ctx, expert_checkpoints, experts_dir, decoder_checkpoint, r
               help="The stage-3 (gating) checkpoint.")
 @data_options("real")
 @run_options
+@init_option
 @config_options
 @click.pass_context
 @handle_errors
-def train_global_cmd(ctx, checkpoint, real, out, resume, preset, config_file, sets,
+def train_global_cmd(ctx, checkpoint, real, out, resume, init, preset, config_file, sets,
                      **options) -> None:
     """Stage 4: the whole STMoE on real data, from the stage-3 checkpoint."""
     from stmoe.train import train_global
 
     cfg = build_config(ctx, preset, config_file, sets, options, "global")
-    _report(train_global(cfg, out, checkpoint=checkpoint, resume=resume))
+    _report(train_global(cfg, out, checkpoint=checkpoint, resume=resume, init=init))
 
 
 @train.command("end-to-end", epilog=examples("stmoe train end-to-end --preset tiny --real d/real --out runs/e2e"))
 @data_options("real")
 @run_options
+@init_option
 @config_options
 @click.pass_context
 @handle_errors
-def train_end_to_end_cmd(ctx, real, out, resume, preset, config_file, sets, **options) -> None:
+def train_end_to_end_cmd(ctx, real, out, resume, init, preset, config_file, sets, **options) -> None:
     """Ablation (Table 5): the STMoE architecture trained from scratch on real data only."""
     from stmoe.train import train_end_to_end
 
     cfg = build_config(ctx, preset, config_file, sets, options, "end_to_end")
-    _report(train_end_to_end(cfg, out, resume=resume))
+    _report(train_end_to_end(cfg, out, resume=resume, init=init))
 
 
-@train.command("baseline", epilog=examples("stmoe train baseline --preset tiny --model convlstm --real d/real "
-                                            "--out runs/convlstm"))
+@train.command("baseline", epilog=examples(
+    "stmoe train baseline --preset tiny --model convlstm --real d/real --out runs/convlstm",
+    "stmoe train baseline --preset tiny --model convlstm --real d/all --out runs/pre     # pre-train on D^all",
+    "stmoe train baseline --preset tiny --model convlstm --real d/mine --init runs/pre/checkpoints/best.pt "
+    "--out runs/ft"))
 @click.option("--model", "model_name", default=None, help="Registered model name (see `stmoe models`) [default: mim].")
 @data_options("real")
 @run_options
+@init_option
 @config_options
 @click.pass_context
 @handle_errors
-def train_baseline_cmd(ctx, model_name, real, out, resume, preset, config_file, sets,
+def train_baseline_cmd(ctx, model_name, real, out, resume, init, preset, config_file, sets,
                        **options) -> None:
     """Any registered model alone on the real data (the §4 baselines)."""
     from stmoe.train import train_baseline
 
     extra = {"stages.baseline.model.name": model_name} if given(ctx, "model_name") else None
     cfg = build_config(ctx, preset, config_file, sets, options, "baseline", extra)
-    _report(train_baseline(cfg, out, resume=resume))
+    _report(train_baseline(cfg, out, resume=resume, init=init))
 
 
 @cli.command(epilog=examples(

@@ -17,8 +17,8 @@ from .errors import NonFiniteLossError, TrainConfigError, TrainError
 from .evaluate import evaluate
 from .plot import plot_run
 from .predict import predict
-from .stages import (run_pipeline, train_baseline, train_decoder, train_end_to_end, train_expert, train_experts,
-                     train_gating, train_global)
+from .stages import (init_weights, run_pipeline, train_baseline, train_decoder, train_end_to_end, train_expert,
+                     train_experts, train_gating, train_global)
 from .trainer import Trainer, TrainResult, seed_everything
 
 __all__ = [
@@ -26,5 +26,5 @@ __all__ = [
     "parse_assignment", "ClipDataset", "make_loader", "prepare_dataset", "split_clip", "split_ranges", "to_unit",
     "NonFiniteLossError", "TrainConfigError", "TrainError", "evaluate", "plot_run", "predict", "run_pipeline",
     "train_baseline", "train_decoder", "train_end_to_end", "train_expert", "train_experts", "train_gating",
-    "train_global", "Trainer", "TrainResult", "seed_everything", "load_checkpoint", "load_model", "save_checkpoint",
+    "train_global", "init_weights", "Trainer", "TrainResult", "seed_everything", "load_checkpoint", "load_model", "save_checkpoint",
 ]
