@@ -462,7 +462,9 @@ def evaluate(checkpoint, data, out, split, metrics, batch_size, output_frames, k
 
 @cli.command(epilog=examples(
     "stmoe predict --checkpoint runs/tiny/global/checkpoints/best.pt --data d/real --out pred -i 0 -i 1",
-    "stmoe predict --checkpoint best.pt --data clip.mp4 --out pred --format gif"))
+    "stmoe predict --checkpoint best.pt --data clip.mp4 --out pred --format gif",
+    "stmoe predict --checkpoint best.pt --data clip.mp4 --out fc --horizon 24      # 24 frames past the video's end",
+    "stmoe predict --checkpoint best.pt --data d/real --out fc --horizon 12 --start 0 -i 3   # truth ends midway"))
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--data", required=True, help="A physvid folder (its --split) or a video / frame folder / array / radar.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -471,19 +473,27 @@ def evaluate(checkpoint, data, out, split, metrics, batch_size, output_frames, k
 @click.option("--split", type=click.Choice(("train", "val", "test", "all")), default="test", show_default=True)
 @click.option("--format", "formats", default="h5,gif,png", show_default=True, metavar="A,B",
               help="Any of h5 (arrays), gif (truth | prediction), png (strips and attention overlays).")
-@click.option("--output-frames", "-n", type=click.IntRange(min=1), default=None)
+@click.option("--output-frames", "-n", type=click.IntRange(min=1), default=None,
+              help="Predict n frames of clips of l + n frames [default: as trained].")
+@click.option("--horizon", type=click.IntRange(min=1), default=None, metavar="H",
+              help="Forecast H frames past l observed frames of whole sequences (-i: sequence index), beyond the "
+                   "frames present if need be; the outputs mark where the truth ends.")
+@click.option("--start", type=int, default=None, metavar="S",
+              help="With --horizon: first observed frame (negative: from the end) [default: the last l frames].")
 @click.option("--scale", type=click.IntRange(min=1), default=4, show_default=True, help="Pixel upscaling of pictures.")
 @click.option("--fps", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--kind", type=click.Choice(("auto", "video", "frames", "array", "radar")), default="auto")
 @click.option("--device", default="auto", show_default=True)
 @handle_errors
-def predict(checkpoint, data, out, indices, split, formats, output_frames, scale, fps, kind, device) -> None:
+def predict(checkpoint, data, out, indices, split, formats, output_frames, horizon, start, scale, fps, kind,
+            device) -> None:
     """Predictions as HDF5, GIFs and PNG strips, with attention-weight overlays per expert (Fig. 4b, 9)."""
     from stmoe.train import predict as run_predict
 
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
     res = run_predict(checkpoint, data, out, indices=indices or (0,), split=split, formats=fmts,
-                      output_frames=output_frames, scale=scale, fps=fps, device=device, kind=kind)
+                      output_frames=output_frames, scale=scale, fps=fps, device=device, kind=kind, horizon=horizon,
+                      start=start)
     click.echo("\n".join(f"wrote {f}" for f in res["files"]))
 
 

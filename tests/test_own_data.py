@@ -13,7 +13,7 @@ import torch
 
 from stmoe.train import load_checkpoint
 
-from test_train_cli import TINY, data, run  # noqa: F401 - `data`: the same tiny folders, as a fixture here
+from test_train_cli import SIZE, TINY, data, run  # noqa: F401 - `data`: the same tiny folders, as a fixture here
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
@@ -70,3 +70,70 @@ def test_init_reaches_every_stage_command(data, pretrained, tmp_path):
     assert all(torch.allclose(a[k].float(), b[k].float()) for k in a)
     for stage in ("decoder", "experts", "gating", "global", "end-to-end", "baseline"):
         assert "--init" in run("train", stage, "--help").output
+
+
+# --------------------------------------------------------------------------------------------------- forecasting
+def test_predict_n_past_the_data_is_refused_with_the_horizon_hint(data, pretrained, tmp_path):
+    res = run("predict", "--checkpoint", pretrained, "--data", data["mixed"], "--out", tmp_path / "p", "-n", "8",
+              code=2)
+    assert res.output.count("\n") == 1 and "--horizon 8" in res.output
+
+
+def test_forecast_past_the_end_of_the_data_marks_where_the_truth_ends(data, pretrained, tmp_path):
+    from PIL import Image
+
+    from physvid.dataset import open_dataset
+
+    out = tmp_path / "fc"
+    res = run("predict", "--checkpoint", pretrained, "--data", data["mixed"], "--out", out, "--horizon", "8",
+              "-i", "0", "-i", "1")
+    assert "forecast-00000.gif" in res.output
+    with h5py.File(out / "forecast.h5") as f:
+        assert f["predictions"].shape == (2, 8, 1, SIZE, SIZE) and f["inputs"].shape == (2, 4, 1, SIZE, SIZE)
+        assert list(f["truth_frames"][:]) == [0, 0] and list(f["start"][:]) == [4, 4]  # the last l of 8 frames
+        assert not f["truth"][:].any()
+        first_test = int(f["clip_index"][0])
+        inputs = f["inputs"][0]
+    # The inputs are the last 4 frames of the split's first test sequence (the run's 80/10/10 split of 16).
+    assert first_test == 0 and np.array_equal(inputs, open_dataset(data["mixed"])[14][4:])
+    gif = Image.open(out / "forecast-00000.gif")
+    assert gif.n_frames == 4 + 8
+    # From the start of the sequence: 4 frames of truth, then 4 past it.
+    out2 = tmp_path / "fc2"
+    run("predict", "--checkpoint", pretrained, "--data", data["mixed"], "--out", out2, "--horizon", "8", "--start",
+        "0", "--format", "h5,png")
+    with h5py.File(out2 / "forecast.h5") as f:
+        assert list(f["truth_frames"][:]) == [4]
+        assert np.array_equal(f["truth"][0, :4], open_dataset(data["mixed"])[14][4:])
+        assert not f["truth"][0, 4:].any()
+        rollout = f["predictions"][0]
+    strip = np.asarray(Image.open(out2 / "forecast-00000-strip.png").convert("RGB"))
+    assert (strip == (200, 30, 30)).all(-1).any(axis=0).sum() >= 3  # the red line where the truth ends
+    # The first n frames of the roll-out are what `predict -n 4` predicts for the same clip.
+    run("predict", "--checkpoint", pretrained, "--data", data["mixed"], "--out", tmp_path / "p4", "-n", "4",
+        "--format", "h5")
+    with h5py.File(tmp_path / "p4" / "predictions.h5") as f:
+        assert np.allclose(f["predictions"][0], rollout[:4], atol=1e-6)
+
+
+def test_forecast_from_a_video_like_array_file(pretrained, tmp_path):
+    frames = (np.random.default_rng(0).random((10, SIZE, SIZE)) * 255).astype(np.uint8)
+    np.save(tmp_path / "clip.npy", frames)
+    out = tmp_path / "fc"
+    run("predict", "--checkpoint", pretrained, "--data", tmp_path / "clip.npy", "--out", out,
+        "--horizon", "5", "--format", "h5,gif")
+    with h5py.File(out / "forecast.h5") as f:
+        assert list(f["sequence_frames"][:]) == [10] and list(f["truth_frames"][:]) == [0]
+        assert np.array_equal(f["inputs"][0, :, 0], frames[6:])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--horizon", "4", "--start", "5"], ["--start 5", "allowed: 0..4"]),
+    (["--horizon", "4", "-n", "3"], ["not both"]),
+    (["--start", "0"], ["goes with --horizon"]),
+    (["--horizon", "4", "-i", "99"], ["--index 99"]),
+])
+def test_forecast_refusals_are_one_line(data, pretrained, tmp_path, args, words):
+    res = run("predict", "--checkpoint", pretrained, "--data", data["mixed"], "--out", tmp_path / "x", *args, code=2)
+    assert res.output.count("\n") == 1 and all(w in res.output for w in words), res.output
+    assert not (tmp_path / "x").exists()
