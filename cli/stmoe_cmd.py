@@ -512,7 +512,8 @@ def plot(run, out) -> None:
     "stmoe reproduce table1 --profile smoke --out runs/t1-smoke            # seconds: the structure",
     "stmoe reproduce table1 --profile cpu --out runs/t1 --seeds 3          # 2 CPU cores",
     "stmoe reproduce table1 --profile cpu --out runs/t1 --resume           # after a crash: finished runs are kept",
-    "stmoe reproduce all --profile gpu --out runs/all"))
+    "stmoe reproduce all --profile gpu --out runs/all",
+    "stmoe reproduce clips --clips my.mp4 --clips data/mine --rows unet,mim,stmoe-id --out runs/mine   # your clips"))
 @click.argument("experiment", metavar="EXPERIMENT")
 @click.option("--profile", "-p", "profile", default="cpu", show_default=True,
               help="Scale: smoke (seconds, for tests), cpu (2 cores), gpu (one GPU, 64x64) or paper (128x128).")
@@ -526,18 +527,24 @@ def plot(run, out) -> None:
               help="Third-party data (MNIST digits, real clips) [default: ../shared/data beside the repository].")
 @click.option("--jobs", "-j", type=int, default=None,
               help="Worker processes training independent rows side by side [default: the profile's; cpu: 2].")
+@click.option("--clips", "clips", multiple=True, metavar="[NAME=]PATH",
+              help="Experiment `clips`: a video, frame folder, .npy/.npz array, radar files or a folder written by "
+                   "`stmoe prepare` (clips of 10 frames) to compare the models on; repeatable.")
+@click.option("--rows", default=None, metavar="A,B,...",
+              help="Experiment `clips`: keep these rows of `real` (model names or labels) [default: all].")
 @handle_errors
-def reproduce(experiment, profile, out, seeds, resume, data_root, jobs) -> None:
+def reproduce(experiment, profile, out, seeds, resume, data_root, jobs, clips, rows) -> None:
     """Run an experiment of the paper (§4) and write its table beside the paper's numbers (docs/results.md).
 
     EXPERIMENT: table1 (Dynamic MNIST), table5 (local+global vs end-to-end), table6 (attention none / uniform /
-    pixel), noise (noise-ratio ablation, Fig. 8), datasize (Fig. 10), real (traffic, street, textures, radar), all,
-    or a comma list (one folder: rows and trained networks are shared).
+    pixel), noise (noise-ratio ablation, Fig. 8), datasize (Fig. 10), real (traffic, street, textures, radar), clips
+    (the rows of real on your own --clips), all, or a comma list (one folder: rows and trained networks are shared).
     """
     from stmoe.reproduce import reproduce as run_reproduce
 
     results = run_reproduce(experiment, profile, out, seeds=seeds, resume=resume, data_root=data_root, jobs=jobs,
-                            log=lambda m: click.echo(m, err=True))
+                            log=lambda m: click.echo(m, err=True), clips=clips,
+                            rows=[r.strip() for r in rows.split(",") if r.strip()] if rows else ())
     for name in results:
         click.echo(f"wrote {os.path.join(out, name, 'table.md')}")
 

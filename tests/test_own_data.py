@@ -137,3 +137,36 @@ def test_forecast_refusals_are_one_line(data, pretrained, tmp_path, args, words)
     res = run("predict", "--checkpoint", pretrained, "--data", data["mixed"], "--out", tmp_path / "x", *args, code=2)
     assert res.output.count("\n") == 1 and all(w in res.output for w in words), res.output
     assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------------------------------- comparison
+def test_reproduce_clips_compares_models_on_a_users_files_and_datasets(tmp_path):
+    """A video-like array and a dataset folder, named by the user, go through the protocol of `real`."""
+    from physvid import RenderConfig
+    from physvid.dataset import generate
+
+    t = np.arange(60)[:, None, None]
+    y, x = np.arange(16)[None, :, None], np.arange(16)[None, None, :]
+    np.save(tmp_path / "walk.npy", (255 * np.exp(-((x - t % 16) ** 2 + (y - 8) ** 2) / 8.0)).astype(np.uint8))
+    generate(RenderConfig.from_dict({"property": "translation", "height": 16, "width": 16, "frames": 10, "seed": 3}),
+             20, tmp_path / "d10", workers=1)
+    out = tmp_path / "rep"
+    res = run("reproduce", "clips", "--profile", "smoke", "--clips", tmp_path / "walk.npy", "--clips",
+              f"mine={tmp_path / 'd10'}", "--rows", "unet", "--out", out)
+    assert "clips/table.md" in res.output
+    table = (out / "clips" / "table.md").read_text()
+    assert "| U-Net | walk |" in table and "| U-Net | mine |" in table
+    results = json.loads((out / "clips" / "results.json").read_text())
+    assert results  # the same report as every experiment
+    assert not (out / "data" / "real-mine").exists()  # a prepared dataset is used as it is
+    assert json.loads((out / "clips.json").read_text())["clips"]["mine"][1] == "dataset"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--clips", "nowhere.mp4"], ["--clips nowhere.mp4 does not exist"]),
+    ([], ["needs your clips", "--clips PATH"]),
+])
+def test_reproduce_clips_refusals_are_one_line_and_write_nothing(tmp_path, args, words):
+    res = run("reproduce", "clips", "--profile", "smoke", "--out", tmp_path / "rep", *args, code=2)
+    assert res.output.count("\n") == 1 and all(w in res.output for w in words), res.output
+    assert not (tmp_path / "rep").exists()
