@@ -49,7 +49,6 @@ Progress = Callable[[int, int], None]  # (sequences just finished, total sequenc
 # a shard, is the same in every run.
 BATCH = 16
 SHARD_SIZE = 1000  # the largest default shard (see default_shard_size)
-COMPILE_NOTICE_S = 1.0  # a warm-up longer than this compiled kernels: say so (a cached load takes ~0.3 s)
 TOP_LEVEL = ("masks", "property_map")  # stored beside `video`; every other parameter goes to the `params/` group
 AXES = {"video": "N,T,C,H,W", "index": "N", "masks": "N,T,object,H,W", "property_map": "N,T,H,W"}
 PARAM_CHUNK_BYTES = 1 << 20
@@ -87,7 +86,8 @@ class RenderSource:
 
     def warm_up(self, notice: Callable[[str], None] | None = None) -> float:
         """Compile (first run of an install) or load the kernels this config needs, before any timing starts and
-        before workers are spawned (they then load the cache instead of each compiling it); returns the seconds."""
+        before workers are spawned (they then load the cache instead of each compiling it); returns the seconds spent
+        compiling (0.0: all loaded from the cache)."""
         from ..render import compile_kernels
 
         return compile_kernels(self.config, notice)
@@ -139,8 +139,7 @@ class Summary:
         state = ("manifest written" if self.finalized else
                  f"shards {self.shard_range[0]}:{self.shard_range[1]} done; run `physvid generate --finalize --out "
                  f"{self.out}` once every shard exists")
-        compiled = (f" (+ {self.compile_seconds:.1f} s compiling kernels, first run only)"
-                    if self.compile_seconds >= COMPILE_NOTICE_S else "")
+        compiled = f" (+ {self.compile_seconds:.1f} s compiling numba kernels)" if self.compile_seconds > 0 else ""
         return (f"{self.sequences_written} sequences ({self.frames_written} frames) written{kept} to {self.out}: "
                 f"{human_bytes(self.bytes)}, {self.seconds:.1f} s, {self.frames_per_second:,.0f} frames/s{compiled}; "
                 f"{state}")
@@ -668,7 +667,7 @@ def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[s
     `shard_range` (a, b) writes only shards a..b-1, for job arrays; `finalize` (default: when the whole range was
     asked for) writes the manifest once every shard exists and verifies. Re-running resumes; `overwrite` starts fresh.
     `shard_size` None: see resolve_shard_size. A source with a `warm_up(notice)` method is warmed up before the clock
-    starts (`notice` gets a line when that takes a while: compiling kernels).
+    starts (`notice` gets a line when it compiles kernels, and one with the time it took).
     """
     shard_size = resolve_shard_size(shard_size, n, Path(out), overwrite)
     n, shard_size, workers, specs, (a, b) = _layout(n, shard_size, workers, compression, shard_range)
