@@ -27,7 +27,16 @@ def _rank_prefix() -> str:
     return f"[rank {rank}] " if rank not in (None, "0") and os.environ.get("WORLD_SIZE", "1") != "1" else ""
 
 
+# What the `train` extra installs (pyproject.toml), by import name: without it every stmoe command fails on import.
+TRAIN_EXTRA = ("torch", "scipy", "cv2", "imageio", "imageio_ffmpeg", "av", "matplotlib")
+
+
 def _translate(exc: BaseException) -> tuple[str, int] | None:
+    missing = (getattr(exc, "name", None) or "").split(".")[0] if isinstance(exc, ImportError) else ""
+    if missing in TRAIN_EXTRA:  # checked first: the imports below need torch themselves
+        return (f"stmoe needs the train extra and {missing} is not installed: pip install torch==2.13.0 (the CPU "
+                f"build, or the CUDA build you need), then pip install 'physvid[train]' (in a checkout: "
+                f"pip install -e '.[train]')"), 1
     from physvid.errors import PhysvidError
 
     from stmoe.data.errors import DataError
@@ -47,9 +56,9 @@ def _translate(exc: BaseException) -> tuple[str, int] | None:
 
 
 def _cleanup() -> None:
-    from stmoe.train.distributed import cleanup
-
-    cleanup()
+    distributed = sys.modules.get("stmoe.train.distributed")
+    if distributed is not None:  # never imported: no process group to close (and torch may be missing)
+        distributed.cleanup()
 
 
 handle_errors = one_line_errors(

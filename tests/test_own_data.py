@@ -4,6 +4,8 @@ the command line on tiny data."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -14,6 +16,8 @@ import torch
 from stmoe.train import load_checkpoint
 
 from test_train_cli import SIZE, TINY, data, run  # noqa: F401 - `data`: the same tiny folders, as a fixture here
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
@@ -170,3 +174,18 @@ def test_reproduce_clips_refusals_are_one_line_and_write_nothing(tmp_path, args,
     res = run("reproduce", "clips", "--profile", "smoke", "--out", tmp_path / "rep", *args, code=2)
     assert res.output.count("\n") == 1 and all(w in res.output for w in words), res.output
     assert not (tmp_path / "rep").exists()
+
+
+# --------------------------------------------------------------------------------------------------- first minutes
+def _without(module: str, *argv: str) -> subprocess.CompletedProcess:
+    """`stmoe ARGV` in a fresh interpreter where `module` cannot be imported (the core install has no torch)."""
+    code = f"import sys; sys.modules[{module!r}] = None; from cli.stmoe_cmd import main; main({list(argv)!r})"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+@pytest.mark.parametrize("argv", [("models",), ("config", "--preset", "tiny"),
+                                  ("evaluate", "--checkpoint", "pyproject.toml", "--data", "x")])
+def test_stmoe_without_torch_says_install_the_train_extra_in_one_line(argv):
+    res = _without("torch", *argv)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.count("\n") == 1 and "train extra" in res.stderr and "torch is not installed" in res.stderr
