@@ -20,6 +20,8 @@ loads itself), with a fresh optimiser and schedule (:func:`init_weights`).
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -30,7 +32,7 @@ from ..data.errors import DataError
 from ..models import freeze_
 from .checkpoint import load_checkpoint, load_state_into
 from .config import Config, TrainConfig, dump_yaml
-from .data import ClipDataset
+from .data import ClipDataset, crop_notes
 from .distributed import DistInfo, init_distributed
 from .errors import TrainConfigError, TrainError
 from .trainer import Callback, Trainer, TrainResult, seed_everything
@@ -74,6 +76,9 @@ def fit(model: nn.Module, cfg: TrainConfig, out: str | Path, paths: Sequence[str
     that instead (the weights it holds already started from ``init``).
     """
     train, val = _datasets(cfg, paths, model)
+    if (dist_info.rank if dist_info is not None else int(os.environ.get("RANK", "0"))) == 0:
+        for note in crop_notes(train, "trains"):  # larger frames are cropped: never silently
+            print(f"note: {note}", file=sys.stderr)
     meta = dict(meta or {})
     if init is not None:
         init_weights(model, init)
