@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from physvid.dataset import generate, write_dataset
 from physvid.dataset.writer import default_shard_size
@@ -283,3 +284,17 @@ def test_the_compile_notice_comes_only_when_numba_compiles_with_its_time(monkeyp
     seconds = pr.compile_kernels(TINY, lines.append)
     assert seconds > 0 and len(lines) == 2
     assert lines[0].startswith("compiling the numba kernels") and f"in {seconds:.1f} s" in lines[1]
+
+
+def test_the_dry_run_counts_cores_not_workers_and_times_its_sample_several_times(tmp_path):
+    """Issue 18: 16 workers on 2 cores are not 8x faster than 2; one timing varied by a third from run to run."""
+    from physvid.dataset import estimate
+    from physvid.dataset.writer import usable_cores
+
+    cores = usable_cores()
+    est = estimate(TINY, 40, tmp_path / "x", shard_size=1, workers=cores * 8, sample=4)
+    assert est.workers == min(40, cores * 8) and len(est.timings) == 3
+    assert est.estimated_seconds == pytest.approx(sorted(est.timings)[1] * 40 / cores)
+    assert any(f"{est.workers} worker processes on {cores} core(s)" in n for n in est.notes)
+    assert "median of 3 timings" in est.describe() and "each alone" in est.describe()
+    assert not (tmp_path / "x").exists()

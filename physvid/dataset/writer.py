@@ -164,6 +164,7 @@ class Estimate:
     estimated_seconds: float
     sample: int
     notes: list[str] = field(default_factory=list)
+    timings: list[float] = field(default_factory=list)  # seconds per sequence, one per timing of the sample
 
     def describe(self) -> str:
         lines = [
@@ -175,9 +176,18 @@ class Estimate:
             f"{self.sequences_todo * self.frames_per_sequence} frames, {self.workers} worker process(es)",
             f"bytes:       ~{human_bytes(self.estimated_bytes)} on disk with {self.compression} "
             f"({human_bytes(self.raw_bytes)} uncompressed)",
-            f"time:        ~{self.estimated_seconds:.1f} s (measured on {self.sample} sequence(s))",
+            f"time:        ~{self.estimated_seconds:.1f} s (median of {len(self.timings)} timings of {self.sample} "
+            f"sequence(s); {self._spread()})",
         ]
         return "\n".join(lines + [f"note:        {n}" for n in self.notes])
+
+    def _spread(self) -> str:
+        """The estimate each timing alone would give: how much a busy machine moves it."""
+        mid = sorted(self.timings)[len(self.timings) // 2] if self.timings else 0.0
+        if mid <= 0:
+            return "no spread measured"
+        lo, hi = (self.estimated_seconds * t / mid for t in (min(self.timings), max(self.timings)))
+        return f"each alone: {lo:.1f}–{hi:.1f} s"
 
 
 def human_bytes(n: float) -> str:
@@ -242,6 +252,14 @@ def resolve_shard_size(shard_size: int | None, n: int, out: Path, overwrite: boo
     if old is not None and old.get("total_sequences") == n and isinstance(old.get("shard_size"), int):
         return old["shard_size"]
     return default_shard_size(n)
+
+
+ESTIMATE_REPEATS = 3  # timings of the dry run's sample
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask: a container or `taskset` may allow fewer than exist)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resolve_workers(workers: int | None) -> int:
@@ -854,17 +872,25 @@ def estimate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, sha
     source = RenderSource(config)
     k = min(n, sample)
     source.warm_up(notice)  # compiles or loads the kernels and noise banks, which every run does once
-    t0 = time.perf_counter()
-    with h5py.File(f"physvid-estimate-{os.getpid()}", "w", driver="core", backing_store=False) as f:
-        _write_h5(f, ShardSpec(0, 0, k), source, plan, None, None)
-        f.flush()
-        stored: list[int] = []
-        f.visititems(lambda _, obj: stored.append(obj.id.get_storage_size()) if isinstance(obj, h5py.Dataset) else None)
-        overhead = max(0, f.id.get_filesize() - sum(stored))  # headers and chunk indexes: paid once per shard
-        per_seq_bytes = sum(stored) / k
-    per_seq = (time.perf_counter() - t0) / k
+    timings = []  # one timing varied by a third between identical dry runs: the median of a few, and their range
+    for _ in range(ESTIMATE_REPEATS):
+        t0 = time.perf_counter()
+        with h5py.File(f"physvid-estimate-{os.getpid()}", "w", driver="core", backing_store=False) as f:
+            _write_h5(f, ShardSpec(0, 0, k), source, plan, None, None)
+            f.flush()
+            stored: list[int] = []
+            f.visititems(lambda _, obj: stored.append(obj.id.get_storage_size())
+                         if isinstance(obj, h5py.Dataset) else None)
+            overhead = max(0, f.id.get_filesize() - sum(stored))  # headers and chunk indexes: paid once per shard
+            per_seq_bytes = sum(stored) / k
+        timings.append((time.perf_counter() - t0) / k)
+    per_seq = float(np.median(timings))
     todo_seqs = sum(s.count for s in todo)
     procs = max(1, min(workers, len(todo)))
+    cores = usable_cores()
+    if procs > cores:  # more processes than cores share them: no faster than one per core
+        notes.append(f"{procs} worker processes on {cores} core(s): they share the cores, so the run is at most "
+                     f"{cores}x faster than one process (the time above counts {cores}); --workers {cores} is enough")
     if len(todo) < workers and todo_seqs > SHARD_SIZE:  # below that, starting workers costs more than it saves
         notes.append(f"only {len(todo)} shard(s) to write for {workers} workers: a smaller --shard-size uses more cores")
     frame_bytes = config.frames * config.channels * config.height * config.width
@@ -872,8 +898,8 @@ def estimate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, sha
                     sequences_todo=todo_seqs, shards_todo=len(todo), workers=procs, compression=compression,
                     frames_per_sequence=config.frames, raw_bytes=todo_seqs * frame_bytes,
                     estimated_bytes=int(per_seq_bytes * todo_seqs + overhead * len(todo)),
-                    estimated_seconds=per_seq * todo_seqs / procs,
-                    sample=k, notes=notes)
+                    estimated_seconds=per_seq * todo_seqs / min(procs, cores),
+                    sample=k, notes=notes, timings=timings)
 
 
 __all__ = ["RenderSource", "Summary", "Estimate", "write_dataset", "generate", "estimate", "finalize_dataset",
