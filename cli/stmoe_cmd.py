@@ -18,7 +18,8 @@ import click
 
 from . import KeyOption, check_config_file, examples, fail, given, one_line_errors, run
 
-from physvid._version import __version__
+# Nothing heavy at import: `physvid` pulls in numba and `stmoe` torch (seconds on a busy machine), so the commands
+# import them when they run, and `--help`, `--version` or a mistyped option answer at once.
 
 
 # --------------------------------------------------------------------------- errors: one line, no traceback
@@ -90,7 +91,8 @@ SHORTCUTS = (
 
 
 def config_options(f: Callable) -> Callable:
-    """--preset, --config, --set and the shortcuts."""
+    """--preset, --config, --set and the shortcuts (in `stmoe pipeline` a shortcut sets every stage; --set KEY only
+    the key it names, which a stage's own section overrides)."""
     for s in reversed(SHORTCUTS):
         f = s.option()(f)
     f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -164,12 +166,16 @@ def build_config(ctx: click.Context, preset, config_file, sets, options: dict[st
     """preset < file < command line -> stmoe.train.Config."""
     from stmoe.train.config import load_config, parse_assignment
 
+    from stmoe.train.config import STAGES
+
     overrides: dict[str, Any] = {}
-    prefix = f"stages.{stage}." if stage else ""
+    # `stmoe train STAGE`: that stage's section. `stmoe pipeline` (and `stmoe config`): the shared sections and every
+    # stage's, so that a typed `--epochs 2` is not silently overridden by a preset's stage section (tiny: 24, 96).
+    prefixes = [f"stages.{stage}."] if stage else ["", *(f"stages.{s}." for s in STAGES)]
     for s in SHORTCUTS:
         if given(ctx, s.dest):
             value = options[s.dest]
-            overrides.update({prefix + key: v for key, v in s.values(value).items()})
+            overrides.update({prefix + key: v for key, v in s.values(value).items() for prefix in prefixes})
     for name, key in (("synthetic", "synthetic"), ("real", "real"), ("all_dirs", "all")):
         if name in ctx.params and given(ctx, name):
             overrides[key] = ctx.params[name]
@@ -190,6 +196,15 @@ def shortcut_values(options: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- commands
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from physvid._version import __version__  # physvid/__init__ runs too, but only for --version
+
+    click.echo(f"stmoe, version {__version__}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
              epilog=examples("stmoe pipeline --preset tiny --synthetic d/translation,d/rotation,d/intensity "
                              "--real d/real --out runs/tiny",
@@ -197,7 +212,8 @@ def shortcut_values(options: dict[str, Any]) -> dict[str, Any]:
                              "--out metrics.json",
                              "stmoe predict --checkpoint runs/tiny/global/checkpoints/best.pt --data d/real --out pred",
                              "stmoe plot runs/tiny"))
-@click.version_option(__version__, "--version", "-V", prog_name="stmoe")
+@click.option("--version", "-V", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
+              help="Show the version and exit.")
 def cli() -> None:
     """Spatio-Temporal Mixture of Experts: training stages (paper §3.2), evaluation, prediction pictures."""
 
@@ -354,7 +370,11 @@ def train_baseline_cmd(ctx, model_name, real, out, resume, init, preset, config_
 @click.pass_context
 @handle_errors
 def pipeline(ctx, synthetic, real, all_dirs, out, resume, preset, config_file, sets, **options) -> None:
-    """Stages 1-4 (decoder, experts, gating, global) from one config into OUT/<stage>; finished stages are skipped."""
+    """Stages 1-4 (decoder, experts, gating, global) from one config into OUT/<stage>; finished stages are skipped.
+
+    The shortcut options (--epochs, --lr, -b, ...) set every stage, over the preset's per-stage values (tiny: experts
+    24 epochs, gating 96); --set optim.epochs=N sets only the shared value, which per-stage sections override.
+    """
     from stmoe.train import run_pipeline
 
     cfg = build_config(ctx, preset, config_file, sets, options, None)

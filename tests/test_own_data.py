@@ -196,3 +196,24 @@ def test_a_model_smaller_than_the_data_says_it_trains_on_a_crop(data, tmp_path):
               "--epochs", "1", "--max-steps", "1", "--real", data["mixed"], "--out", tmp_path / "r")
     notes = [ln for ln in res.stderr.splitlines() if ln.startswith("note:")]
     assert len(notes) == 1 and "16x16 frames" in notes[0] and "8x8 model trains on their centre 8x8 crop" in notes[0]
+
+
+def test_pipeline_epochs_reach_every_stage_and_help_says_so():
+    import yaml
+
+    for stage in ("decoder", "experts", "gating", "global"):
+        doc = yaml.safe_load(run("config", "--preset", "tiny", "--epochs", "2", "--stage", stage).output)
+        docs = doc.values() if stage == "experts" else [doc]
+        assert all(d["optim"]["epochs"] == 2 for d in docs), (stage, doc)
+    # --set names one key: the tiny preset's experts section (24 epochs) still wins there.
+    doc = yaml.safe_load(run("config", "--preset", "tiny", "--set", "optim.epochs=2", "--stage", "experts").output)
+    assert doc["expert-0"]["optim"]["epochs"] == 24
+    assert "set every stage" in " ".join(run("pipeline", "--help").output.split())
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("train", "baseline", "--bogus"), ("predict", "--help")])
+def test_stmoe_answers_help_and_usage_errors_without_importing_torch_or_numba(argv):
+    code = ("import atexit, sys; atexit.register(lambda: print('loaded', sorted(m for m in ('torch', 'numba', "
+            f"'stmoe') if m in sys.modules))); from cli.stmoe_cmd import main; main({list(argv)!r})")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert "loaded []" in res.stdout, res.stdout + res.stderr
