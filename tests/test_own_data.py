@@ -217,3 +217,52 @@ def test_stmoe_answers_help_and_usage_errors_without_importing_torch_or_numba(ar
             f"'stmoe') if m in sys.modules))); from cli.stmoe_cmd import main; main({list(argv)!r})")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert "loaded []" in res.stdout, res.stdout + res.stderr
+
+
+# --------------------------------------------------------------------------------------------------- stale docs
+def _page(name: str) -> str:
+    return (REPO / name).read_text()
+
+
+def test_the_table1_time_is_the_same_in_readme_training_and_results():
+    import re
+
+    readme = re.search(r"reruns Table 1 .*? in about (\d+)\s+minutes", _page("README.md"), re.S)
+    training = re.search(r"Table 1 on 2 CPU cores \((.*?)\)", _page("docs/training.md"))
+    measured = re.search(r"`table1` alone (\d+) min (\d+) s .*? add ≈ (\d+) min per seed", _page("docs/results.md"),
+                         re.S)
+    assert readme and training and measured
+    total = round(int(measured[1]) + int(measured[2]) / 60 + int(measured[3]))
+    assert int(readme[1]) == total, (readme[1], total)
+    assert training[1] in ("see results.md", f"~{total} min"), training[1]  # a number of its own goes stale
+
+
+def test_the_readme_names_every_package_of_the_train_extra():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the core install's tomli
+        import tomli as tomllib
+
+    names = {"torch": "torch", "scipy": "SciPy", "opencv-python-headless": "OpenCV", "imageio": "imageio",
+             "imageio-ffmpeg": "imageio-ffmpeg", "av": "PyAV", "matplotlib": "matplotlib"}
+    extra = tomllib.loads(_page("pyproject.toml"))["project"]["optional-dependencies"]["train"]
+    line = _page("README.md").split("- `train` extra:")[1].split("\n- ")[0]
+    for req in extra:
+        pkg = req.split(">")[0].split("=")[0].split("<")[0].strip()
+        assert pkg in names, f"{pkg}: a new train dependency; name it in README's Installing list and here"
+        assert names[pkg] in line, f"README's `train` extra does not name {names[pkg]}"
+
+
+def test_cli_md_lists_every_generate_option():
+    from cli.physvid_cmd import cli as physvid_cli
+
+    text = _page("docs/cli.md")
+    section = text[text.index("## generate"):text.index("\n## ", text.index("## generate") + 5)]
+    missing = [o for p in physvid_cli.commands["generate"].params for o in (*p.opts, *p.secondary_opts)
+               if o.startswith("--") and o not in section]
+    assert not missing, f"docs/cli.md's generate section does not list {missing}"
+
+
+def test_the_readme_tells_stmoe_from_the_other_st_moe():
+    readme = " ".join(_page("README.md").split())
+    assert "Not the ST-MoE of Zoph et al." in readme
