@@ -266,3 +266,16 @@ def test_cli_md_lists_every_generate_option():
 def test_the_readme_tells_stmoe_from_the_other_st_moe():
     readme = " ".join(_page("README.md").split())
     assert "Not the ST-MoE of Zoph et al." in readme
+
+
+def test_the_own_data_walkthrough_shows_what_its_script_runs():
+    """docs/make_own_data_figures.py runs the page's lines verbatim (so the pictures and table come from them)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("own", REPO / "docs" / "make_own_data_figures.py")
+    own = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(own)
+    page = _page("docs/training.md")
+    missing = [command for command, _ in own.WALKTHROUGH if command not in page]
+    assert len(own.WALKTHROUGH) >= 15 and not missing, missing
+    assert "images/stmoe-own-forecast-strip.png" in page and "your-own-data" in _page("README.md")
