@@ -164,9 +164,7 @@ def init_option(f: Callable | None = None, *, multiple: bool = False) -> Callabl
 def build_config(ctx: click.Context, preset, config_file, sets, options: dict[str, Any], stage: str | None,
                  extra: dict[str, Any] | None = None):
     """preset < file < command line -> stmoe.train.Config."""
-    from stmoe.train.config import load_config, parse_assignment
-
-    from stmoe.train.config import STAGES
+    from stmoe.train.config import STAGES, load_config, parse_assignment
 
     overrides: dict[str, Any] = {}
     # `stmoe train STAGE`: that stage's section. `stmoe pipeline` (and `stmoe config`): the shared sections and every
