@@ -19,7 +19,8 @@ import click
 
 from . import KeyOption, check_config_file, examples, fail, given, one_line_errors, run
 
-from physvid._version import __version__
+# Nothing heavy at import: `physvid` pulls in numba and `stmoe` torch (seconds on a busy machine), so the commands
+# import them when they run, and `--help`, `--version` or a mistyped option answer at once.
 
 
 # --------------------------------------------------------------------------- errors: one line, no traceback
@@ -28,7 +29,16 @@ def _rank_prefix() -> str:
     return f"[rank {rank}] " if rank not in (None, "0") and os.environ.get("WORLD_SIZE", "1") != "1" else ""
 
 
+# What the `train` extra installs (pyproject.toml), by import name: without it every stmoe command fails on import.
+TRAIN_EXTRA = ("torch", "scipy", "cv2", "imageio", "imageio_ffmpeg", "av", "matplotlib")
+
+
 def _translate(exc: BaseException) -> tuple[str, int] | None:
+    missing = (getattr(exc, "name", None) or "").split(".")[0] if isinstance(exc, ImportError) else ""
+    if missing in TRAIN_EXTRA:  # checked first: the imports below need torch themselves
+        return (f"stmoe needs the train extra and {missing} is not installed: pip install torch==2.13.0 (the CPU "
+                f"build, or the CUDA build you need), then pip install 'physvid[train]' (in a checkout: "
+                f"pip install -e '.[train]')"), 1
     from physvid.errors import PhysvidError
 
     from stmoe.data.errors import DataError
@@ -48,9 +58,9 @@ def _translate(exc: BaseException) -> tuple[str, int] | None:
 
 
 def _cleanup() -> None:
-    from stmoe.train.distributed import cleanup
-
-    cleanup()
+    distributed = sys.modules.get("stmoe.train.distributed")
+    if distributed is not None:  # never imported: no process group to close (and torch may be missing)
+        distributed.cleanup()
 
 
 handle_errors = one_line_errors(
@@ -82,7 +92,8 @@ SHORTCUTS = (
 
 
 def config_options(f: Callable) -> Callable:
-    """--preset, --config, --set and the shortcuts."""
+    """--preset, --config, --set and the shortcuts (in `stmoe pipeline` a shortcut sets every stage; --set KEY only
+    the key it names, which a stage's own section overrides)."""
     for s in reversed(SHORTCUTS):
         f = s.option()(f)
     f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -151,17 +162,33 @@ def run_options(f: Callable | None = None, *, checkpoint: str = "OUT/checkpoints
     return decorate(f) if f is not None else decorate
 
 
+def init_option(f: Callable | None = None, *, multiple: bool = False) -> Callable:
+    """--init CKPT: start the stage from another run's weights, with a fresh optimiser and schedule."""
+    help_ = ("Fine-tune: start from the weights of this checkpoint (same model and sizes; checked like --resume), "
+             "with a fresh optimiser and schedule.")
+    if multiple:
+        help_ += " Repeat once per trained expert, in order."
+
+    def decorate(f: Callable) -> Callable:
+        return click.option("--init", "init", type=click.Path(exists=True, dir_okay=False), multiple=multiple,
+                            default=None, metavar="CKPT", help=help_)(f)
+
+    return decorate(f) if f is not None else decorate
+
+
 def build_config(ctx: click.Context, preset, config_file, sets, options: dict[str, Any], stage: str | None,
                  extra: dict[str, Any] | None = None):
     """preset < file < command line -> stmoe.train.Config."""
-    from stmoe.train.config import load_config, parse_assignment
+    from stmoe.train.config import STAGES, load_config, parse_assignment
 
     overrides: dict[str, Any] = {}
-    prefix = f"stages.{stage}." if stage else ""
+    # `stmoe train STAGE`: that stage's section. `stmoe pipeline` (and `stmoe config`): the shared sections and every
+    # stage's, so that a typed `--epochs 2` is not silently overridden by a preset's stage section (tiny: 24, 96).
+    prefixes = [f"stages.{stage}."] if stage else ["", *(f"stages.{s}." for s in STAGES)]
     for s in SHORTCUTS:
         if given(ctx, s.dest):
             value = options[s.dest]
-            overrides.update({prefix + key: v for key, v in s.values(value).items()})
+            overrides.update({prefix + key: v for key, v in s.values(value).items() for prefix in prefixes})
     for name, key in (("synthetic", "synthetic"), ("real", "real"), ("all_dirs", "all")):
         if name in ctx.params and given(ctx, name):
             overrides[key] = ctx.params[name]
@@ -182,6 +209,15 @@ def shortcut_values(options: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- commands
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from physvid._version import __version__  # physvid/__init__ runs too, but only for --version
+
+    click.echo(f"stmoe, version {__version__}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
              epilog=examples("stmoe pipeline --preset tiny --synthetic d/translation,d/rotation,d/intensity "
                              "--real d/real --out runs/tiny",
@@ -189,7 +225,8 @@ def shortcut_values(options: dict[str, Any]) -> dict[str, Any]:
                              "--out metrics.json",
                              "stmoe predict --checkpoint runs/tiny/global/checkpoints/best.pt --data d/real --out pred",
                              "stmoe plot runs/tiny"))
-@click.version_option(__version__, "--version", "-V", prog_name="stmoe")
+@click.option("--version", "-V", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
+              help="Show the version and exit.")
 def cli() -> None:
     """Spatio-Temporal Mixture of Experts: training stages (paper §3.2), evaluation, prediction pictures."""
 
@@ -210,15 +247,16 @@ def train() -> None:
     "stmoe train decoder --preset tiny --synthetic d/translation,d/rotation,d/intensity --out runs/x/decoder"))
 @data_options("synthetic", "all")
 @run_options
+@init_option
 @config_options
 @click.pass_context
 @handle_errors
-def train_decoder_cmd(ctx, out, resume, preset, config_file, sets, **options) -> None:
+def train_decoder_cmd(ctx, out, resume, init, preset, config_file, sets, **options) -> None:
     """Stage 1: a generalist F^0 with the decoder H on D^all; keeps theta_H (skipped for STMoE-Id)."""
     from stmoe.train import train_decoder
 
     cfg = build_config(ctx, preset, config_file, sets, options, "decoder")
-    path = train_decoder(cfg, out, resume=resume)
+    path = train_decoder(cfg, out, resume=resume, init=init)
     _report(path if path else "the identity decoder (STMoE-Id) has no parameters: stage 1 skipped")
 
 
@@ -232,16 +270,18 @@ def train_decoder_cmd(ctx, out, resume, preset, config_file, sets, **options) ->
               help="Train only expert K (repeatable) [default: all, one after the other].")
 @data_options("synthetic")
 @run_options(checkpoint="OUT/expert-<k>/checkpoints/last.pt", runs=("expert-*/checkpoints/last.pt",))
+@init_option(multiple=True)
 @config_options
 @click.pass_context
 @handle_errors
-def train_experts_cmd(ctx, decoder_checkpoint, expert_ids, out, resume, preset, config_file,
+def train_experts_cmd(ctx, decoder_checkpoint, expert_ids, out, resume, init, preset, config_file,
                       sets, **options) -> None:
     """Stage 2: each expert F^k alone on its D^k, with H frozen; writes OUT/expert-<k>."""
     from stmoe.train import train_experts
 
     cfg = build_config(ctx, preset, config_file, sets, options, "experts")
-    paths = train_experts(cfg, out, decoder_checkpoint=decoder_checkpoint, experts=expert_ids or None, resume=resume)
+    paths = train_experts(cfg, out, decoder_checkpoint=decoder_checkpoint, experts=expert_ids or None, resume=resume,
+                          init=init or None)
     _report(*paths)
 
 
@@ -256,10 +296,11 @@ def train_experts_cmd(ctx, decoder_checkpoint, expert_ids, out, resume, preset, 
               help="Stage-1 checkpoint holding H [default: the experts' frozen copy].")
 @data_options("real")
 @run_options
+@init_option
 @config_options
 @click.pass_context
 @handle_errors
-def train_gating_cmd(ctx, expert_checkpoints, experts_dir, decoder_checkpoint, real, out, resume,
+def train_gating_cmd(ctx, expert_checkpoints, experts_dir, decoder_checkpoint, real, out, resume, init,
                      preset, config_file, sets, **options) -> None:
     """Stage 3: the gating networks (STGN) on real data, experts and H frozen."""
     from stmoe.train import train_gating
@@ -272,7 +313,8 @@ def train_gating_cmd(ctx, expert_checkpoints, experts_dir, decoder_checkpoint, r
         ckpts = [os.path.join(experts_dir, f"expert-{k}", "checkpoints", "best.pt") for k in range(cfg.num_experts)]
     if not ckpts:
         raise click.UsageError("give the stage-2 experts: --experts-dir DIR or --expert-checkpoint CKPT per expert")
-    _report(train_gating(cfg, out, expert_checkpoints=ckpts, decoder_checkpoint=decoder_checkpoint, resume=resume))
+    _report(train_gating(cfg, out, expert_checkpoints=ckpts, decoder_checkpoint=decoder_checkpoint, resume=resume,
+                         init=init))
 
 
 @train.command("global", epilog=examples(
@@ -281,48 +323,54 @@ def train_gating_cmd(ctx, expert_checkpoints, experts_dir, decoder_checkpoint, r
               help="The stage-3 (gating) checkpoint.")
 @data_options("real")
 @run_options
+@init_option
 @config_options
 @click.pass_context
 @handle_errors
-def train_global_cmd(ctx, checkpoint, real, out, resume, preset, config_file, sets,
+def train_global_cmd(ctx, checkpoint, real, out, resume, init, preset, config_file, sets,
                      **options) -> None:
     """Stage 4: the whole STMoE on real data, from the stage-3 checkpoint."""
     from stmoe.train import train_global
 
     cfg = build_config(ctx, preset, config_file, sets, options, "global")
-    _report(train_global(cfg, out, checkpoint=checkpoint, resume=resume))
+    _report(train_global(cfg, out, checkpoint=checkpoint, resume=resume, init=init))
 
 
 @train.command("end-to-end", epilog=examples("stmoe train end-to-end --preset tiny --real d/real --out runs/e2e"))
 @data_options("real")
 @run_options
+@init_option
 @config_options
 @click.pass_context
 @handle_errors
-def train_end_to_end_cmd(ctx, real, out, resume, preset, config_file, sets, **options) -> None:
+def train_end_to_end_cmd(ctx, real, out, resume, init, preset, config_file, sets, **options) -> None:
     """Ablation (Table 5): the STMoE architecture trained from scratch on real data only."""
     from stmoe.train import train_end_to_end
 
     cfg = build_config(ctx, preset, config_file, sets, options, "end_to_end")
-    _report(train_end_to_end(cfg, out, resume=resume))
+    _report(train_end_to_end(cfg, out, resume=resume, init=init))
 
 
-@train.command("baseline", epilog=examples("stmoe train baseline --preset tiny --model convlstm --real d/real "
-                                            "--out runs/convlstm"))
+@train.command("baseline", epilog=examples(
+    "stmoe train baseline --preset tiny --model convlstm --real d/real --out runs/convlstm",
+    "stmoe train baseline --preset tiny --model convlstm --real d/all --out runs/pre     # pre-train on D^all",
+    "stmoe train baseline --preset tiny --model convlstm --real d/mine --init runs/pre/checkpoints/best.pt "
+    "--out runs/ft"))
 @click.option("--model", "model_name", default=None, help="Registered model name (see `stmoe models`) [default: mim].")
 @data_options("real")
 @run_options
+@init_option
 @config_options
 @click.pass_context
 @handle_errors
-def train_baseline_cmd(ctx, model_name, real, out, resume, preset, config_file, sets,
+def train_baseline_cmd(ctx, model_name, real, out, resume, init, preset, config_file, sets,
                        **options) -> None:
     """Any registered model alone on the real data (the §4 baselines)."""
     from stmoe.train import train_baseline
 
     extra = {"stages.baseline.model.name": model_name} if given(ctx, "model_name") else None
     cfg = build_config(ctx, preset, config_file, sets, options, "baseline", extra)
-    _report(train_baseline(cfg, out, resume=resume))
+    _report(train_baseline(cfg, out, resume=resume, init=init))
 
 
 @cli.command(epilog=examples(
@@ -336,7 +384,11 @@ def train_baseline_cmd(ctx, model_name, real, out, resume, preset, config_file, 
 @click.pass_context
 @handle_errors
 def pipeline(ctx, synthetic, real, all_dirs, out, resume, preset, config_file, sets, **options) -> None:
-    """Stages 1-4 (decoder, experts, gating, global) from one config into OUT/<stage>; finished stages are skipped."""
+    """Stages 1-4 (decoder, experts, gating, global) from one config into OUT/<stage>; finished stages are skipped.
+
+    The shortcut options (--epochs, --lr, -b, ...) set every stage, over the preset's per-stage values (tiny: experts
+    24 epochs, gating 96); --set optim.epochs=N sets only the shared value, which per-stage sections override.
+    """
     from stmoe.train import run_pipeline
 
     cfg = build_config(ctx, preset, config_file, sets, options, None)
@@ -453,7 +505,9 @@ def evaluate(checkpoint, data, out, split, metrics, batch_size, output_frames, k
 
 @cli.command(epilog=examples(
     "stmoe predict --checkpoint runs/tiny/global/checkpoints/best.pt --data d/real --out pred -i 0 -i 1",
-    "stmoe predict --checkpoint best.pt --data clip.mp4 --out pred --format gif"))
+    "stmoe predict --checkpoint best.pt --data clip.mp4 --out pred --format gif",
+    "stmoe predict --checkpoint best.pt --data clip.mp4 --out fc --horizon 24      # 24 frames past the video's end",
+    "stmoe predict --checkpoint best.pt --data d/real --out fc --horizon 12 --start 0 -i 3   # truth ends midway"))
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--data", required=True, help="A physvid folder (its --split) or a video / frame folder / array / radar.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -462,19 +516,27 @@ def evaluate(checkpoint, data, out, split, metrics, batch_size, output_frames, k
 @click.option("--split", type=click.Choice(("train", "val", "test", "all")), default="test", show_default=True)
 @click.option("--format", "formats", default="h5,gif,png", show_default=True, metavar="A,B",
               help="Any of h5 (arrays), gif (truth | prediction), png (strips and attention overlays).")
-@click.option("--output-frames", "-n", type=click.IntRange(min=1), default=None)
+@click.option("--output-frames", "-n", type=click.IntRange(min=1), default=None,
+              help="Predict n frames of clips of l + n frames [default: as trained].")
+@click.option("--horizon", type=click.IntRange(min=1), default=None, metavar="H",
+              help="Forecast H frames past l observed frames of whole sequences (-i: sequence index), beyond the "
+                   "frames present if need be; the outputs mark where the truth ends.")
+@click.option("--start", type=int, default=None, metavar="S",
+              help="With --horizon: first observed frame (negative: from the end) [default: the last l frames].")
 @click.option("--scale", type=click.IntRange(min=1), default=4, show_default=True, help="Pixel upscaling of pictures.")
 @click.option("--fps", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--kind", type=click.Choice(("auto", "video", "frames", "array", "radar")), default="auto")
 @click.option("--device", default="auto", show_default=True)
 @handle_errors
-def predict(checkpoint, data, out, indices, split, formats, output_frames, scale, fps, kind, device) -> None:
+def predict(checkpoint, data, out, indices, split, formats, output_frames, horizon, start, scale, fps, kind,
+            device) -> None:
     """Predictions as HDF5, GIFs and PNG strips, with attention-weight overlays per expert (Fig. 4b, 9)."""
     from stmoe.train import predict as run_predict
 
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
     res = run_predict(checkpoint, data, out, indices=indices or (0,), split=split, formats=fmts,
-                      output_frames=output_frames, scale=scale, fps=fps, device=device, kind=kind)
+                      output_frames=output_frames, scale=scale, fps=fps, device=device, kind=kind, horizon=horizon,
+                      start=start)
     click.echo("\n".join(f"wrote {f}" for f in res["files"]))
 
 
@@ -494,7 +556,8 @@ def plot(run, out) -> None:
     "stmoe reproduce table1 --profile cpu --out runs/t1 --seeds 3          # 2 CPU cores",
     "stmoe reproduce table1 --profile cpu --out runs/t1 --resume           # after a crash: finished runs are kept",
     "stmoe reproduce all --profile gpu --out runs/all",
-    "stmoe reproduce table1 --profile gpu --steps-scale 0.05 --compile --loader-workers 4 --jobs 3 --out runs/t1-gpu"))
+    "stmoe reproduce table1 --profile gpu --steps-scale 0.05 --compile --loader-workers 4 --jobs 3 --out runs/t1-gpu",
+    "stmoe reproduce clips --clips my.mp4 --clips data/mine --rows unet,mim,stmoe-id --out runs/mine   # your clips"))
 @click.argument("experiment", metavar="EXPERIMENT")
 @click.option("--profile", "-p", "profile", default="cpu", show_default=True,
               help="Scale: smoke (seconds, for tests), cpu (2 cores), gpu (one GPU, 64x64) or paper (128x128).")
@@ -515,20 +578,26 @@ def plot(run, out) -> None:
 @click.option("--loader-workers", type=int, default=0, show_default=True, help="DataLoader worker processes per run.")
 @click.option("--checkpoint-minutes", type=float, default=None,
               help="Save last.pt every N minutes instead of every epoch [default: 5 for gpu/paper, per epoch else].")
+@click.option("--clips", "clips", multiple=True, metavar="[NAME=]PATH",
+              help="Experiment `clips`: a video, frame folder, .npy/.npz array, radar files or a folder written by "
+                   "`stmoe prepare` (clips of 10 frames) to compare the models on; repeatable.")
+@click.option("--rows", default=None, metavar="A,B,...",
+              help="Experiment `clips`: keep these rows of `real` (model names or labels) [default: all].")
 @handle_errors
 def reproduce(experiment, profile, out, seeds, resume, data_root, jobs, steps_scale, compile_, loader_workers,
-              checkpoint_minutes) -> None:
+              checkpoint_minutes, clips, rows) -> None:
     """Run an experiment of the paper (§4) and write its table beside the paper's numbers (docs/results.md).
 
     EXPERIMENT: table1 (Dynamic MNIST), table5 (local+global vs end-to-end), table6 (attention none / uniform /
-    pixel), noise (noise-ratio ablation, Fig. 8), datasize (Fig. 10), real (traffic, street, textures, radar), all,
-    or a comma list (one folder: rows and trained networks are shared).
+    pixel), noise (noise-ratio ablation, Fig. 8), datasize (Fig. 10), real (traffic, street, textures, radar), clips
+    (the rows of real on your own --clips), all, or a comma list (one folder: rows and trained networks are shared).
     """
     from stmoe.reproduce import reproduce as run_reproduce
 
     results = run_reproduce(experiment, profile, out, seeds=seeds, resume=resume, data_root=data_root, jobs=jobs,
                             steps_scale=steps_scale, compile=compile_, loader_workers=loader_workers,
-                            checkpoint_minutes=checkpoint_minutes, log=lambda m: click.echo(m, err=True))
+                            checkpoint_minutes=checkpoint_minutes, log=lambda m: click.echo(m, err=True), clips=clips,
+                            rows=[r.strip() for r in rows.split(",") if r.strip()] if rows else ())
     for name in results:
         click.echo(f"wrote {os.path.join(out, name, 'table.md')}")
 

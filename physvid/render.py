@@ -11,7 +11,6 @@ from __future__ import annotations
 import colorsys
 import functools
 import math
-import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -602,28 +601,51 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
     return video, params
 
 
-# A cold compile on a quiet 2-core VM (docs/benchmarks.md): noise-free configs skip the noise kernels.
-COMPILE_SECONDS = {False: 9, True: 12}
+class _CompileWatch:
+    """A numba event listener: numba fires "numba:compile" only when it compiles (a cache miss), never when it loads
+    machine code from its cache, so this tells a compile from a slow cached load (a wall-clock timer cannot)."""
+
+    def __init__(self, notice: Callable[[str], None] | None) -> None:
+        self.notice = notice
+        self.started: float | None = None
+
+    def listener(self):
+        from numba.core import event
+
+        watch = self
+
+        class Listener(event.Listener):
+            def on_start(self, ev) -> None:
+                if watch.started is None:
+                    watch.started = time.perf_counter()
+                    if watch.notice is not None:
+                        watch.notice("compiling the numba kernels this configuration needs (once per install and "
+                                     "kernel set; later runs load them from numba's cache) ...")
+
+            def on_end(self, ev) -> None:
+                pass
+
+        return Listener()
 
 
 def compile_kernels(config: RenderConfig, notice: Callable[[str], None] | None = None) -> float:
-    """Compile (first run of an install: numba caches the machine code) or load the kernels `config` needs by rendering
-    its sequence 0; returns the seconds spent. When that takes over a second, `notice` gets one line saying why, so
-    that a first run does not look stuck."""
-    timer = None
-    if notice is not None:
-        line = (f"compiling the numba kernels (first run of this install only, ~{COMPILE_SECONDS[config.noise.ratio > 0]}"
-                " s on 2 cores; later runs load them from the cache)")
-        timer = threading.Timer(1.0, notice, (line,))
-        timer.daemon = True
-        timer.start()
-    start = time.perf_counter()
-    try:
+    """Compile or load from numba's cache the kernels `config` needs, by rendering its sequence 0; returns the seconds
+    spent compiling (0.0 when every kernel came from the cache).
+
+    `notice` gets one line when numba starts compiling (so that a first run does not look stuck) and one with the
+    elapsed time when it is done; nothing when the kernels only load, however long that takes on a loaded machine.
+    A noise-free config compiles fewer kernels, so a later noisy config compiles the rest (and says so)."""
+    from numba.core import event
+
+    watch = _CompileWatch(notice)
+    with event.install_listener("numba:compile", watch.listener()):
         render(config, [0])
-    finally:
-        if timer is not None:
-            timer.cancel()
-    return time.perf_counter() - start
+    if watch.started is None:
+        return 0.0
+    seconds = time.perf_counter() - watch.started
+    if notice is not None:
+        notice(f"compiled the numba kernels in {seconds:.1f} s")
+    return seconds
 
 
 def _render_each(config: RenderConfig, indices: list[int]) -> tuple[np.ndarray, dict]:

@@ -1,10 +1,12 @@
-"""The shell examples of README.md and docs/cli.md, run in order on tiny sizes in one temporary folder (issue 12): an
-example that fails, or that needs an earlier one it does not follow (a preview of maps nobody generated), fails here.
+"""The shell examples of README.md and docs/cli.md, run in reading order (README first) on tiny sizes in one temporary
+folder, as a reader who follows both would (issues 12, 18): an example that fails, that needs an earlier one it does not
+follow (a preview of maps nobody generated) or that collides with an earlier page's output, fails here.
 
 Each ```bash block is read line by line (backslash continuations joined); the `physvid ...` and `stmoe ...` commands of
 a line run (the rest of a line, `pip install` or `echo`, is the reader's). Lines with shell variables, cluster
 submissions or the tiny training script (minutes; tests/test_train*.py cover it) are left out. Sizes shrink by
-substitution (`--n 10000` -> `--n 6`), and `../shared/` is the shared folder beside the checkout.
+substitution, keeping different sizes different (`--n 1000` and `--n 10000` into one folder is a refusal, and
+must stay one here), and `../shared/` is the shared folder beside the checkout.
 """
 from __future__ import annotations
 
@@ -19,7 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 PAGES = ("README.md", "docs/cli.md")
 LEFT_OUT = ("$", "sbatch", "torchrun", "scripts/", "pytest")
-SHRINK = ((re.compile(r"--n \d[\d_]*"), "--n 6"), (re.compile(r"--size 128\b"), "--size 32"))
+N_OPTION = re.compile(r"--n (\d[\d_]*)")
+SHRINK = ((re.compile(r"--size 128\b"), "--size 32"),)
+
+
+def small_n() -> dict[str, str]:
+    """Every `--n` of the pages -> 4, 5, 6, ... in order of size: tiny, and distinct where the pages' are."""
+    sizes = sorted({int(m.replace("_", "")) for page in PAGES for m in N_OPTION.findall((REPO / page).read_text())})
+    return {str(n): str(4 + i) for i, n in enumerate(sizes)}
 
 
 def blocks(page: str, language: str) -> list[str]:
@@ -29,6 +38,7 @@ def blocks(page: str, language: str) -> list[str]:
 def commands(page: str) -> list[str]:
     """The page's physvid/stmoe commands, in order, shrunk and made runnable from any folder."""
     out = []
+    shrink_n = small_n()
     for block in blocks(page, "bash"):
         for line in block.replace("\\\n", " ").splitlines():
             parts = [p.strip() for p in line.split("&&")]
@@ -36,6 +46,7 @@ def commands(page: str) -> list[str]:
             if not parts or any(word in line for word in LEFT_OUT):
                 continue
             for i, part in enumerate(parts):
+                part = N_OPTION.sub(lambda m: f"--n {shrink_n[m.group(1).replace('_', '')]}", part)
                 for pattern, small in SHRINK:
                     part = pattern.sub(small, part)
                 tool, rest = part.split(" ", 1)
@@ -52,9 +63,8 @@ def test_the_pages_have_examples_to_run():
     assert len(commands("README.md")) >= 6 and len(commands("docs/cli.md")) >= 15
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_shell_examples_run_in_order(page, tmp_path):
-    for command in commands(page):
+def test_shell_examples_run_in_reading_order_in_one_folder(tmp_path):
+    for page, command in [(page, c) for page in PAGES for c in commands(page)]:
         if str(SHARED) in command and not SHARED.is_dir():
             continue  # needs ../shared (README, Tests); the commands after it do not use its output
         result = run(command, tmp_path)
@@ -94,6 +104,7 @@ def test_every_physvid_figure_of_the_docs_is_what_make_figures_draws(tmp_path):
     # docs/make_stmoe_figures.py) or by `stmoe reproduce` (results-*, copied by docs/make_results.py)
     shown = set(re.findall(r"images/([\w.-]+\.png)", " ".join(p.read_text() for p in [REPO / "README.md",
                                                                                         *REPO.glob("docs/**/*.md")])))
-    orphans = sorted(n for n in shown - drawn if not n.startswith(("stmoe-tiny-", "results-"))
+    # (stmoe-own-*: docs/make_own_data_figures.py, the "your own data" walk-through)
+    orphans = sorted(n for n in shown - drawn if not n.startswith(("stmoe-tiny-", "results-", "stmoe-own-"))
                      and not (missing_digits and n.startswith("dynamic-mnist")))
     assert not orphans, f"pictures with no generating script: {orphans}"

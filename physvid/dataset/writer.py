@@ -50,7 +50,6 @@ Progress = Callable[[int, int], None]  # (sequences just finished, total sequenc
 # a shard, is the same in every run.
 BATCH = 16
 SHARD_SIZE = 1000  # the largest default shard (see default_shard_size)
-COMPILE_NOTICE_S = 1.0  # a warm-up longer than this compiled kernels: say so (a cached load takes ~0.3 s)
 TOP_LEVEL = ("masks", "property_map")  # stored beside `video`; every other parameter goes to the `params/` group
 AXES = {"video": "N,T,C,H,W", "index": "N", "masks": "N,T,object,H,W", "property_map": "N,T,H,W"}
 PARAM_CHUNK_BYTES = 1 << 20
@@ -88,7 +87,8 @@ class RenderSource:
 
     def warm_up(self, notice: Callable[[str], None] | None = None) -> float:
         """Compile (first run of an install) or load the kernels this config needs, before any timing starts and
-        before workers are spawned (they then load the cache instead of each compiling it); returns the seconds."""
+        before workers are spawned (they then load the cache instead of each compiling it); returns the seconds spent
+        compiling (0.0: all loaded from the cache)."""
         from ..render import compile_kernels
 
         return compile_kernels(self.config, notice)
@@ -131,8 +131,7 @@ class Summary:
         state = ("manifest written" if self.finalized else
                  f"shards {self.shard_range[0]}:{self.shard_range[1]} done; run `physvid generate --finalize --out "
                  f"{self.out}` once every shard exists")
-        compiled = (f" (+ {self.compile_seconds:.1f} s compiling kernels, first run only)"
-                    if self.compile_seconds >= COMPILE_NOTICE_S else "")
+        compiled = f" (+ {self.compile_seconds:.1f} s compiling numba kernels)" if self.compile_seconds > 0 else ""
         return (f"{self.sequences_written} sequences ({self.frames_written} frames) written{kept} to {self.out}: "
                 f"{human_bytes(self.bytes)}, {self.seconds:.1f} s, {self.frames_per_second:,.0f} frames/s{compiled}; "
                 f"{state}")
@@ -157,6 +156,7 @@ class Estimate:
     estimated_seconds: float
     sample: int
     notes: list[str] = field(default_factory=list)
+    timings: list[float] = field(default_factory=list)  # seconds per sequence, one per timing of the sample
 
     def describe(self) -> str:
         lines = [
@@ -168,9 +168,18 @@ class Estimate:
             f"{self.sequences_todo * self.frames_per_sequence} frames, {self.workers} worker process(es)",
             f"bytes:       ~{human_bytes(self.estimated_bytes)} on disk with {self.compression} "
             f"({human_bytes(self.raw_bytes)} uncompressed)",
-            f"time:        ~{self.estimated_seconds:.1f} s (measured on {self.sample} sequence(s))",
+            f"time:        ~{self.estimated_seconds:.1f} s (median of {len(self.timings)} timings of {self.sample} "
+            f"sequence(s); {self._spread()})",
         ]
         return "\n".join(lines + [f"note:        {n}" for n in self.notes])
+
+    def _spread(self) -> str:
+        """The estimate each timing alone would give: how much a busy machine moves it."""
+        mid = sorted(self.timings)[len(self.timings) // 2] if self.timings else 0.0
+        if mid <= 0:
+            return "no spread measured"
+        lo, hi = (self.estimated_seconds * t / mid for t in (min(self.timings), max(self.timings)))
+        return f"each alone: {lo:.1f}–{hi:.1f} s"
 
 
 def human_bytes(n: float) -> str:
@@ -235,6 +244,14 @@ def resolve_shard_size(shard_size: int | None, n: int, out: Path, overwrite: boo
     if old is not None and old.get("total_sequences") == n and isinstance(old.get("shard_size"), int):
         return old["shard_size"]
     return default_shard_size(n)
+
+
+ESTIMATE_REPEATS = 3  # timings of the dry run's sample
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask: a container or `taskset` may allow fewer than exist)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resolve_workers(workers: int | None) -> int:
@@ -729,7 +746,7 @@ def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[s
     `shard_range` (a, b) writes only shards a..b-1, for job arrays; `finalize` (default: when the whole range was
     asked for) writes the manifest once every shard exists and verifies. Re-running resumes; `overwrite` starts fresh.
     `shard_size` None: see resolve_shard_size. A source with a `warm_up(notice)` method is warmed up before the clock
-    starts (`notice` gets a line when that takes a while: compiling kernels).
+    starts (`notice` gets a line when it compiles kernels, and one with the time it took).
     """
     shard_size = resolve_shard_size(shard_size, n, Path(out), overwrite)
     n, shard_size, workers, specs, (a, b) = _layout(n, shard_size, workers, compression, shard_range)
@@ -928,17 +945,25 @@ def estimate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, sha
     source = RenderSource(config)
     k = min(n, sample)
     source.warm_up(notice)  # compiles or loads the kernels and noise banks, which every run does once
-    t0 = time.perf_counter()
-    with h5py.File(f"physvid-estimate-{os.getpid()}", "w", driver="core", backing_store=False) as f:
-        _write_h5(f, ShardSpec(0, 0, k), source, plan, None, None)
-        f.flush()
-        stored: list[int] = []
-        f.visititems(lambda _, obj: stored.append(obj.id.get_storage_size()) if isinstance(obj, h5py.Dataset) else None)
-        overhead = max(0, f.id.get_filesize() - sum(stored))  # headers and chunk indexes: paid once per shard
-        per_seq_bytes = sum(stored) / k
-    per_seq = (time.perf_counter() - t0) / k
+    timings = []  # one timing varied by a third between identical dry runs: the median of a few, and their range
+    for _ in range(ESTIMATE_REPEATS):
+        t0 = time.perf_counter()
+        with h5py.File(f"physvid-estimate-{os.getpid()}", "w", driver="core", backing_store=False) as f:
+            _write_h5(f, ShardSpec(0, 0, k), source, plan, None, None)
+            f.flush()
+            stored: list[int] = []
+            f.visititems(lambda _, obj: stored.append(obj.id.get_storage_size())
+                         if isinstance(obj, h5py.Dataset) else None)
+            overhead = max(0, f.id.get_filesize() - sum(stored))  # headers and chunk indexes: paid once per shard
+            per_seq_bytes = sum(stored) / k
+        timings.append((time.perf_counter() - t0) / k)
+    per_seq = float(np.median(timings))
     todo_seqs = sum(s.count for s in todo)
     procs = max(1, min(workers, len(todo)))
+    cores = usable_cores()
+    if procs > cores:  # more processes than cores share them: no faster than one per core
+        notes.append(f"{procs} worker processes on {cores} core(s): they share the cores, so the run is at most "
+                     f"{cores}x faster than one process (the time above counts {cores}); --workers {cores} is enough")
     if len(todo) < workers and todo_seqs > SHARD_SIZE:  # below that, starting workers costs more than it saves
         notes.append(f"only {len(todo)} shard(s) to write for {workers} workers: a smaller --shard-size uses more cores")
     frame_bytes = config.frames * config.channels * config.height * config.width
@@ -946,8 +971,8 @@ def estimate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, sha
                     sequences_todo=todo_seqs, shards_todo=len(todo), workers=procs, compression=compression,
                     frames_per_sequence=config.frames, raw_bytes=todo_seqs * frame_bytes,
                     estimated_bytes=int(per_seq_bytes * todo_seqs + overhead * len(todo)),
-                    estimated_seconds=per_seq * todo_seqs / procs,
-                    sample=k, notes=notes)
+                    estimated_seconds=per_seq * todo_seqs / min(procs, cores),
+                    sample=k, notes=notes, timings=timings)
 
 
 __all__ = ["RenderSource", "Summary", "Estimate", "write_dataset", "generate", "estimate", "finalize_dataset",

@@ -23,7 +23,7 @@ import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..train.errors import TrainError
 from .spec import ALL, EXPERIMENTS, PROFILES, REAL_DATA, Profile, Recipe, Row, experiment_rows, recipes
@@ -135,6 +135,8 @@ class Data:
 
         rel, kind, stride = REAL_DATA[name]
         src = self.data_root / rel
+        if kind == "dataset":  # a user's clips already prepared (stmoe/reproduce/clips.py): used as they are
+            return str(src)
         if not src.exists():
             raise ReproduceError(f"experiment 'real' needs {src} (put the third-party data in ../shared/data, "
                                  f"see README), or give --data-root DIR")
@@ -406,7 +408,7 @@ def _check_out(out: Path, experiment: str, profile: str, resume: bool, settings:
 def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1, resume: bool = False,
               data_root: str | Path | None = None, jobs: int | None = None, steps_scale: float = 1.0,
               compile: bool = False, loader_workers: int = 0, checkpoint_minutes: float | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print, clips: Sequence[str] = (), rows: Sequence[str] = ()) -> dict[str, Any]:
     """Run ``experiment`` (a key of EXPERIMENTS, or "all") at ``profile`` into ``out``; returns {experiment: results}.
 
     ``jobs`` worker processes train independent rows side by side (default: the profile's; rows that share a local
@@ -448,8 +450,12 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
     experiment = "all" if "all" in wanted else ",".join(names)
     if ("real" in names) and not root.is_dir():
         raise ReproduceError(f"experiment 'real' needs the third-party clips in {root} (see README); none there")
+    from .clips import clip_entries, install_clips, save_clips
+    entries = clip_entries(clips, out) if clips or "clips" in names else None  # checked before anything is written
     _check_out(out, experiment, profile, resume, asdict(prof))
     out.mkdir(parents=True, exist_ok=True)
+    save_clips(out, entries, rows)
+    install_clips(out)
     (out / "reproduce.json").write_text(json.dumps({"experiment": experiment, "profile": profile, "seeds": seeds,
                                                     "profile_settings": asdict(prof)}, indent=2) + "\n")
     data = Data(out / "data", prof, root, log)
@@ -540,6 +546,9 @@ def _worker(out: str, prof: Profile, root: str, tasks: list[tuple[Row, int]], pa
     import sys
 
     _exit_with_parent(parent)
+    from .clips import install_clips
+
+    install_clips(out)  # a spawned worker reads the run's --clips afresh
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

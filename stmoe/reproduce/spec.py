@@ -234,6 +234,9 @@ def experiment_rows(name: str, profile: Profile) -> tuple[Row, ...]:
                      Row(f"MIM, {n} seq.", "baseline", "mim", n_train=n),
                      Row(f"MIM w/ D^all, {n} seq.", "pretrained", "mim", n_train=n)]
         return tuple(rows)
+    if name == "clips":  # the rows of `real` on the user's --clips (stmoe/reproduce/clips.py)
+        from .clips import clip_rows
+        return clip_rows(profile)
     if name == "real":
         rows = []
         for real in profile.real_sets or tuple(REAL_DATA):
@@ -251,5 +254,6 @@ EXPERIMENTS = {
     "noise": "noise ratio 0 / 0.26 / 0.70 of the synthetic D^k, STMoE-conv, with gating/global curves (Fig. 8)",
     "datasize": "real training sequences vs SSIM for STMoE-Id, MIM and MIM w/ D^all (Fig. 10)",
     "real": "traffic, street, dynamic textures and a radar event of ../shared/data (Tables 2-4 in spirit)",
+    "clips": "the rows of `real` on your own clips (--clips: videos, frame folders, arrays, prepared datasets)",
 }
 ALL = ("table1", "table5", "table6", "noise", "datasize", "real")

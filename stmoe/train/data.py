@@ -194,6 +194,16 @@ class ClipDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(pm[..., y0:y0 + h, x0:x0 + w]).astype(np.int64))
 
 
+def crop_notes(ds: ClipDataset, what: str = "is scored") -> list[str]:
+    """One line per source of ``ds`` whose frames are larger than the model: only their crop is seen, and a user who
+    prepared 64x64 data for a 32x32 model should hear it (``what``: "is scored", "trains")."""
+    h, w = ds.size
+    crop = "random" if ds.random_crop else "centre"
+    return [f"{name} has {H}x{W} frames: the {h}x{w} model {what} on their {crop} {h}x{w} crop only (set "
+            f"model.height/width to {H}x{W} to use whole frames)"
+            for name, (H, W) in zip(ds.names, ds.frame_sizes) if (H, W) != (h, w)]
+
+
 def to_unit(batch: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 frames -> floats in [0, 1] (float batches pass through)."""
     if batch.dtype == torch.uint8:

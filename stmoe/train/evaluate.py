@@ -19,7 +19,7 @@ from ..data.errors import DataError
 from ..metrics import DEFAULT_METRICS, MetricAccumulator, MetricConfig
 from .checkpoint import checkpoint_config, load_model
 from .config import TrainConfig
-from .data import ClipDataset, split_clip, to_unit
+from .data import ClipDataset, crop_notes, split_clip, to_unit
 from .distributed import resolve_device
 from .errors import TrainConfigError, TrainError
 
@@ -115,11 +115,8 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
             bar.update(1)
     if bar is not None:
         bar.close()
-    h, w = ds.size
-    cropped = [f"{name} has {H}x{W} frames: the {h}x{w} model is scored on their centre {h}x{w} crop only"
-               for name, (H, W) in zip(ds.names, ds.frame_sizes) if (H, W) != (h, w)]
     result = {
-        "notes": cropped,
+        "notes": crop_notes(ds),
         "checkpoint": str(checkpoint), "model": ckpt["model"]["name"], "stage": ckpt.get("stage"),
         "epoch": ckpt.get("epoch"), "data": str(data) if not isinstance(data, np.ndarray) else "array",
         "split": split if not isinstance(data, np.ndarray) and is_physvid_dataset(data) else "all",

@@ -27,6 +27,8 @@ FORMATS = ("h5", "gif", "png")
 # Expert colours (RGB): translation red, rotation green, intensity blue, then more for larger m.
 PALETTE = ((235, 64, 52), (60, 200, 75), (50, 120, 245), (240, 200, 40), (200, 70, 220), (40, 210, 220))
 LABEL_W = 40  # minimum pixels of the label column of the strips
+TRUTH_ENDS = (200, 30, 30)  # the line / label where the ground truth of a forecast ends
+FORECAST = (150, 60, 200)  # the GIF's bar under frames predicted past the data
 
 
 def _font():
@@ -71,6 +73,7 @@ def _grid(rows: list[tuple[str, list[np.ndarray | None]]], cell: tuple[int, int]
     W = label_w + cols * (w + gap)
     H = len(rows) * (h + gap)
     canvas = Image.new("RGB", (W, H), (255, 255, 255))
+    canvas.info["label_width"] = label_w  # where the first column starts (the forecast strip marks a column edge)
     draw = ImageDraw.Draw(canvas)
     for i, (label, cells) in enumerate(rows):
         y = i * (h + gap)
@@ -86,19 +89,29 @@ def _grid(rows: list[tuple[str, list[np.ndarray | None]]], cell: tuple[int, int]
 
 def strip_image(inputs: np.ndarray, targets: np.ndarray, pred: np.ndarray, expert_frames: np.ndarray | None = None,
                 expert_names: Sequence[str] = (), scale: int = 2) -> "Image":
-    """PNG strip of one clip: (l, C, H, W) inputs, (n, C, H, W) targets and prediction, (n, m, C, H, W) experts."""
-    l, n = len(inputs), len(targets)
+    """PNG strip of one clip: (l, C, H, W) inputs, (k, C, H, W) targets, (n, C, H, W) prediction, (n, m, C, H, W)
+    experts. A forecast past the data has fewer targets than predicted frames (k < n): the truth and error cells
+    after the k-th are empty and a red line marks where the truth ends."""
+    l, n, k = len(inputs), len(pred), len(targets)
     cell = inputs.shape[-2:]
     blank: list[np.ndarray | None] = [None] * l
-    err = np.abs(pred - targets)
-    rows = [("truth", [_grey_rgb(f) for f in inputs] + [_grey_rgb(f) for f in targets]),
+    gone: list[np.ndarray | None] = [None] * (n - k)
+    err = np.abs(pred[:k] - targets)
+    rows = [("truth", [_grey_rgb(f) for f in inputs] + [_grey_rgb(f) for f in targets] + gone),
             ("pred", blank + [_grey_rgb(f) for f in pred]),
-            ("|error|", blank + [_grey_rgb(f) for f in err])]
+            ("|error|", blank + [_grey_rgb(f) for f in err] + gone)]
     if expert_frames is not None:
-        for k in range(expert_frames.shape[1]):
-            name = expert_names[k] if k < len(expert_names) else f"expert {k}"
-            rows.append((f"H(Z~{k}) {name}", blank + [_grey_rgb(expert_frames[t, k]) for t in range(n)]))
-    return _grid(rows, cell, scale)
+        for e in range(expert_frames.shape[1]):
+            name = expert_names[e] if e < len(expert_names) else f"expert {e}"
+            rows.append((f"H(Z~{e}) {name}", blank + [_grey_rgb(expert_frames[t, e]) for t in range(n)]))
+    img = _grid(rows, cell, scale)
+    if k < n:
+        from PIL import ImageDraw
+
+        gap = 2
+        x = img.info["label_width"] + (l + k) * (cell[1] * scale + gap) - gap
+        ImageDraw.Draw(img).rectangle([x - 1, 0, x + 1, img.height - 1], fill=TRUTH_ENDS)
+    return img
 
 
 def attention_image(pred: np.ndarray, weights: np.ndarray, expert_names: Sequence[str] = (), scale: int = 2) -> "Image":
@@ -114,10 +127,12 @@ def attention_image(pred: np.ndarray, weights: np.ndarray, expert_names: Sequenc
 
 
 def gif_frames(inputs: np.ndarray, targets: np.ndarray, pred: np.ndarray, scale: int = 4) -> list["Image"]:
-    """Frames of the GIF: ground truth | prediction side by side; a red bar marks predicted frames."""
+    """Frames of the GIF: ground truth | prediction side by side; a bar under the prediction marks observed (grey)
+    and predicted (red) frames. With fewer targets than predicted frames (a forecast past the data), the truth panel
+    says "no truth" after the last target and the bar turns purple ("forecast")."""
     from PIL import Image, ImageDraw
 
-    l, n = len(inputs), len(targets)
+    l, n, k = len(inputs), len(pred), len(targets)
     truth = list(inputs) + list(targets)
     shown = list(inputs) + list(pred)
     h, w = inputs.shape[-2] * scale, inputs.shape[-1] * scale
@@ -127,34 +142,69 @@ def gif_frames(inputs: np.ndarray, targets: np.ndarray, pred: np.ndarray, scale:
     for t in range(l + n):
         img = Image.new("RGB", (2 * w + gap, h + bar + head), (255, 255, 255))
         draw = ImageDraw.Draw(img)
-        draw.text((2, 0), "truth", fill=(0, 0, 0), font=font)
-        draw.text((w + gap + 2, 0), "prediction" if t >= l else f"input {t + 1}/{l}", fill=(0, 0, 0), font=font)
-        img.paste(Image.fromarray(_scale(_grey_rgb(truth[t]), scale)), (0, head))
+        beyond = t >= l + k
+        draw.text((2, 0), "no truth" if beyond else "truth", fill=TRUTH_ENDS if beyond else (0, 0, 0), font=font)
+        label = f"input {t + 1}/{l}" if t < l else ("forecast" if beyond else "prediction")
+        draw.text((w + gap + 2, 0), label, fill=(0, 0, 0), font=font)
+        if beyond:  # the data ended: a hatched panel, never a frame that could pass for the truth
+            panel = Image.new("RGB", (w, h), (235, 235, 235))
+            hatch = ImageDraw.Draw(panel)
+            for d in range(-h, w, 8):
+                hatch.line([(d, 0), (d + h, h)], fill=(200, 200, 200))
+            img.paste(panel, (0, head))
+        else:
+            img.paste(Image.fromarray(_scale(_grey_rgb(truth[t]), scale)), (0, head))
         img.paste(Image.fromarray(_scale(_grey_rgb(shown[t]), scale)), (w + gap, head))
-        color = (220, 40, 40) if t >= l else (150, 150, 150)
+        color = FORECAST if beyond else (220, 40, 40) if t >= l else (150, 150, 150)
         draw.rectangle([w + gap, head + h, 2 * w + gap - 1, head + h + bar - 1], fill=color)
         frames.append(img)
     return frames
 
 
-@torch.no_grad()
-def predict(checkpoint: str | Path, data: Any, out: str | Path, *, indices: Sequence[int] = (0,), split: str = "test",
-            formats: Sequence[str] = FORMATS, output_frames: int | None = None, scale: int = 4, fps: int = 4,
-            device: str = "auto", kind: str = "auto") -> dict[str, Any]:
-    """Predict clips ``indices`` of ``data`` (split ``split`` of a physvid folder, or a video/frames/array file).
-
-    Returns {"files": [...], "indices": [...]} and writes the files described in the module docstring into ``out``.
-    """
-    from .evaluate import eval_dataset
-
+def model_for_pictures(checkpoint: str | Path, formats: Sequence[str], device: str):
+    """(model on its device, checkpoint, its TrainConfig, device) after checking ``formats`` (one-line error)."""
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise TrainConfigError(f"--format: unknown value {bad[0] if bad else formats!r}; allowed: {', '.join(FORMATS)}")
     model, ckpt = load_model(checkpoint)
     cfg = checkpoint_config(ckpt, checkpoint)
     dev = resolve_device(device)
-    model.to(dev)
-    ds, cfg = eval_dataset(data, cfg, model, split=split, output_frames=output_frames, kind=kind)
+    return model.to(dev), ckpt, cfg, dev
+
+
+@torch.no_grad()
+def predict(checkpoint: str | Path, data: Any, out: str | Path, *, indices: Sequence[int] = (0,), split: str = "test",
+            formats: Sequence[str] = FORMATS, output_frames: int | None = None, scale: int = 4, fps: int = 4,
+            device: str = "auto", kind: str = "auto", horizon: int | None = None,
+            start: int | None = None) -> dict[str, Any]:
+    """Predict clips ``indices`` of ``data`` (split ``split`` of a physvid folder, or a video/frames/array file).
+
+    Returns {"files": [...], "indices": [...]} and writes the files described in the module docstring into ``out``.
+    With ``horizon`` it forecasts past the frames present instead (:func:`stmoe.train.forecast.forecast`:
+    ``indices`` are then whole sequences and ``start`` their first observed frame).
+    """
+    from ..data.errors import DataError
+    from .evaluate import eval_dataset
+
+    if horizon is not None:
+        if output_frames is not None:
+            raise TrainConfigError("give --horizon (forecast, any length) or --output-frames (clips of l + n "
+                                   "frames), not both")
+        from .forecast import forecast
+
+        return forecast(checkpoint, data, out, horizon=horizon, indices=indices, start=start, split=split,
+                        formats=formats, scale=scale, fps=fps, device=device, kind=kind)
+    if start is not None:
+        raise TrainConfigError("--start goes with --horizon (the first observed frame of a forecast)")
+
+    model, ckpt, cfg, dev = model_for_pictures(checkpoint, formats, device)
+    try:
+        ds, cfg = eval_dataset(data, cfg, model, split=split, output_frames=output_frames, kind=kind)
+    except DataError as exc:
+        if output_frames is None or "exceeds the" not in str(exc):
+            raise
+        raise DataError(f"{exc}; to forecast past the frames present, use --horizon {output_frames} "
+                        f"instead of -n") from None
     idx = [int(i) for i in indices] or [0]
     out_of_range = [i for i in idx if not 0 <= i < len(ds)]
     if out_of_range:

@@ -13,11 +13,15 @@ Ablation and baselines: :func:`train_end_to_end` (the STMoE trained only on real
 :func:`train_baseline` (any registered model alone). :func:`run_pipeline` runs stages 1-4 into one folder.
 
 Every stage writes a run folder (config.yaml, metrics, checkpoints/last.pt and best.pt, result.json) and resumes
-from checkpoints/last.pt when ``resume`` is true; the pipeline skips stages whose result.json exists.
+from checkpoints/last.pt when ``resume`` is true; the pipeline skips stages whose result.json exists. Every stage
+function takes ``init=CKPT`` (``--init``): the model starts from that checkpoint's weights (after what the stage
+loads itself), with a fresh optimiser and schedule (:func:`init_weights`).
 """
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -28,13 +32,13 @@ from ..data.errors import DataError
 from ..models import freeze_
 from .checkpoint import load_checkpoint, load_state_into
 from .config import Config, TrainConfig, dump_yaml
-from .data import ClipDataset
+from .data import ClipDataset, crop_notes
 from .distributed import DistInfo, init_distributed
 from .errors import TrainConfigError, TrainError
 from .trainer import Callback, Trainer, TrainResult, seed_everything
 
 __all__ = ["train_decoder", "train_expert", "train_experts", "train_gating", "train_global", "train_end_to_end",
-           "train_baseline", "run_pipeline", "fit"]
+           "train_baseline", "run_pipeline", "fit", "init_weights"]
 
 
 def _datasets(cfg: TrainConfig, paths: Sequence[str], model: nn.Module) -> tuple[ClipDataset, ClipDataset]:
@@ -73,12 +77,53 @@ def check_resume_folder(out: str | Path, runs: Sequence[str] = ("checkpoints/las
 
 def fit(model: nn.Module, cfg: TrainConfig, out: str | Path, paths: Sequence[str], *, stage: str,
         frozen: Sequence[nn.Module] = (), meta: dict | None = None, resume: bool = False,
-        callbacks: Iterable[Callback] = (), dist_info: DistInfo | None = None) -> TrainResult:
-    """Train ``model`` on the train/val splits of ``paths`` into ``out`` (the loop every stage shares)."""
+        callbacks: Iterable[Callback] = (), dist_info: DistInfo | None = None,
+        init: str | Path | None = None) -> TrainResult:
+    """Train ``model`` on the train/val splits of ``paths`` into ``out`` (the loop every stage shares).
+
+    ``init``: a checkpoint whose weights replace the model's before training (fine-tuning, see :func:`init_weights`);
+    the optimiser and schedule start fresh. With ``resume`` and a ``last.pt`` in ``out``, the run continues from
+    that instead (the weights it holds already started from ``init``).
+    """
     train, val = _datasets(cfg, paths, model)
+    if (dist_info.rank if dist_info is not None else int(os.environ.get("RANK", "0"))) == 0:
+        for note in crop_notes(train, "trains"):  # larger frames are cropped: never silently
+            print(f"note: {note}", file=sys.stderr)
+    meta = dict(meta or {})
+    if init is not None:
+        init_weights(model, init)
+        meta["init_checkpoint"] = str(init)
     trainer = Trainer(model, cfg, out, train_set=train, val_set=val, stage=stage, frozen=frozen,
-                      meta={**(meta or {}), "data": list(paths)}, dist_info=dist_info, callbacks=callbacks)
+                      meta={**meta, "data": list(paths)}, dist_info=dist_info, callbacks=callbacks)
     return trainer.fit(resume=resume)
+
+
+def init_weights(model: nn.Module, checkpoint: str | Path) -> None:
+    """Load every weight of ``checkpoint`` into ``model`` (``--init``: fine-tuning from another run's weights).
+
+    The same checks as ``--resume``, each one line: the checkpoint must exist and be an stmoe checkpoint
+    (TrainError, exit 1), hold the same registered model (TrainConfigError, exit 2) and have a tensor of the same
+    shape for every parameter and buffer (TrainConfigError naming the first that differs). Only weights are taken:
+    no optimiser, schedule, epoch or RNG state.
+    """
+    ckpt = load_checkpoint(checkpoint)
+    have, want = ckpt["model"]["name"], getattr(model, "model_name", "")
+    if have != want:
+        raise TrainConfigError(f"--init {checkpoint} holds a {have!r} model, this stage trains a {want!r}; start "
+                               f"from a checkpoint of the same model (its config is in the run's config.yaml)")
+    mine = model.state_dict()
+    state = ckpt["model_state"]
+    missing = [k for k in mine if k not in state]
+    extra = [k for k in state if k not in mine]
+    wrong = [k for k in mine if k in state and tuple(state[k].shape) != tuple(mine[k].shape)]
+    if missing or extra or wrong:
+        k = (wrong or missing or extra)[0]
+        what = (f"{k} is {tuple(state[k].shape)} there, {tuple(mine[k].shape)} here" if wrong else
+                f"{k} is {'missing there' if missing else 'not in this model'}")
+        raise TrainConfigError(f"--init {checkpoint} does not fit this stage's {want} model ({what}; "
+                               f"{len(missing) + len(extra) + len(wrong)} tensor(s) differ): use the same model.* "
+                               f"size fields as the run that wrote it")
+    load_state_into(model, state, f"the weights of {checkpoint}")
 
 
 def _build(cfg: TrainConfig) -> nn.Module:
@@ -102,7 +147,7 @@ def _require_mixture(config: Config, stage: str) -> None:
 
 # --------------------------------------------------------------------------------------------------- stage 1
 def train_decoder(config: Config, out: str | Path, *, resume: bool = False, callbacks: Iterable[Callback] = (),
-                  dist_info: DistInfo | None = None) -> Path | None:
+                  dist_info: DistInfo | None = None, init: str | Path | None = None) -> Path | None:
     """Stage 1 (§3.2, local optimisation 1): F^0 + H on D^all; returns the checkpoint holding theta_H.
 
     D^all is ``config.all`` or, when empty, the synthetic folders D^1..D^m read together. Returns None for an
@@ -115,14 +160,14 @@ def train_decoder(config: Config, out: str | Path, *, resume: bool = False, call
     paths = _paths(cfg, config.all or config.synthetic, "the decoder stage (D^all)")
     model = _build(cfg)
     result = fit(model, cfg, out, paths, stage="decoder", meta={"role": "F^0 and H"}, resume=resume,
-                 callbacks=callbacks, dist_info=dist_info)
+                 callbacks=callbacks, dist_info=dist_info, init=init)
     return result.best_checkpoint
 
 
 # --------------------------------------------------------------------------------------------------- stage 2
 def train_expert(config: Config, k: int, out: str | Path, *, decoder_checkpoint: str | Path | None = None,
                  resume: bool = False, callbacks: Iterable[Callback] = (),
-                 dist_info: DistInfo | None = None) -> Path:
+                 dist_info: DistInfo | None = None, init: str | Path | None = None) -> Path:
     """Stage 2 for expert k (§3.2, local optimisation 2): F^k alone on D^k with the shared H frozen."""
     _require_mixture(config, "experts")
     cfg = config.expert(k)
@@ -147,18 +192,23 @@ def train_expert(config: Config, k: int, out: str | Path, *, decoder_checkpoint:
         frozen.append(model.decoder)
         meta["decoder_checkpoint"] = str(decoder_checkpoint)
     result = fit(model, cfg, out, paths, stage="experts", frozen=frozen, meta=meta, resume=resume,
-                 callbacks=callbacks, dist_info=dist_info)
+                 callbacks=callbacks, dist_info=dist_info, init=init)
     return result.best_checkpoint
 
 
 def train_experts(config: Config, out: str | Path, *, decoder_checkpoint: str | Path | None = None,
                   experts: Sequence[int] | None = None, resume: bool = False, callbacks: Iterable[Callback] = (),
-                  dist_info: DistInfo | None = None) -> list[Path]:
-    """Stage 2 for experts ``experts`` (default: all), one after the other, into ``out/expert-<k>``."""
+                  dist_info: DistInfo | None = None, init: Sequence[str | Path] | None = None) -> list[Path]:
+    """Stage 2 for experts ``experts`` (default: all), one after the other, into ``out/expert-<k>``.
+
+    ``init``: one checkpoint per trained expert (in the order of ``experts``) to fine-tune from, or None."""
     _require_mixture(config, "experts")
     ks = list(range(config.num_experts)) if experts is None else list(experts)
+    inits = list(init) if init else [None] * len(ks)
+    if len(inits) != len(ks):
+        raise TrainConfigError(f"--init: give one checkpoint per trained expert ({len(ks)}), got {len(inits)}")
     return [train_expert(config, k, Path(out) / f"expert-{k}", decoder_checkpoint=decoder_checkpoint, resume=resume,
-                         callbacks=callbacks, dist_info=dist_info) for k in ks]
+                         callbacks=callbacks, dist_info=dist_info, init=i) for k, i in zip(ks, inits)]
 
 
 # --------------------------------------------------------------------------------------------------- stage 3
@@ -193,7 +243,8 @@ def load_experts(model: nn.Module, expert_checkpoints: Sequence[str | Path],
 
 def train_gating(config: Config, out: str | Path, *, expert_checkpoints: Sequence[str | Path],
                  decoder_checkpoint: str | Path | None = None, resume: bool = False,
-                 callbacks: Iterable[Callback] = (), dist_info: DistInfo | None = None) -> Path:
+                 callbacks: Iterable[Callback] = (), dist_info: DistInfo | None = None,
+                 init: str | Path | None = None) -> Path:
     """Stage 3 (§3.2, global optimisation 1): the STGNs on real data, experts F^k and decoder H frozen."""
     _require_mixture(config, "gating")
     cfg = config.stage("gating")
@@ -206,13 +257,14 @@ def train_gating(config: Config, out: str | Path, *, expert_checkpoints: Sequenc
     meta = {"expert_checkpoints": [str(p) for p in expert_checkpoints],
             "decoder_checkpoint": str(decoder_checkpoint) if decoder_checkpoint else None}
     result = fit(model, cfg, out, paths, stage="gating", frozen=frozen, meta=meta, resume=resume, callbacks=callbacks,
-                 dist_info=dist_info)
+                 dist_info=dist_info, init=init)
     return result.best_checkpoint
 
 
 # --------------------------------------------------------------------------------------------------- stage 4
 def train_global(config: Config, out: str | Path, *, checkpoint: str | Path, resume: bool = False,
-                 callbacks: Iterable[Callback] = (), dist_info: DistInfo | None = None) -> Path:
+                 callbacks: Iterable[Callback] = (), dist_info: DistInfo | None = None,
+                 init: str | Path | None = None) -> Path:
     """Stage 4 (§3.2, global optimisation 2): the whole STMoE from the stage-3 checkpoint, everything trainable."""
     _require_mixture(config, "global")
     cfg = config.stage("global")
@@ -223,29 +275,32 @@ def train_global(config: Config, out: str | Path, *, checkpoint: str | Path, res
         raise TrainConfigError(f"{checkpoint} holds a {ckpt['model']['name']!r}, the config a {cfg.model.name!r}")
     load_state_into(model, ckpt["model_state"], f"the STMoE from {checkpoint}")
     result = fit(model, cfg, out, paths, stage="global", meta={"init_checkpoint": str(checkpoint)}, resume=resume,
-                 callbacks=callbacks, dist_info=dist_info)
+                 callbacks=callbacks, dist_info=dist_info, init=init)
     return result.best_checkpoint
 
 
 # --------------------------------------------------------------------------------------------------- ablations
-def _train_from_scratch_on_real(config: Config, stage: str, what: str, out, resume, callbacks, dist_info) -> Path:
-    """A stage that builds its model from scratch and trains all of it on the real data."""
+def _train_on_real(config: Config, stage: str, what: str, out, resume, callbacks, dist_info, init) -> Path:
+    """A stage that builds its model (from scratch, or from ``init``'s weights) and trains all of it on the real data."""
     cfg = config.stage(stage)
     paths = _paths(cfg, config.real, what)
     return fit(_build(cfg), cfg, out, paths, stage=stage, resume=resume, callbacks=callbacks,
-               dist_info=dist_info).best_checkpoint
+               dist_info=dist_info, init=init).best_checkpoint
 
 
 def train_end_to_end(config: Config, out: str | Path, *, resume: bool = False, callbacks: Iterable[Callback] = (),
-                     dist_info: DistInfo | None = None) -> Path:
+                     dist_info: DistInfo | None = None, init: str | Path | None = None) -> Path:
     """The STMoE architecture trained only on the real data, from scratch (paper Table 5, "end-to-end")."""
-    return _train_from_scratch_on_real(config, "end_to_end", "the end-to-end run", out, resume, callbacks, dist_info)
+    return _train_on_real(config, "end_to_end", "the end-to-end run", out, resume, callbacks, dist_info, init)
 
 
 def train_baseline(config: Config, out: str | Path, *, resume: bool = False, callbacks: Iterable[Callback] = (),
-                   dist_info: DistInfo | None = None) -> Path:
-    """Any registered model alone (``stages.baseline.model``, default MIM) on the real data (§4 baselines)."""
-    return _train_from_scratch_on_real(config, "baseline", "the baseline", out, resume, callbacks, dist_info)
+                   dist_info: DistInfo | None = None, init: str | Path | None = None) -> Path:
+    """Any registered model alone (``stages.baseline.model``, default MIM) on the real data (§4 baselines).
+
+    With ``init`` (a checkpoint of the same model, e.g. one trained on D^all) it fine-tunes those weights with a
+    fresh optimiser and schedule: the paper's "MIM w/ D^all" row."""
+    return _train_on_real(config, "baseline", "the baseline", out, resume, callbacks, dist_info, init)
 
 
 # --------------------------------------------------------------------------------------------------- pipeline
