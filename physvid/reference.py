@@ -131,6 +131,68 @@ def trajectories_reference(p: dict, n: int, frames: int, height: int, width: int
     return np.stack([cx, cy, np.deg2rad(th)], axis=2)
 
 
+def motion_states_reference(p: dict, n: int, frames: int, height: int, width: int, boundary: str):
+    """Twin of kernels.motion.motion_states for the first n objects: (states (n, T, 6), events (n, T, 4)).
+
+    Velocities are central differences (step 1e-6 frame) of the folded positions, angles and angular velocities
+    NumPy polynomials; a wall event is a real root, in (t − 1, t], of q(τ) = wall for every wall position q can reach
+    (numpy.roots of the cubic), and its wall follows from the fold's parity (bounce) or the sign of q' there (wrap).
+    """
+    names = [("x0", "vx", "ax", "jx"), ("y0", "vy", "ay", "jy"),
+             ("angle0", "angular_velocity", "angular_acceleration", "angular_jerk")]
+    c = np.array([[[p[name][k] for name in row] for row in names] for k in range(n)], np.float64).reshape(n, 3, 4)
+    t = np.arange(frames, dtype=np.float64)
+    h = 1e-6
+
+    def unfolded(k, d, tau):
+        q0, v, a, j = c[k, d]
+        return q0 + v * tau + a * tau ** 2 / 2 + j * tau ** 3 / 6
+
+    def placed(k, d, tau):
+        size = width if d == 0 else height
+        q = unfolded(k, d, tau)
+        r = 0.5 * p["size"][k]
+        if boundary == "bounce":
+            lo, hi = r, size - 1 - r
+            if hi <= lo:
+                return np.full_like(q, 0.5 * (lo + hi))
+            y = np.mod(q - lo, 2 * (hi - lo))
+            return lo + np.where(y <= hi - lo, y, 2 * (hi - lo) - y)
+        return np.mod(q, size) if boundary == "wrap" else q
+
+    states = np.empty((n, frames, 6))
+    events = np.zeros((n, frames, 4), np.int64)
+    for k in range(n):
+        for d in range(2):
+            states[k, :, d] = placed(k, d, t)
+            # mod jumps by a whole frame side under wrap: differentiate the unfolded path there (same derivative)
+            f = unfolded if boundary == "wrap" else placed
+            states[k, :, 2 + d] = (f(k, d, t + h) - f(k, d, t - h)) / (2 * h)
+            size = width if d == 0 else height
+            r = 0.5 * p["size"][k]
+            lo, span = (r, size - 1 - 2 * r) if boundary == "bounce" else (0.0, float(size))
+            if boundary == "free" or span <= 0:
+                continue
+            q0, v, a, j = c[k, d]
+            tt = frames - 1.0
+            bound = abs(q0) + abs(v) * tt + abs(a) * tt ** 2 / 2 + abs(j) * tt ** 3 / 6  # |q| on [0, T - 1]
+            cells = range(int(np.floor((-bound - lo) / span)), int(np.ceil((bound - lo) / span)) + 1)
+            for m in cells:
+                for root in np.roots([j / 6, a / 2, v, q0 - (lo + m * span)]):
+                    if abs(root.imag) > 1e-9 or not 0 < root.real <= frames - 1:
+                        continue
+                    tau = root.real
+                    slope = v + a * tau + j * tau ** 2 / 2
+                    if boundary == "bounce":
+                        wall = 2 * d + (m % 2)
+                    else:
+                        wall = 2 * d + (1 if slope > 0 else 0)
+                    events[k, int(np.ceil(tau)), wall] += 1
+        states[k, :, 4] = unfolded(k, 2, t)
+        states[k, :, 5] = c[k, 2, 1] + c[k, 2, 2] * t + c[k, 2, 3] * t ** 2 / 2
+    return states, np.minimum(events, 127).astype(np.int8)
+
+
 # ---------------------------------------------------------------- noise
 MASK64 = (1 << 64) - 1
 

@@ -205,6 +205,49 @@ def trajectories(p: dict, n: int, frames: int, height: int, width: int, boundary
     return out
 
 
+def object_states(config: RenderConfig, p: dict) -> dict:
+    """Per-frame object state after the boundary rule, and the rule's events (docs/renderer.md#motion-and-the-boundary-rule).
+
+    p holds per-object arrays of shape (..., objects) (one sequence, or a batch). Returns `state_x`, `state_y`
+    (pixels: the drawn centre), `state_vx`, `state_vy` (pixels/frame), `state_angle` (degrees, unwrapped),
+    `state_angular_velocity` (degrees/frame), each float64 (..., T, objects), NaN in empty slots, and `wall_events`
+    int8 (..., T, objects, 4): how often the object met the left, right, top, bottom wall in (t − 1, t] (−1 in empty
+    slots). Computed by `kernels.motion.motion_states` (twin: `reference.motion_states_reference`).
+    """
+    lead = np.shape(p["x0"])[:-1]
+    n_max, T = np.shape(p["x0"])[-1], config.frames
+    coeffs = np.empty(lead + (n_max, 3, 4))
+    for d, names in enumerate(MOTION_FIELDS):
+        for j, name in enumerate(names):
+            coeffs[..., d, j] = p[name]
+    rows = int(np.prod(lead, dtype=np.int64)) * n_max
+    states = np.empty((rows, T, 6))
+    events = np.empty((rows, T, 4), np.int8)
+    mk.motion_states(coeffs.reshape(rows, 3, 4), 0.5 * np.asarray(p["size"], np.float64).reshape(rows), config.height,
+                     config.width, mk.BOUNDARY_CODES[config.motion.boundary], states, events)
+    # (rows, T, ...) -> (..., T, objects, ...): the (N, T, object) axis order of masks
+    states = np.moveaxis(states.reshape(lead + (n_max, T, 6)), -3, -2)
+    out = {name: np.ascontiguousarray(states[..., j]) for j, name in enumerate(mk.STATE_FIELDS)}
+    out["wall_events"] = np.ascontiguousarray(np.moveaxis(events.reshape(lead + (n_max, T, 4)), -3, -3 + 1))
+    return out
+
+
+def wall_events(params: dict, boundary: str) -> list[dict]:
+    """The boundary rule's events as a list, from the stored `wall_events` counts (one sequence (T, objects, 4) or a
+    batch (n, T, objects, 4)): dicts {sequence (batch only), frame, object, wall, kind}, `frame` t meaning "in the
+    interval (t − 1, t]", `kind` the rule ("bounce" or "wrap"); a wall met twice in one interval is listed twice."""
+    counts = np.asarray(params["wall_events"])
+    batch = counts.ndim == 4
+    out = []
+    for where in zip(*np.nonzero(counts > 0)):
+        *seq, t, k, w = (int(v) for v in where)
+        event = {"frame": t, "object": k, "wall": mk.WALLS[w], "kind": boundary}
+        if batch:
+            event = {"sequence": seq[0], **event}
+        out.extend([event] * int(counts[where]))
+    return out
+
+
 def trajectory(p: dict, k: int, frames: int, height: int, width: int, boundary: str) -> np.ndarray:
     """(T, 3) poses of object k (see `trajectories`)."""
     return trajectories(p, k + 1, frames, height, width, boundary)[k]
@@ -487,6 +530,7 @@ def render_sequence(config: RenderConfig, index: int, *, with_clean: bool = True
     scene_rng, noise_rng = sequence_rngs(config.seed, index, config.property)
     p = sample_scene(config, index, scene_rng, objects)
     clean, masks, pmap = render_clean(config, p, config.masks, config.property_maps)
+    p.update(object_states(config, p))
     if video is None:
         video = np.empty(clean.shape, np.uint8)
     scale, achieved = 0.0, 0.0
@@ -512,8 +556,14 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
         from .errors import ConfigError
 
         raise ConfigError(f"indices must be >= 0, got {min(indices)}")
-    if config.intensity.scope == "frame":  # joint intensity layers are drawn in Python (render_clean)
-        return _render_each(config, indices)
+    # joint intensity layers (scope "frame") are drawn in Python (render_clean)
+    video, params = (_render_each if config.intensity.scope == "frame" else _render_batch)(config, indices)
+    params.update(object_states(config, params))
+    return video, params
+
+
+def _render_batch(config: RenderConfig, indices: list[int]) -> tuple[np.ndarray, dict]:
+    """`render` for every config but intensity scope "frame": the whole batch in one numba call."""
     n, n_max = len(indices), config.max_objects
     T, C, H, W = config.frames, config.channels, config.height, config.width
     roles = np.zeros((n, n_max), np.int32)
