@@ -156,6 +156,8 @@ CONFIG_OPTIONS = (
     KeyOption(("--property-maps/--no-property-maps",), "property_maps", None,
                  "Store per-pixel property maps (0 background, 1 translation, 2 rotation, 3 intensity)  [default: no]",
                  flag=True),
+    KeyOption(("--flow/--no-flow",), "flow", None, "Store exact forward/backward optical flow, occlusion, motion-boundary "
+                 "and appearance-change maps per frame pair (docs/flow.md)  [default: no]", flag=True),
 )
 
 
@@ -328,9 +330,10 @@ def info(path, verify, as_json) -> None:
         "datasets:",
     ]
     params = {k: v for k, v in d["datasets"].items() if k.startswith("params/")}
+    width = max([14] + [len(name) + 1 for name in d["datasets"] if name not in params])  # names stay apart
     for name, spec in d["datasets"].items():
         if name not in params:
-            lines.append(f"  {name:<14}{spec['dtype']:<9}{tuple(spec['shape'])}")
+            lines.append(f"  {name:<{width}}{spec['dtype']:<9}{tuple(spec['shape'])}")
     by_shape: dict[str, list[str]] = {}
     for name, spec in params.items():
         by_shape.setdefault(f"{spec['dtype']} {tuple(spec['shape'])}", []).append(name.split("/", 1)[1])
