@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
 
 from .raster import bilinear
@@ -32,11 +33,10 @@ def _offset(px, py, cx, cy, h, w, wrap):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def layer_value(sprite, cx, cy, theta, x, y, h, w, wrap):
-    """The sprite drawn at pose (cx, cy, θ) sampled at the continuous point (x, y), bilinear with zeros outside (as
-    raster.draw_sprite samples it at pixel centres); under wrap the largest of its shifted copies."""
+def layer_value(sprite, cx, cy, ct, st, x, y, h, w, wrap):
+    """The sprite drawn at pose (cx, cy, θ) (ct, st = cos θ, sin θ) sampled at the continuous point (x, y), bilinear
+    with zeros outside (as raster.draw_sprite samples it at pixel centres); under wrap the largest of its copies."""
     c = 0.5 * (sprite.shape[0] - 1)
-    ct, st = math.cos(theta), math.sin(theta)
     best = 0.0
     for sy in range(-1, 2):
         for sx in range(-1, 2):
@@ -48,64 +48,91 @@ def layer_value(sprite, cx, cy, theta, x, y, h, w, wrap):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def covered(sprites, cmax, poses, t, k, x, y, h, w, wrap):
+def covered(sprites, cmax, poses, trig, t, k, x, y, h, w, wrap):
     """Whether another object hides object k's layer at (x, y) in frame t: by the compositing rule the brightest layer
-    (value × brightest colour channel) shows, and of equal ones the first drawn."""
+    (value × brightest colour channel) shows, and of equal ones the first drawn. trig (n, T, 2): cos θ, sin θ."""
     n = cmax.shape[0]
-    vk = layer_value(sprites[t, k], poses[k, t, 0], poses[k, t, 1], poses[k, t, 2], x, y, h, w, wrap) * cmax[k]
+    vk = layer_value(sprites[t, k], poses[k, t, 0], poses[k, t, 1], trig[k, t, 0], trig[k, t, 1], x, y, h, w,
+                     wrap) * cmax[k]
     for j in range(n):
         if j == k:
             continue
-        vj = layer_value(sprites[t, j], poses[j, t, 0], poses[j, t, 1], poses[j, t, 2], x, y, h, w, wrap) * cmax[j]
+        vj = layer_value(sprites[t, j], poses[j, t, 0], poses[j, t, 1], trig[j, t, 0], trig[j, t, 1], x, y, h, w,
+                         wrap) * cmax[j]
         if vj > vk or (j < k and vj == vk and vj > 0.0):
             return True
     return False
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _label(owner, vmax, t, y, x):
-    """1 + the object that shows at pixel (y, x) of frame t, 0 for background."""
-    return owner[t, y, x] if vmax[t, y, x] >= VISIBLE else 0
+def _box(c, half, size, shift):
+    """Pixels [lo, hi) of one axis that a drawn copy (centre c + shift) can touch."""
+    lo = max(0, int(math.floor(c + shift - half)))
+    hi = min(size, int(math.ceil(c + shift + half)) + 1)
+    return lo, hi
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _pair(src, dst, sign, t, sprites, cmax, poses, shift, owner, vmax, wrap, flow, occ, mb):
-    """Flow from frame src to frame dst on src's pixels, its occlusion and motion-boundary masks.
-    shift[k, t]: the centre's unfolded displacement from frame t to t + 1; sign −1 goes backwards."""
-    h, w = owner.shape[1], owner.shape[2]
-    for y in range(h):
+def _pair(src, dst, sign, t, sprites, cmax, poses, trig, shift, lab, half, wrap, flow, occ, mb):
+    """Flow from frame src to frame dst on src's pixels, its occlusion and motion-boundary masks (flow and mb zeroed
+    by the caller). shift[k, t]: the centre's unfolded displacement from frame t to t + 1; sign −1 goes backwards.
+    Only the pixels each object can touch are visited (its drawn copies' boxes of half-side `half`): everywhere else
+    the background is static and a motion boundary needs an object pixel within one pixel."""
+    n = cmax.shape[0]
+    h, w = lab.shape[1], lab.shape[2]
+    here, there = lab[src], lab[dst]
+    for y in range(h):  # background: hidden where an object shows in dst; object pixels are set below
+        o_row, a_row, b_row = occ[y], here[y], there[y]
         for x in range(w):
-            lab = _label(owner, vmax, src, y, x)
-            if lab == 0:  # background: static; hidden when an object shows there in dst
-                flow[0, y, x] = 0.0
-                flow[1, y, x] = 0.0
-                occ[y, x] = 1 if _label(owner, vmax, dst, y, x) > 0 else 0
-                continue
-            k = lab - 1
-            rx, ry = _offset(float(x), float(y), poses[k, src, 0], poses[k, src, 1], h, w, wrap)
-            turn = poses[k, dst, 2] - poses[k, src, 2]
-            ca, sa = math.cos(turn), math.sin(turn)
-            fx = sign * shift[k, t, 0] + (ca * rx + sa * ry) - rx
-            fy = sign * shift[k, t, 1] + (-sa * rx + ca * ry) - ry
-            flow[0, y, x] = fx
-            flow[1, y, x] = fy
-            tx, ty = x + fx, y + fy
-            if tx < -0.5 or tx > w - 0.5 or ty < -0.5 or ty > h - 0.5:
-                occ[y, x] = 1  # leaves the frame (under wrap too: it re-enters elsewhere, not at p + flow)
-            else:
-                occ[y, x] = 1 if covered(sprites, cmax, poses, dst, k, tx, ty, h, w, wrap) else 0
-    for y in range(h):
-        for x in range(w):
-            lab = _label(owner, vmax, src, y, x)
-            edge = 0
-            for dy in range(-1, 2):
-                for dx in range(-1, 2):
-                    yy, xx = y + dy, x + dx
-                    if 0 <= yy < h and 0 <= xx < w and _label(owner, vmax, src, yy, xx) != lab:
-                        du, dv = flow[0, y, x] - flow[0, yy, xx], flow[1, y, x] - flow[1, yy, xx]
-                        if du * du + dv * dv > BOUNDARY_JUMP * BOUNDARY_JUMP:
-                            edge = 1
-            mb[y, x] = edge
+            o_row[x] = 1 if a_row[x] == 0 and b_row[x] > 0 else 0
+    copies = 1 if wrap else 0
+    for k in range(n):
+        turn = poses[k, dst, 2] - poses[k, src, 2]
+        ca, sa = math.cos(turn), math.sin(turn)
+        cx, cy = poses[k, src, 0], poses[k, src, 1]
+        for sy in range(-copies, copies + 1):
+            y_lo, y_hi = _box(cy, half, h, sy * h)
+            for sx in range(-copies, copies + 1):
+                x_lo, x_hi = _box(cx, half, w, sx * w)
+                for y in range(y_lo, y_hi):
+                    for x in range(x_lo, x_hi):
+                        if here[y, x] != k + 1:
+                            continue
+                        rx, ry = _offset(float(x), float(y), cx, cy, h, w, wrap)
+                        fx = sign * shift[k, t, 0] + (ca * rx + sa * ry) - rx
+                        fy = sign * shift[k, t, 1] + (-sa * rx + ca * ry) - ry
+                        flow[0, y, x] = fx
+                        flow[1, y, x] = fy
+                        tx, ty = x + fx, y + fy
+                        if tx < -0.5 or tx > w - 0.5 or ty < -0.5 or ty > h - 0.5:
+                            occ[y, x] = 1  # leaves the frame (under wrap too: it re-enters elsewhere, not at p + flow)
+                        else:
+                            occ[y, x] = 1 if covered(sprites, cmax, poses, trig, dst, k, tx, ty, h, w, wrap) else 0
+    for k in range(n):
+        cx, cy = poses[k, src, 0], poses[k, src, 1]
+        for sy in range(-copies, copies + 1):
+            y_lo, y_hi = _box(cy, half + 1.0, h, sy * h)
+            for sx in range(-copies, copies + 1):
+                x_lo, x_hi = _box(cx, half + 1.0, w, sx * w)
+                for y in range(y_lo, y_hi):
+                    for x in range(x_lo, x_hi):
+                        _boundary(here, flow, mb, y, x)
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _boundary(lab, flow, mb, y, x):
+    """mb[y, x] = 1 when an 8-neighbour has another owner and a flow more than BOUNDARY_JUMP away."""
+    h, w = lab.shape
+    own = lab[y, x]
+    edge = 0
+    for dy in range(-1, 2):
+        for dx in range(-1, 2):
+            yy, xx = y + dy, x + dx
+            if 0 <= yy < h and 0 <= xx < w and lab[yy, xx] != own:
+                du, dv = flow[0, y, x] - flow[0, yy, xx], flow[1, y, x] - flow[1, yy, xx]
+                if du * du + dv * dv > BOUNDARY_JUMP * BOUNDARY_JUMP:
+                    edge = 1
+    mb[y, x] = edge
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -123,23 +150,39 @@ def motion_fields(sprites, cmax, poses, shift, owner, vmax, evolve, drift, bg_dr
     appearance change (bits INTENSITY_CHANGE, TEXTURE_DRIFT) of frame t's pixels.
     """
     nt, h, w = owner.shape
-    for t in range(nt - 1):
-        _pair(t, t + 1, 1.0, t, sprites, cmax, poses, shift, owner, vmax, wrap, flows[0, t], flags[0, t], flags[2, t])
-        _pair(t + 1, t, -1.0, t, sprites, cmax, poses, shift, owner, vmax, wrap, flows[1, t], flags[1, t],
-              flags[3, t])
-        app = flags[4, t]
+    n = cmax.shape[0]
+    lab = np.empty((nt, h, w), np.int16)  # 1 + the object that shows at each pixel, 0 for background
+    for t in range(nt):
         for y in range(h):
+            o_row, v_row, l_row = owner[t, y], vmax[t, y], lab[t, y]
             for x in range(w):
-                a, b = _label(owner, vmax, t, y, x), _label(owner, vmax, t + 1, y, x)
+                l_row[x] = o_row[x] if v_row[x] >= VISIBLE else 0
+    trig = np.empty((n, nt, 2), np.float64)
+    for k in range(n):
+        for t in range(nt):
+            trig[k, t, 0], trig[k, t, 1] = math.cos(poses[k, t, 2]), math.sin(poses[k, t, 2])
+    half = 0.5 * (sprites.shape[2] - 1) * math.sqrt(2.0) + 1.5  # a drawn sample's farthest reach from the centre
+    flows[:] = 0.0
+    flags[2:4] = 0
+    # appearance bits by the owner at t (a) and at t + 1 (b): a table per frame pair, then one lookup per pixel
+    table = np.empty((n + 1, n + 1), np.uint8)
+    for t in range(nt - 1):
+        _pair(t, t + 1, 1.0, t, sprites, cmax, poses, trig, shift, lab, half, wrap, flows[0, t], flags[0, t],
+              flags[2, t])
+        _pair(t + 1, t, -1.0, t, sprites, cmax, poses, trig, shift, lab, half, wrap, flows[1, t], flags[1, t],
+              flags[3, t])
+        for a in range(n + 1):
+            for b in range(n + 1):
                 bits = 0
                 if a > 0:
-                    if evolve[a - 1]:
-                        bits |= INTENSITY_CHANGE
-                    if drift[a - 1, t]:
-                        bits |= TEXTURE_DRIFT
-                else:
-                    if b > 0 and evolve[b - 1]:  # a growing object's mass spreads onto the background
-                        bits |= INTENSITY_CHANGE
-                    if bg_drift[t]:
-                        bits |= TEXTURE_DRIFT
-                app[y, x] = bits
+                    bits |= INTENSITY_CHANGE if evolve[a - 1] else 0
+                    bits |= TEXTURE_DRIFT if drift[a - 1, t] else 0
+                else:  # background: a growing object's mass may spread onto it; a sine background may drift
+                    bits |= INTENSITY_CHANGE if b > 0 and evolve[b - 1] else 0
+                    bits |= TEXTURE_DRIFT if bg_drift[t] else 0
+                table[a, b] = bits
+        app = flags[4, t]
+        for y in range(h):
+            a_row, b_row, p_row = lab[t, y], lab[t + 1, y], app[y]
+            for x in range(w):
+                p_row[x] = table[a_row[x], b_row[x]]
