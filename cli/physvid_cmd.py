@@ -156,6 +156,8 @@ CONFIG_OPTIONS = (
     KeyOption(("--property-maps/--no-property-maps",), "property_maps", None,
                  "Store per-pixel property maps (0 background, 1 translation, 2 rotation, 3 intensity)  [default: no]",
                  flag=True),
+    KeyOption(("--flow/--no-flow",), "flow", None, "Store exact forward/backward optical flow, occlusion, motion-boundary "
+                 "and appearance-change maps per frame pair (docs/flow.md)  [default: no]", flag=True),
 )
 
 
@@ -328,9 +330,10 @@ def info(path, verify, as_json) -> None:
         "datasets:",
     ]
     params = {k: v for k, v in d["datasets"].items() if k.startswith("params/")}
+    width = max([14] + [len(name) + 1 for name in d["datasets"] if name not in params])  # names stay apart
     for name, spec in d["datasets"].items():
         if name not in params:
-            lines.append(f"  {name:<14}{spec['dtype']:<9}{tuple(spec['shape'])}")
+            lines.append(f"  {name:<{width}}{spec['dtype']:<9}{tuple(spec['shape'])}")
     by_shape: dict[str, list[str]] = {}
     for name, spec in params.items():
         by_shape.setdefault(f"{spec['dtype']} {tuple(spec['shape'])}", []).append(name.split("/", 1)[1])
@@ -378,22 +381,27 @@ def verify(directory, deep, quiet) -> None:
 @index_option
 @click.option("--property-map", is_flag=True,
               help="Overlay the property map (needs a dataset made with --property-maps).")
+@click.option("--flow", is_flag=True,
+              help="Add each sequence's forward flow in the Middlebury colour coding (needs a dataset made with --flow).")
 @click.option("--scale", type=click.IntRange(min=1), default=2, show_default=True, help="Pixel upscaling.")
 @click.option("--fps", type=click.IntRange(min=1), default=5, show_default=True, help="GIF frame rate.")
 @handle_errors
-def preview(path, out, indices, property_map, scale, fps) -> None:
+def preview(path, out, indices, property_map, flow, scale, fps) -> None:
     """Picture some sequences (default: the first 4) as an animated GIF or a PNG grid."""
     from physvid.dataset import preview_dataset
 
-    written = preview_dataset(path, out, indices=indices or None, property_map=property_map, scale=scale, fps=fps)
+    written = preview_dataset(path, out, indices=indices or None, property_map=property_map, scale=scale, fps=fps,
+                              flow=flow)
     click.echo(f"wrote {written}")
 
 
 @cli.command(epilog=examples("physvid export data/rotation --format npy          # rotation.npy, (T, N, H, W)",
                              "physvid export data/rotation --format mp4 -i 0 -i 1 --scale 4 --out clips",
-                             "physvid export data/rotation --format png --out frames"))
+                             "physvid export data/rotation --format png --out frames",
+                             "physvid export data/flow --format flo --out chairs --val-fraction 0.1   # FlyingChairs2"))
 @click.argument("directory", type=click.Path(exists=True))
-@click.option("--format", "fmt", required=True, type=click.Choice(("npy", "mp4", "png")), help="Output format.")
+@click.option("--format", "fmt", required=True, type=click.Choice(("npy", "mp4", "png", "flo", "kitti")),
+              help="Output format (flo: FlyingChairs2 layout, kitti: KITTI 2015 16-bit flow PNGs; need --flow data).")
 @click.option("--out", "-o", type=click.Path(), default=None,
               help="Output .npy file or folder  [default: DIR.npy, DIR-mp4/ or DIR-png/ beside DIR]")
 @index_option
@@ -401,12 +409,15 @@ def preview(path, out, indices, property_map, scale, fps) -> None:
               help="npy axis order; tnhw is Moving-MNIST's (T, N, H, W).")
 @click.option("--scale", type=click.IntRange(min=1), default=1, show_default=True, help="Pixel upscaling (mp4, png).")
 @click.option("--fps", type=click.IntRange(min=1), default=5, show_default=True, help="mp4 frame rate.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="flo: fraction of the sequences (the last ones) in the val/ split.")
 @handle_errors
-def export(directory, fmt, out, indices, layout, scale, fps) -> None:
+def export(directory, fmt, out, indices, layout, scale, fps, val_fraction) -> None:
     """Export sequences (default: all) as one .npy, one .mp4 per sequence, or one PNG folder per sequence."""
     from physvid.dataset import export_dataset
 
-    written = export_dataset(directory, fmt, out, indices=indices or None, layout=layout, fps=fps, scale=scale)
+    written = export_dataset(directory, fmt, out, indices=indices or None, layout=layout, fps=fps, scale=scale,
+                             val_fraction=val_fraction)
     kind = "folders of PNGs" if written[0].is_dir() else "files"
     where = written[0] if len(written) == 1 else f"{len(written)} {kind} in {written[0].parent}"
     click.echo(f"wrote {where}")

@@ -80,6 +80,10 @@ def main(out: Path = OUT) -> None:
     video, params = pv.render(mixed, [0, 1, 2])
     save_preview(OUT / "readme-preview.png", video, params["property_map"], scale=2)
     print("wrote", OUT / "readme-preview.png")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import make_flow_figures  # docs/flow.md's pictures
+
+    make_flow_figures.main(OUT)
 
 
 if __name__ == "__main__":

@@ -238,6 +238,7 @@ class RenderConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     masks: bool = False
     property_maps: bool = False
+    flow: bool = False  # exact motion ground truth per frame pair (docs/flow.md)
 
     def __post_init__(self) -> None:
         from .properties import PROPERTIES  # late import: properties register themselves
@@ -253,9 +254,12 @@ class RenderConfig:
                            ("intensity", IntensityConfig), ("noise", NoiseConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise ConfigError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
-        for name in ("masks", "property_maps"):
+        for name in ("masks", "property_maps", "flow"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.flow and self.intensity.scope == "frame":
+            raise ConfigError("flow needs intensity.scope 'object' (the joint intensity layer of scope 'frame' is drawn "
+                              "apart from the objects whose motion the flow follows); allowed with flow: object")
         side = max(self.height, self.width)
         for name in ("size", "thickness"):  # an object twice the frame's side is already all frame
             if getattr(self.shape, name)[1] > 2 * side:

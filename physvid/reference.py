@@ -131,6 +131,68 @@ def trajectories_reference(p: dict, n: int, frames: int, height: int, width: int
     return np.stack([cx, cy, np.deg2rad(th)], axis=2)
 
 
+def motion_states_reference(p: dict, n: int, frames: int, height: int, width: int, boundary: str):
+    """Twin of kernels.motion.motion_states for the first n objects: (states (n, T, 6), events (n, T, 4)).
+
+    Velocities are central differences (step 1e-6 frame) of the folded positions, angles and angular velocities
+    NumPy polynomials; a wall event is a real root, in (t − 1, t], of q(τ) = wall for every wall position q can reach
+    (numpy.roots of the cubic), and its wall follows from the fold's parity (bounce) or the sign of q' there (wrap).
+    """
+    names = [("x0", "vx", "ax", "jx"), ("y0", "vy", "ay", "jy"),
+             ("angle0", "angular_velocity", "angular_acceleration", "angular_jerk")]
+    c = np.array([[[p[name][k] for name in row] for row in names] for k in range(n)], np.float64).reshape(n, 3, 4)
+    t = np.arange(frames, dtype=np.float64)
+    h = 1e-6
+
+    def unfolded(k, d, tau):
+        q0, v, a, j = c[k, d]
+        return q0 + v * tau + a * tau ** 2 / 2 + j * tau ** 3 / 6
+
+    def placed(k, d, tau):
+        size = width if d == 0 else height
+        q = unfolded(k, d, tau)
+        r = 0.5 * p["size"][k]
+        if boundary == "bounce":
+            lo, hi = r, size - 1 - r
+            if hi <= lo:
+                return np.full_like(q, 0.5 * (lo + hi))
+            y = np.mod(q - lo, 2 * (hi - lo))
+            return lo + np.where(y <= hi - lo, y, 2 * (hi - lo) - y)
+        return np.mod(q, size) if boundary == "wrap" else q
+
+    states = np.empty((n, frames, 6))
+    events = np.zeros((n, frames, 4), np.int64)
+    for k in range(n):
+        for d in range(2):
+            states[k, :, d] = placed(k, d, t)
+            # mod jumps by a whole frame side under wrap: differentiate the unfolded path there (same derivative)
+            f = unfolded if boundary == "wrap" else placed
+            states[k, :, 2 + d] = (f(k, d, t + h) - f(k, d, t - h)) / (2 * h)
+            size = width if d == 0 else height
+            r = 0.5 * p["size"][k]
+            lo, span = (r, size - 1 - 2 * r) if boundary == "bounce" else (0.0, float(size))
+            if boundary == "free" or span <= 0:
+                continue
+            q0, v, a, j = c[k, d]
+            tt = frames - 1.0
+            bound = abs(q0) + abs(v) * tt + abs(a) * tt ** 2 / 2 + abs(j) * tt ** 3 / 6  # |q| on [0, T - 1]
+            cells = range(int(np.floor((-bound - lo) / span)), int(np.ceil((bound - lo) / span)) + 1)
+            for m in cells:
+                for root in np.roots([j / 6, a / 2, v, q0 - (lo + m * span)]):
+                    if abs(root.imag) > 1e-9 or not 0 < root.real <= frames - 1:
+                        continue
+                    tau = root.real
+                    slope = v + a * tau + j * tau ** 2 / 2
+                    if boundary == "bounce":
+                        wall = 2 * d + (m % 2)
+                    else:
+                        wall = 2 * d + (1 if slope > 0 else 0)
+                    events[k, int(np.ceil(tau)), wall] += 1
+        states[k, :, 4] = unfolded(k, 2, t)
+        states[k, :, 5] = c[k, 2, 1] + c[k, 2, 2] * t + c[k, 2, 3] * t ** 2 / 2
+    return states, np.minimum(events, 127).astype(np.int8)
+
+
 # ---------------------------------------------------------------- noise
 MASK64 = (1 << 64) - 1
 
@@ -297,3 +359,76 @@ def render_reference(config: RenderConfig, index: int) -> np.ndarray:
             noise[:, c] += nc.perlin * field / max(np.abs(field).mean(), 1e-12)
     scale = noise_scale_reference(clean, noise, nc.ratio, iters=40)
     return quantise_reference(clean, noise, scale)
+
+
+# ---------------------------------------------------------------- motion ground truth (twin of kernels.flow)
+def motion_fields_reference(sprites, cmax, poses, shift, owner, vmax, evolve, drift, bg_drift, wrap):
+    """Twin of kernels.flow.motion_fields, one NumPy expression per field: returns (flows (2, T−1, 2, H, W),
+    flags (5, T−1, H, W)). Layers are sampled off-grid with scipy.ndimage.map_coordinates(order=1, grid-constant)."""
+    from scipy.ndimage import map_coordinates
+
+    nt, h, w = owner.shape
+    n = cmax.shape[0]
+    labels = np.where(vmax >= 1.0 / 255.0, owner, 0).astype(np.int64)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    flows = np.zeros((2, nt - 1, 2, h, w), np.float32)
+    flags = np.zeros((5, nt - 1, h, w), np.uint8)
+
+    def value(t, j, x, y):
+        """Object j's layer at frame t at points (x, y): the brightest of its drawn copies."""
+        s = sprites[t, j]
+        c = 0.5 * (s.shape[0] - 1)
+        cx, cy, th = poses[j, t]
+        best = np.zeros_like(x)
+        shifts = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)] if wrap else [(0, 0)]
+        for sx, sy in shifts:
+            dx, dy = x - (cx + sx * w), y - (cy + sy * h)
+            su, sv = math.cos(th) * dx - math.sin(th) * dy + c, math.sin(th) * dx + math.cos(th) * dy + c
+            best = np.maximum(best, map_coordinates(s.astype(np.float64), [sv, su], order=1, mode="grid-constant",
+                                                    cval=0.0))
+        return best
+
+    def pair(src, dst, sign, t):
+        lab = labels[src]
+        flow = np.zeros((2, h, w))
+        occ = labels[dst] > 0  # background: hidden when an object shows there
+        for k in range(n):
+            sel = lab == k + 1
+            if not sel.any():
+                continue
+            rx, ry = xx[sel] - poses[k, src, 0], yy[sel] - poses[k, src, 1]
+            if wrap:
+                rx, ry = rx - w * np.floor(rx / w + 0.5), ry - h * np.floor(ry / h + 0.5)
+            a = poses[k, dst, 2] - poses[k, src, 2]
+            fx = sign * shift[k, t, 0] + (math.cos(a) * rx + math.sin(a) * ry) - rx
+            fy = sign * shift[k, t, 1] + (-math.sin(a) * rx + math.cos(a) * ry) - ry
+            flow[0][sel], flow[1][sel] = fx, fy
+            tx, ty = xx[sel] + fx, yy[sel] + fy
+            gone = (tx < -0.5) | (tx > w - 0.5) | (ty < -0.5) | (ty > h - 0.5)
+            vk = value(dst, k, tx, ty) * cmax[k]
+            for j in range(n):
+                if j != k:
+                    vj = value(dst, j, tx, ty) * cmax[j]
+                    gone |= (vj > vk) | ((j < k) & (vj == vk) & (vj > 0))
+            occ[sel] = gone
+        pad = np.pad(lab, 1, constant_values=-1)
+        fpad = np.pad(flow, ((0, 0), (1, 1), (1, 1)))
+        edge = np.zeros((h, w), bool)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                other = pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+                jump = np.hypot(*(flow - fpad[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w])) > 0.5
+                edge |= (other >= 0) & (other != lab) & jump
+        return flow, occ, edge
+
+    for t in range(nt - 1):
+        for direction, (src, dst, sign) in enumerate(((t, t + 1, 1.0), (t + 1, t, -1.0))):
+            flow, occ, edge = pair(src, dst, sign, t)
+            flows[direction, t] = flow
+            flags[direction, t], flags[2 + direction, t] = occ, edge
+        a, b = labels[t], labels[t + 1]
+        ev = np.concatenate([[False], np.asarray(evolve, bool)])
+        dr = np.concatenate([[False], np.asarray(drift, bool)[:, t]])
+        bits = np.where(a > 0, ev[a], ev[b]) * 1 + np.where(a > 0, dr[a], bool(bg_drift[t])) * 2
+        flags[4, t] = bits
+    return flows, flags

@@ -25,6 +25,8 @@ from .kernels import noise as nk
 from .kernels import pipeline as pk
 from .kernels import raster as rk
 from .kernels import scene as sc
+from .dataset.schema import FLOW_FIELDS
+from .kernels.flow import NOISE
 from .properties import INTENSITY, PROPERTIES, ROTATION, TRANSLATION
 
 MAX_VERTICES = 12
@@ -54,6 +56,7 @@ class Sequence:
     params: dict  # name -> array (per object: (max_objects,), vertices (max_objects, 12, 2), per sequence: scalar)
     masks: np.ndarray | None  # uint8 (T, max_objects, H, W)
     property_map: np.ndarray | None  # uint8 (T, H, W): 0 background, 1 translation, 2 rotation, 3 intensity
+    flow: dict | None = None  # with config.flow: the FLOW_FIELDS of docs/flow.md, each (T−1, ...)
 
 
 _M64 = (1 << 64) - 1
@@ -201,6 +204,49 @@ def trajectories(p: dict, n: int, frames: int, height: int, width: int, boundary
             coeffs[:, d, j] = p[name][:n]
     out = np.empty((n, frames, 3))
     mk.integrate_poses(coeffs, 0.5 * p["size"][:n], height, width, mk.BOUNDARY_CODES[boundary], out)
+    return out
+
+
+def object_states(config: RenderConfig, p: dict) -> dict:
+    """Per-frame object state after the boundary rule, and the rule's events (docs/renderer.md#motion-and-the-boundary-rule).
+
+    p holds per-object arrays of shape (..., objects) (one sequence, or a batch). Returns `state_x`, `state_y`
+    (pixels: the drawn centre), `state_vx`, `state_vy` (pixels/frame), `state_angle` (degrees, unwrapped),
+    `state_angular_velocity` (degrees/frame), each float64 (..., T, objects), NaN in empty slots, and `wall_events`
+    int8 (..., T, objects, 4): how often the object met the left, right, top, bottom wall in (t − 1, t] (−1 in empty
+    slots). Computed by `kernels.motion.motion_states` (twin: `reference.motion_states_reference`).
+    """
+    lead = np.shape(p["x0"])[:-1]
+    n_max, T = np.shape(p["x0"])[-1], config.frames
+    coeffs = np.empty(lead + (n_max, 3, 4))
+    for d, names in enumerate(MOTION_FIELDS):
+        for j, name in enumerate(names):
+            coeffs[..., d, j] = p[name]
+    rows = int(np.prod(lead, dtype=np.int64)) * n_max
+    states = np.empty((rows, T, 6))
+    events = np.empty((rows, T, 4), np.int8)
+    mk.motion_states(coeffs.reshape(rows, 3, 4), 0.5 * np.asarray(p["size"], np.float64).reshape(rows), config.height,
+                     config.width, mk.BOUNDARY_CODES[config.motion.boundary], states, events)
+    # (rows, T, ...) -> (..., T, objects, ...): the (N, T, object) axis order of masks
+    states = np.moveaxis(states.reshape(lead + (n_max, T, 6)), -3, -2)
+    out = {name: np.ascontiguousarray(states[..., j]) for j, name in enumerate(mk.STATE_FIELDS)}
+    out["wall_events"] = np.ascontiguousarray(np.moveaxis(events.reshape(lead + (n_max, T, 4)), -3, -3 + 1))
+    return out
+
+
+def wall_events(params: dict, boundary: str) -> list[dict]:
+    """The boundary rule's events as a list, from the stored `wall_events` counts (one sequence (T, objects, 4) or a
+    batch (n, T, objects, 4)): dicts {sequence (batch only), frame, object, wall, kind}, `frame` t meaning "in the
+    interval (t − 1, t]", `kind` the rule ("bounce" or "wrap"); a wall met twice in one interval is listed twice."""
+    counts = np.asarray(params["wall_events"])
+    batch = counts.ndim == 4
+    out = []
+    for where in zip(*np.nonzero(counts > 0)):
+        *seq, t, k, w = (int(v) for v in where)
+        event = {"frame": t, "object": k, "wall": mk.WALLS[w], "kind": boundary}
+        if batch:
+            event = {"sequence": seq[0], **event}
+        out.extend([event] * int(counts[where]))
     return out
 
 
@@ -366,10 +412,34 @@ def pack_params(p: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
 
 _NO_DIGITS = np.zeros((1, 1, 1), np.float32)
 _NO_MASKS = np.zeros((1, 1, 1, 1), np.uint8)
+_NO_FLOWS = np.zeros((1, 1, 1, 1, 1), np.float32)
+_NO_FLAGS = np.zeros((1, 1, 1, 1), np.uint8)
 
 
-def render_clean(config: RenderConfig, p: dict, want_masks: bool = False, want_map: bool = False):
-    """Float32 (T, C, H, W) clean frames in [0, 1] plus optional masks (T, N, H, W) and property map (T, H, W)."""
+def _flow_arrays(config: RenderConfig, lead: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """Output arrays of kernels.flow.motion_fields with leading axes `lead` (None: 1-sized dummies, flow off)."""
+    if lead is None:
+        return _NO_FLOWS, _NO_FLAGS
+    T, H, W = config.frames, config.height, config.width
+    return (np.empty(lead + (2, T - 1, 2, H, W), np.float32), np.empty(lead + (5, T - 1, H, W), np.uint8))
+
+
+def _flow_params(flows: np.ndarray, flags: np.ndarray, noise_scale=None) -> dict:
+    """The kernel's packed outputs as the FLOW_FIELDS datasets (views); the NOISE bit of `appearance_change` is set
+    on every pixel of the sequences whose noise_scale > 0."""
+    if noise_scale is not None:
+        flags[..., 4, :, :, :][np.asarray(noise_scale) > 0] |= NOISE
+    out = {name: flows[..., j, :, :, :, :] for j, name in enumerate(FLOW_FIELDS[:2])}
+    out.update({name: flags[..., j, :, :, :] for j, name in enumerate(FLOW_FIELDS[2:])})
+    return out
+
+
+def render_clean(config: RenderConfig, p: dict, want_masks: bool = False, want_map: bool = False,
+                 flow_out: dict | None = None):
+    """Float32 (T, C, H, W) clean frames in [0, 1] plus optional masks (T, N, H, W) and property map (T, H, W).
+
+    With `flow_out` (a dict), the motion ground truth of docs/flow.md goes into it, one array per FLOW_FIELDS name
+    (needs intensity scope "object", which RenderConfig(flow=True) checks)."""
     T, C, H, W = config.frames, config.channels, config.height, config.width
     n = int(p["num_objects"])
     additive = config.shape.overlap == "add"
@@ -386,8 +456,11 @@ def render_clean(config: RenderConfig, p: dict, want_masks: bool = False, want_m
     vmax = np.zeros((T, H, W), np.float32)
     masks = np.zeros((T, config.max_objects, H, W), np.uint8) if want_masks else None
     pf, pi, verts, ps = pack_params(p)
+    flows, flags = _flow_arrays(config, None if flow_out is None else ())
     pk.render_objects(pf, pi, verts, n, np.array(ids, np.int64), ps, pack_config(config), digits, clean, owner, vmax,
-                      _NO_MASKS if masks is None else masks, want_masks)
+                      _NO_MASKS if masks is None else masks, want_masks, flows, flags, flow_out is not None)
+    if flow_out is not None:
+        flow_out.update(_flow_params(flows, flags))
     if masks is not None and ids != list(range(m)):
         masks[:, ids] = masks[:, :m].copy()  # kernel rows -> object slots
         masks[:, [k for k in range(n) if k not in ids]] = 0
@@ -512,7 +585,9 @@ def render_sequence(config: RenderConfig, index: int, *, with_clean: bool = True
     check_noise_reachable(config)
     scene_rng, noise_rng = sequence_rngs(config.seed, index, config.property)
     p = sample_scene(config, index, scene_rng, objects)
-    clean, masks, pmap = render_clean(config, p, config.masks, config.property_maps)
+    flow = {} if config.flow else None
+    clean, masks, pmap = render_clean(config, p, config.masks, config.property_maps, flow)
+    p.update(object_states(config, p))
     if video is None:
         video = np.empty(clean.shape, np.uint8)
     scale, achieved = 0.0, 0.0
@@ -523,7 +598,10 @@ def render_sequence(config: RenderConfig, index: int, *, with_clean: bool = True
     else:
         nk.quantise(clean, clean, 0.0, video)
     p["noise_scale"], p["noise_ratio"] = float(scale), float(achieved)
-    return Sequence(video=video, clean=clean if with_clean else None, params=p, masks=masks, property_map=pmap)
+    if flow is not None and scale > 0:
+        flow["appearance_change"] |= NOISE
+    return Sequence(video=video, clean=clean if with_clean else None, params=p, masks=masks, property_map=pmap,
+                    flow=flow)
 
 
 def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
@@ -539,8 +617,14 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
         from .errors import ConfigError
 
         raise ConfigError(f"indices must be >= 0, got {min(indices)}")
-    if config.intensity.scope == "frame":  # joint intensity layers are drawn in Python (render_clean)
-        return _render_each(config, indices)
+    # joint intensity layers (scope "frame") are drawn in Python (render_clean)
+    video, params = (_render_each if config.intensity.scope == "frame" else _render_batch)(config, indices)
+    params.update(object_states(config, params))
+    return video, params
+
+
+def _render_batch(config: RenderConfig, indices: list[int]) -> tuple[np.ndarray, dict]:
+    """`render` for every config but intensity scope "frame": the whole batch in one numba call."""
     n, n_max = len(indices), config.max_objects
     T, C, H, W = config.frames, config.channels, config.height, config.width
     roles = np.zeros((n, n_max), np.int32)
@@ -580,9 +664,11 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
     video = np.empty((n, T, C, H, W), np.uint8)
     masks = np.zeros((n, T, n_max, H, W), np.uint8) if config.masks else None
     pmap = np.zeros((n, T, H, W), np.uint8) if config.property_maps else None
+    flows, flags = _flow_arrays(config, (n,) if config.flow else None)
     nc = config.noise
     outputs = (video, pf, pi, verts, ps, _NO_MASKS[None] if masks is None else masks,
-               _NO_MASKS if pmap is None else pmap, masks is not None, pmap is not None)
+               _NO_MASKS if pmap is None else pmap, masks is not None, pmap is not None,
+               flows[None] if not config.flow else flows, flags[None] if not config.flow else flags, config.flow)
     if noisy:
         pk.render_batch_noisy(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg, nc.ratio, nc.gaussian,
                               nc.white, nc.perlin, nc.perlin_drift, digits, _bank(config), nk.gaussian_table(),
@@ -598,6 +684,8 @@ def render(config: RenderConfig, indices) -> tuple[np.ndarray, dict]:
         params["masks"] = masks
     if pmap is not None:
         params["property_map"] = pmap
+    if config.flow:
+        params.update(_flow_params(flows, flags, params["noise_scale"]))
     return video, params
 
 

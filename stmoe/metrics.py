@@ -40,6 +40,7 @@ __all__ = [
     "rain_rate_to_hko_pixel",
     "balancing_weights",
     "farneback_flow",
+    "flow_endpoint_error",
 ]
 
 ALL_METRICS = ("mse", "mse_pixel", "mae", "mae_pixel", "ssim", "psnr", "bmse", "bmae", "flow_mse")
@@ -231,6 +232,33 @@ def _flow_mse(pred_seq: np.ndarray, gt_seq: np.ndarray, last_input: np.ndarray |
         if region is not None:
             d = d[region[0]:region[1], region[2]:region[3]]
         out[t] = float(np.mean(np.sum(d.astype(np.float64) ** 2, axis=-1)))
+    return out
+
+
+def flow_endpoint_error(pred: Any, true_flow: Any, last_input: Any, config: FlowConfig | None = None) -> np.ndarray:
+    """Endpoint error (pixels) of the motion seen in predicted frames against physvid's exact flow (docs/flow.md).
+
+    pred (B, n, C, H, W) in [0, 1]; true_flow (B, n, 2, H, W): for predicted frame t the exact flow (u, v) from the
+    frame before it to it — physvid's `flow_forward[l - 1 + t]` for l observed frames; last_input (B, C, H, W) the
+    last observed frame. The flow of the prediction is Farneback's (as `flow_mse`, the paper's Fig. 5b), so the score
+    includes Farneback's own error: a perfect prediction scores the Farneback error on the true frames, which the
+    true-frames row of a report should show beside it. Returns (B, n): per frame, the mean over pixels (or
+    `config.region`) of ‖F_pred − F_true‖₂. Raises MetricsError on mismatched shapes.
+    """
+    config = config if config is not None else FlowConfig()
+    p, f, li = _to_numpy(pred, "pred"), _to_numpy(true_flow, "true_flow"), _to_numpy(last_input, "last_input")
+    b, n = p.shape[:2]
+    if f.shape != (b, n, 2) + p.shape[-2:] or li.shape != (b,) + p.shape[2:]:
+        raise MetricsError(f"flow_endpoint_error needs true_flow (B, n, 2, H, W) = {(b, n, 2) + p.shape[-2:]} and "
+                           f"last_input (B, C, H, W) = {(b,) + p.shape[2:]}, got {f.shape} and {li.shape}")
+    region = config.region or (0, p.shape[-2], 0, p.shape[-1])
+    out = np.empty((b, n))
+    for i in range(b):
+        for t in range(n):
+            est = farneback_flow(li[i] if t == 0 else p[i, t - 1], p[i, t], config)  # (H, W, 2)
+            d = est.astype(np.float64) - np.moveaxis(f[i, t], 0, -1)
+            d = d[region[0]:region[1], region[2]:region[3]]
+            out[i, t] = float(np.mean(np.hypot(d[..., 0], d[..., 1])))
     return out
 
 

@@ -48,12 +48,15 @@ def memory_per_worker(config: RenderConfig, shard_size: int, batch: int) -> int:
     stored = pixels * c + objects * PARAM_BYTES_PER_OBJECT + 64
     stored += pixels * objects if config.masks else 0
     stored += pixels if config.property_maps else 0
+    stored += t * objects * (6 * 8 + 4)  # state_* (float64) and wall_events (int8 x 4) per frame and object
+    # --flow: two float32 (u, v) fields and five uint8 masks per frame pair
+    stored += (t - 1) * h * w * (2 * 2 * 4 + 5) if config.flow else 0
     shard = 2 * shard_size * stored  # the in-memory HDF5 image and the copy written out
     per_sequence = pixels * c * 4 * 3 + pixels * (2 + 4) + stored  # clean, noise, mixed floats; owner, vmax
     it = config.intensity
     margin = (it.kernel_size // 2) * t if it.kernel != "delta" else 0
     side = int(math.ceil(config.shape.size[1])) + 3 + 2 * margin
-    sprites = objects * side * side * 4 * 2
+    sprites = objects * side * side * 4 * (2 + (t if config.flow else 0))  # + each frame's sprites for the flow
     bank = 4 * math.prod(bank_shape(config)) if config.noise.perlin > 0 else 0
     return shard + batch * (per_sequence + sprites) + bank
 

@@ -10,9 +10,10 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
+from .flow_export import FLOW_FORMATS, export_flow
 from .reader import Dataset, open_dataset
 
-EXPORT_FORMATS = ("npy", "mp4", "png")
+EXPORT_FORMATS = ("npy", "mp4", "png", "flo", "kitti")
 NPY_LAYOUTS = ("tnhw", "nthwc", "ntchw")
 BLOCK = 256  # sequences per read while streaming into the .npy
 
@@ -45,7 +46,7 @@ def default_export_path(path: str | os.PathLike, fmt: str) -> Path:
 
 def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, *,
                    indices: Iterable[int] | None = None, layout: str = "tnhw", fps: int = 5,
-                   scale: int = 1) -> list[Path]:
+                   scale: int = 1, val_fraction: float = 0.0) -> list[Path]:
     """Write the sequences of a dataset in `fmt`; returns the paths written.
 
     npy:  one array; layout `tnhw` is Moving-MNIST's (T, N, H, W) (channels last, (T, N, H, W, C), when C = 3),
@@ -53,6 +54,8 @@ def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | N
           ("TNHW", ...) and the shape, so that `stmoe prepare` reads it back without guessing.
     mp4:  OUT/seq-<index>.mp4 per sequence (H.264, lossy; sizes padded to even).
     png:  OUT/seq-<index>/frame-<t>.png per sequence (lossless).
+    flo, kitti: every frame pair with its exact flow, FlyingChairs2's or KITTI 2015's layout (dataset/flow_export.py;
+          needs a dataset made with --flow; `val_fraction` of the sequences go to FlyingChairs2's val/ split).
     """
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
@@ -75,6 +78,8 @@ def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | N
         with ds:
             if fmt == "npy":
                 return [_export_npy(ds, idx, out, layout)]
+            if fmt in FLOW_FORMATS:
+                return export_flow(ds, idx, out, fmt, val_fraction)
             return _export_frames(ds, idx, out, fmt, fps, scale)
     except OSError as exc:
         raise DatasetError(f"cannot write {out}: {exc.strerror or exc}") from None
@@ -205,7 +210,8 @@ def _export_frames(ds: Dataset, idx: list[int], out: Path, fmt: str, fps: int, s
 
 
 def preview_dataset(path: str | os.PathLike, out: str | os.PathLike, *, indices: Iterable[int] | None = None,
-                    property_map: bool = False, scale: int = 2, fps: int = 5, count: int = 4) -> Path:
+                    property_map: bool = False, scale: int = 2, fps: int = 5, count: int = 4,
+                    flow: bool = False) -> Path:
     """A PNG grid (rows = sequences, columns = frames) or an animated GIF of some sequences (default: the first 4)."""
     from ..preview import save_preview
 
@@ -223,8 +229,13 @@ def preview_dataset(path: str | os.PathLike, out: str | os.PathLike, *, indices:
                 raise ConfigError(f"{path} stores no property maps; regenerate it with --property-maps, or drop "
                                   "--property-map")
             pmap = np.stack([ds.get(i, fields=["property_map"])["property_map"] for i in idx])
+        flows = None
+        if flow:
+            if "flow_forward" not in ds.datasets:
+                raise ConfigError(f"{path} stores no flow; regenerate it with --flow, or drop --flow")
+            flows = np.stack([ds.get(i, fields=["flow_forward"])["flow_forward"] for i in idx])
     try:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        return save_preview(out, video, pmap, scale=scale, fps=fps)
+        return save_preview(out, video, pmap, scale=scale, fps=fps, flow=flows)
     except OSError as exc:
         raise DatasetError(f"cannot write {out}: {exc.strerror or exc}") from None

@@ -20,7 +20,7 @@ from typing import Any
 
 FORMAT_NAME = "physvid-hdf5"
 # Major bumps break readers; minor bumps only add optional datasets or attributes (docs/FORMAT.md, "Versioning").
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 MANIFEST = "manifest.json"
 STATE_DIR = ".physvid"
 PLAN = "plan.json"

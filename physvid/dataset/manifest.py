@@ -10,6 +10,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import DatasetError, NotADatasetError
 from .layout import COMPRESSIONS, FORMAT_NAME, FORMAT_VERSION, MANIFEST, PLAN, STATE_DIR, read_json, shard_specs
+from .schema import TOP_LEVEL
 
 # The fields that decide the bytes of every shard; two runs agreeing on these write identical files.
 IDENTITY_KEYS = ("format", "format_version", "physvid_version", "source", "config", "seed", "total_sequences",
@@ -109,7 +110,7 @@ def load_manifest(directory: str | Path) -> dict[str, Any]:
 # keeps an edited shape from making readers allocate terabytes.
 MAX_SEQUENCE_BYTES = 1 << 32
 MAX_SEQUENCES = 1 << 40
-DATASET_NAME = re.compile(r"^(video|index|masks|property_map|params/[A-Za-z0-9_]+)$")
+DATASET_NAME = re.compile(rf"^(video|index|{'|'.join(TOP_LEVEL)}|params/[A-Za-z0-9_]+)$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -121,7 +122,7 @@ def _dataset_problem(name: Any, spec: Any) -> str | None:
     import numpy as np
 
     if not isinstance(name, str) or not DATASET_NAME.match(name):
-        return f"datasets has the entry {name!r} (allowed: video, index, masks, property_map, params/NAME)"
+        return f"datasets has the entry {name!r} (allowed: video, index, {', '.join(TOP_LEVEL)}, params/NAME)"
     if not isinstance(spec, dict) or not isinstance(spec.get("dtype"), str) or not isinstance(spec.get("shape"), list):
         return f"datasets.{name} must be {{dtype: str, shape: [int, ...]}}, got {json.dumps(spec)[:80]}"
     try:

@@ -28,6 +28,7 @@ from .chunks import (FILTER_DEFLATE, FILTER_FLETCHER32, FILTER_LZF, FILTER_SHUFF
 from .layout import MANIFEST
 from .manifest import check_format, load_manifest
 from .regular import file_kind, require_regular
+from .schema import TOP_LEVEL
 from .trust import foreign_objects, shard_problems
 
 try:  # python-isal inflates the same zlib streams 2-3x faster; optional
@@ -35,7 +36,6 @@ try:  # python-isal inflates the same zlib streams 2-3x faster; optional
 except ImportError:  # pragma: no cover - depends on the environment
     import zlib as _inflater
 
-TOP_LEVEL = ("masks", "property_map")
 PER_SEQUENCE = ("video", "index", *TOP_LEVEL)
 
 

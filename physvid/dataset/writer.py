@@ -42,6 +42,7 @@ from .layout import (COMPRESSIONS, MANIFEST, PLAN, STATE_DIR, ShardSpec, atomic_
                      fsync_path, is_dataset_file, read_json, record_path, sha256_file, shard_specs, tmp_name)
 from .lock import lock_folder
 from .manifest import check_format, differences, identity, make_manifest, make_plan
+from .schema import TOP_LEVEL, describe, h5_attributes  # TOP_LEVEL: stored beside `video`, one sequence per chunk
 
 Source = Callable[[np.ndarray], "tuple[np.ndarray, dict[str, np.ndarray]]"]
 Progress = Callable[[int, int], None]  # (sequences just finished, total sequences of this run's shard range)
@@ -50,8 +51,6 @@ Progress = Callable[[int, int], None]  # (sequences just finished, total sequenc
 # a shard, is the same in every run.
 BATCH = 16
 SHARD_SIZE = 1000  # the largest default shard (see default_shard_size)
-TOP_LEVEL = ("masks", "property_map")  # stored beside `video`; every other parameter goes to the `params/` group
-AXES = {"video": "N,T,C,H,W", "index": "N", "masks": "N,T,object,H,W", "property_map": "N,T,H,W"}
 PARAM_CHUNK_BYTES = 1 << 20
 CORE_BLOCK = 1 << 22  # growth step of the in-memory shard image
 
@@ -286,17 +285,18 @@ def io_error(exc: OSError, path: Path) -> DatasetError:
 
 
 # --------------------------------------------------------------------------- one shard
-def _schema_of(video: np.ndarray, params: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Per-sequence dtype and shape of every dataset (the leading sequence axis left out), as stored in the manifest."""
-    out: dict[str, Any] = {"video": {"dtype": str(video.dtype), "shape": list(video.shape[1:]), "axes": AXES["video"]},
-                           "index": {"dtype": "int64", "shape": [], "axes": AXES["index"]}}
+def _schema_of(video: np.ndarray, params: dict[str, np.ndarray], rendered: bool) -> dict[str, Any]:
+    """Per-sequence dtype and shape of every dataset (the leading sequence axis left out), as stored in the manifest,
+    with its axes (and labels, units, columns where known: schema.describe)."""
+    out: dict[str, Any] = {"video": {"dtype": str(video.dtype), "shape": list(video.shape[1:]),
+                                     **describe("video", video.ndim, rendered)},
+                           "index": {"dtype": "int64", "shape": [], **describe("index", 1, rendered)}}
     for name in sorted(params):
         arr = params[name]
         key = name if name in TOP_LEVEL else f"params/{name}"
         entry: dict[str, Any] = {"dtype": str(arr.dtype), "shape": list(arr.shape[1:])}
-        if name in AXES:
-            entry["axes"] = AXES[name]
-        elif key.startswith("params/"):
+        entry.update(describe(name, arr.ndim, rendered))
+        if key.startswith("params/"):
             entry["fill_value"] = _fill_value(arr.dtype)
         out[key] = entry
     return out
@@ -330,17 +330,17 @@ def _as_arrays(result: Any, count: int, where: str) -> tuple[np.ndarray, dict[st
     return video, params
 
 
-def _create_datasets(f, count: int, video: np.ndarray, params: dict[str, np.ndarray], opts: dict) -> dict[str, Any]:
+def _create_datasets(f, count: int, video: np.ndarray, params: dict[str, np.ndarray], opts: dict,
+                     rendered: bool) -> dict[str, Any]:
     dsets = {"video": f.create_dataset("video", (count,) + video.shape[1:], np.uint8, chunks=(1,) + video.shape[1:],
                                        **opts)}
-    dsets["video"].attrs["axes"] = AXES["video"]
+    dsets["video"].attrs.update(h5_attributes(describe("video", video.ndim, rendered)))
     group = f.create_group("params")
     for name in sorted(params):
         arr = params[name]
         shape = (count,) + arr.shape[1:]
         if name in TOP_LEVEL:  # per-frame images: one sequence per chunk like the video
             d = f.create_dataset(name, shape, arr.dtype, chunks=(1,) + arr.shape[1:], **opts)
-            d.attrs["axes"] = AXES[name]
         else:
             row = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
             rows = int(min(count, max(1, PARAM_CHUNK_BYTES // row)))
@@ -348,6 +348,7 @@ def _create_datasets(f, count: int, video: np.ndarray, params: dict[str, np.ndar
             fill = _fill_value(arr.dtype)
             if fill is not None:
                 d.attrs["fill_value"] = np.nan if fill == "NaN" else fill
+        d.attrs.update(h5_attributes(describe(name, arr.ndim, rendered)))
         dsets[name] = d
     return dsets
 
@@ -366,6 +367,7 @@ def _write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: 
     for k, v in attrs.items():
         f.attrs[k] = v
     dsets, schema, table, direct = None, None, {}, {}
+    rendered = plan["source"] == RenderSource.name
     stop = spec.first_index + spec.count
     for a in range(spec.first_index, stop, BATCH):
         if parent is not None and os.getppid() != parent:
@@ -378,8 +380,8 @@ def _write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: 
             raise DatasetError(f"the source failed on sequences {a}..{b - 1}: {exc}") from None
         video, params = _as_arrays(result, b - a, where)
         if dsets is None:
-            schema = _schema_of(video, params)
-            dsets = _create_datasets(f, spec.count, video, params, opts)
+            schema = _schema_of(video, params, rendered)
+            dsets = _create_datasets(f, spec.count, video, params, opts, rendered)
             # Every chunk of every dataset is encoded here (zlib deflate or numba LZF, numba fletcher32) and stored
             # with write_direct_chunk, never through HDF5's filters: that is what makes the bytes a pure function of
             # the data (dataset/chunks.py says which filters are not).
@@ -387,7 +389,7 @@ def _write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: 
             # Small per-sequence parameters are gathered and written once per shard: one HDF5 call per batch and
             # parameter would cost as much as compressing the video.
             table = {k: np.empty((spec.count,) + v.shape[1:], v.dtype) for k, v in params.items() if k not in TOP_LEVEL}
-        elif _schema_of(video, params) != schema:
+        elif _schema_of(video, params, rendered) != schema:
             raise DatasetError(f"the source changed shapes, dtypes or parameter names {where}; every batch must match")
         lo, hi = a - spec.first_index, b - spec.first_index
         for name, arr in params.items():
@@ -405,7 +407,7 @@ def _write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: 
         direct[name].write_all(table[name])
     index = f.create_dataset("index", (spec.count,), np.int64, chunks=(min(spec.count, PARAM_CHUNK_BYTES // 8),),
                              **opts)
-    index.attrs["axes"] = AXES["index"]
+    index.attrs.update(h5_attributes(describe("index", 1, True)))
     _chunk_writer(index).write_all(np.arange(spec.first_index, stop, dtype=np.int64))
     return schema
 

@@ -14,6 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .flow import motion_fields
 from .motion import integrate_poses
 from .noise import mix_noise, noise_scale_quantise, perlin_window, quantise
 from .raster import compose_sequence, resample_sprite, shape_sprite
@@ -60,10 +61,13 @@ def _spreading(pi, k, kernel):
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
-def render_objects(pf, pi, verts, n, ids, ps, cfg, digits, clean, owner, vmax, masks, want_masks):
+def render_objects(pf, pi, verts, n, ids, ps, cfg, digits, clean, owner, vmax, masks, want_masks, flows, flags,
+                   want_flow):
     """Draw objects `ids` of the first n (and the sine background) into clean (T, C, H, W) with owner/vmax (T, H, W)
     and, when want_masks, masks[t, row] for the row-th id. Same set-up as the Python renderer had: sprite side from all
-    n objects, trajectories, reaches, sprites, gain kernels, per-frame fills, colours; then `compose_sequence`."""
+    n objects, trajectories, reaches, sprites, gain kernels, per-frame fills, colours; then `compose_sequence`.
+    With want_flow, also the motion ground truth of kernels.flow.motion_fields into flows (2, T−1, 2, H, W) and
+    flags (5, T−1, H, W)."""
     nt, nc, h, w = clean.shape
     kernel, ksize = int(cfg[C_KERNEL]), int(cfg[C_KERNEL_SIZE])
     object_scope = cfg[C_OBJECT_SCOPE] > 0.5
@@ -130,8 +134,42 @@ def render_objects(pf, pi, verts, n, ids, ps, cfg, digits, clean, owner, vmax, m
             background[t, 0], background[t, 1] = ps[S_BG_LEVEL], ps[S_BG_FREQ]
             background[t, 2], background[t, 4] = ps[S_BG_ORIENT], ps[S_BG_CONTRAST]
             background[t, 3] = ps[S_BG_PHASE] + ps[S_BG_DRIFT] * t
+    # np.empty of one spelling whatever want_flow is: one compiled variant (a 1-frame dummy when flow is off)
+    hist = np.empty((nt if want_flow else 1, m, side, side), np.float32)
+    wrap = int(cfg[C_BOUNDARY]) == 2
     compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, background, cfg[C_ADDITIVE] > 0.5,
-                     int(cfg[C_BOUNDARY]) == 2, clean, owner, vmax, masks, want_masks)
+                     wrap, clean, owner, vmax, masks, want_masks, hist, want_flow)
+    if want_flow:
+        _motion_truth(coeffs, radius, poses, hist, colours, evolve, tex, background, h, w, wrap, owner, vmax, flows,
+                      flags)
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _motion_truth(coeffs, radius, poses, hist, colours, evolve, tex, background, h, w, wrap, owner, vmax, flows, flags):
+    """The inputs of kernels.flow.motion_fields from render_objects' set-up: unfolded displacements (the wrap rule
+    moves the drawn centre by a whole frame, the object itself does not jump), brightest colour channels, and which
+    fills change from one frame to the next."""
+    m, nt = poses.shape[0], poses.shape[1]
+    unfolded = np.empty((m, nt, 3), np.float64)
+    integrate_poses(coeffs, radius, h, w, 0, unfolded)
+    shift = np.empty((m, nt, 2), np.float64)
+    drift = np.empty((m, nt), np.bool_)
+    cmax = np.empty(m, np.float64)
+    for k in range(m):
+        cmax[k] = colours[k, 0]
+        for ch in range(1, colours.shape[1]):
+            cmax[k] = max(cmax[k], colours[k, ch])
+        for t in range(nt):
+            src = unfolded if wrap else poses
+            nxt = min(t + 1, nt - 1)
+            shift[k, t, 0] = src[k, nxt, 0] - src[k, t, 0]
+            shift[k, t, 1] = src[k, nxt, 1] - src[k, t, 1]
+            drift[k, t] = tex[k, t, 0] > 0.5 and tex[k, t, 4] > 0.0 and tex[k, nxt, 3] != tex[k, t, 3]
+    bg_drift = np.empty(nt, np.bool_)
+    for t in range(nt):
+        nxt = min(t + 1, nt - 1)
+        bg_drift[t] = background[t, 0] > 0.0 and background[t, 4] > 0.0 and background[nxt, 3] != background[t, 3]
+    motion_fields(hist, cmax, poses, shift, owner, vmax, evolve, drift, bg_drift, wrap, flows, flags)
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
@@ -186,7 +224,7 @@ def owner_roles(pi, ids, owner, vmax, out):
 # inline: typed inside each batch kernel, no nesting level of its own to compile
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
 def _draw_row(b, roles, shapes, counts, blocks, seq_u, cfg, digits, pf, pi, verts, ps, masks, pmap, want_masks,
-              want_map, clean, owner, vmax):
+              want_map, flows, flags, want_flow, clean, owner, vmax):
     """Sample sequence b of a batch (twins of sample_scene) and draw it into clean/owner/vmax (and masks/pmap)."""
     n = counts[b]
     ids = np.empty(n, np.int64)  # np.arange would compile an overload of its own
@@ -198,19 +236,21 @@ def _draw_row(b, roles, shapes, counts, blocks, seq_u, cfg, digits, pf, pi, vert
     owner[:] = 0
     vmax[:] = 0.0
     render_objects(pf[b], pi[b], verts[b], n, ids, ps[b], cfg, digits, clean, owner, vmax,
-                   masks[b if want_masks else 0], want_masks)
+                   masks[b if want_masks else 0], want_masks, flows[b if want_flow else 0],
+                   flags[b if want_flow else 0], want_flow)
     if want_map:
         owner_roles(pi[b], ids, owner, vmax, pmap[b])
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def render_batch(roles, shapes, counts, blocks, seq_u, cfg, digits, video, pf, pi, verts, ps, masks, pmap, want_masks,
-                 want_map):
+                 want_map, flows, flags, want_flow):
     """Every sequence of a noise-free batch: sample (twins of sample_scene), draw, quantise.
 
     Inputs per row b: the preset's plan (roles[b], shapes[b], counts[b]) and the scene uniforms blocks[b] / seq_u[b].
     Outputs: video (B, T, C, H, W) uint8, parameters pf/pi/verts/ps (padding rows are the caller's), masks
-    (B, T, N, H, W) and pmap (B, T, H, W) when asked (else 1-sized dummies). A kernel of its own, apart from
+    (B, T, N, H, W) and pmap (B, T, H, W) when asked, flows (B, 2, T−1, 2, H, W) and flags (B, 5, T−1, H, W) with
+    want_flow (render_objects; else 1-sized dummies). A kernel of its own, apart from
     `render_batch_noisy`, so that a noise-free config never compiles the noise kernels (the first run's cost).
     """
     nb, nt, nc, h, w = video.shape
@@ -219,14 +259,15 @@ def render_batch(roles, shapes, counts, blocks, seq_u, cfg, digits, video, pf, p
     vmax = np.empty((nt, h, w), np.float32)
     for b in range(nb):
         _draw_row(b, roles, shapes, counts, blocks, seq_u, cfg, digits, pf, pi, verts, ps, masks, pmap, want_masks,
-                  want_map, clean, owner, vmax)
+                  want_map, flows, flags, want_flow, clean, owner, vmax)
         quantise(clean, clean, 0.0, video[b])
         ps[b, S_NOISE_SCALE], ps[b, S_NOISE_RATIO] = 0.0, 0.0
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def render_batch_noisy(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg, ratio, gaussian, white, perlin, drift,
-                       digits, bank, gtable, utable, video, pf, pi, verts, ps, masks, pmap, want_masks, want_map):
+                       digits, bank, gtable, utable, video, pf, pi, verts, ps, masks, pmap, want_masks, want_map, flows,
+                       flags, want_flow):
     """`render_batch` with noise (ratio > 0): draw, add noise at the calibrated scale, quantise. Per row b, also the
     noise key keys[b] and uniforms noise_u[b]."""
     nb, nt, nc, h, w = video.shape
@@ -236,7 +277,7 @@ def render_batch_noisy(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg,
     vmax = np.empty((nt, h, w), np.float32)
     for b in range(nb):
         _draw_row(b, roles, shapes, counts, blocks, seq_u, cfg, digits, pf, pi, verts, ps, masks, pmap, want_masks,
-                  want_map, clean, owner, vmax)
+                  want_map, flows, flags, want_flow, clean, owner, vmax)
         noise_mix(keys[b], noise_u[b], bank, gaussian, white, perlin, drift, gtable, utable, noise)
         # The ratio is met on the stored bytes, after clipping and quantisation (docs/noise.md).
         s, achieved = noise_scale_quantise(clean, noise, ratio, video[b])

@@ -1,0 +1,188 @@
+"""Exact motion ground truth from the poses and sprites the renderer drew (twin: physvid.reference.motion_fields_reference).
+
+Conventions (docs/flow.md): pixel (row i, column j) has its centre at (x, y) = (j, i); flow (u, v) = (Δx along
+columns, Δy along rows) in pixels. An object's surface point at offset r from its centre at frame t sits at offset
+M(Δθ)·r from its centre at frame t', with M(a) = [[cos a, sin a], [−sin a, cos a]] (the drawing's x = cx + u cosθ +
+v sinθ, y = cy − u sinθ + v cosθ), so the flow of a pixel p owned by an object is d + (M(Δθ) − I)(p − c): d the
+centre's displacement (for wrap the unfolded one), Δθ the angle's change. Background and static (intensity) objects
+have flow 0.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .raster import bilinear
+
+VISIBLE = 1.0 / 255.0  # as the property map: an object owns a pixel where its layer shows by at least one grey level
+BOUNDARY_JUMP = 0.5  # pixels: neighbours of different owners whose flows differ by more are a motion boundary
+# Bits of the appearance-change map (schema.APPEARANCE_BITS); NOISE is set by physvid.render once noise is added.
+INTENSITY_CHANGE, TEXTURE_DRIFT, NOISE = 1, 2, 4
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _offset(px, py, cx, cy, h, w, wrap):
+    """p − c; under wrap to the nearest drawn copy of the object (exact while the object is smaller than half the frame)."""
+    rx, ry = px - cx, py - cy
+    if wrap:
+        rx -= w * math.floor(rx / w + 0.5)
+        ry -= h * math.floor(ry / h + 0.5)
+    return rx, ry
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def layer_value(sprite, cx, cy, ct, st, x, y, h, w, wrap):
+    """The sprite drawn at pose (cx, cy, θ) (ct, st = cos θ, sin θ) sampled at the continuous point (x, y), bilinear
+    with zeros outside (as raster.draw_sprite samples it at pixel centres); under wrap the largest of its copies."""
+    c = 0.5 * (sprite.shape[0] - 1)
+    best = 0.0
+    for sy in range(-1, 2):
+        for sx in range(-1, 2):
+            if (sx != 0 or sy != 0) and not wrap:
+                continue
+            dx, dy = x - (cx + sx * w), y - (cy + sy * h)
+            best = max(best, bilinear(sprite, ct * dx - st * dy + c, st * dx + ct * dy + c))
+    return best
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def covered(sprites, cmax, poses, trig, t, k, x, y, h, w, wrap):
+    """Whether another object hides object k's layer at (x, y) in frame t: by the compositing rule the brightest layer
+    (value × brightest colour channel) shows, and of equal ones the first drawn. trig (n, T, 2): cos θ, sin θ."""
+    n = cmax.shape[0]
+    vk = layer_value(sprites[t, k], poses[k, t, 0], poses[k, t, 1], trig[k, t, 0], trig[k, t, 1], x, y, h, w,
+                     wrap) * cmax[k]
+    for j in range(n):
+        if j == k:
+            continue
+        vj = layer_value(sprites[t, j], poses[j, t, 0], poses[j, t, 1], trig[j, t, 0], trig[j, t, 1], x, y, h, w,
+                         wrap) * cmax[j]
+        if vj > vk or (j < k and vj == vk and vj > 0.0):
+            return True
+    return False
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _box(c, half, size, shift):
+    """Pixels [lo, hi) of one axis that a drawn copy (centre c + shift) can touch."""
+    lo = max(0, int(math.floor(c + shift - half)))
+    hi = min(size, int(math.ceil(c + shift + half)) + 1)
+    return lo, hi
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _pair(src, dst, sign, t, sprites, cmax, poses, trig, shift, lab, half, wrap, flow, occ, mb):
+    """Flow from frame src to frame dst on src's pixels, its occlusion and motion-boundary masks (flow and mb zeroed
+    by the caller). shift[k, t]: the centre's unfolded displacement from frame t to t + 1; sign −1 goes backwards.
+    Only the pixels each object can touch are visited (its drawn copies' boxes of half-side `half`): everywhere else
+    the background is static and a motion boundary needs an object pixel within one pixel."""
+    n = cmax.shape[0]
+    h, w = lab.shape[1], lab.shape[2]
+    here, there = lab[src], lab[dst]
+    for y in range(h):  # background: hidden where an object shows in dst; object pixels are set below
+        o_row, a_row, b_row = occ[y], here[y], there[y]
+        for x in range(w):
+            o_row[x] = 1 if a_row[x] == 0 and b_row[x] > 0 else 0
+    copies = 1 if wrap else 0
+    for k in range(n):
+        turn = poses[k, dst, 2] - poses[k, src, 2]
+        ca, sa = math.cos(turn), math.sin(turn)
+        cx, cy = poses[k, src, 0], poses[k, src, 1]
+        for sy in range(-copies, copies + 1):
+            y_lo, y_hi = _box(cy, half, h, sy * h)
+            for sx in range(-copies, copies + 1):
+                x_lo, x_hi = _box(cx, half, w, sx * w)
+                for y in range(y_lo, y_hi):
+                    for x in range(x_lo, x_hi):
+                        if here[y, x] != k + 1:
+                            continue
+                        rx, ry = _offset(float(x), float(y), cx, cy, h, w, wrap)
+                        fx = sign * shift[k, t, 0] + (ca * rx + sa * ry) - rx
+                        fy = sign * shift[k, t, 1] + (-sa * rx + ca * ry) - ry
+                        flow[0, y, x] = fx
+                        flow[1, y, x] = fy
+                        tx, ty = x + fx, y + fy
+                        if tx < -0.5 or tx > w - 0.5 or ty < -0.5 or ty > h - 0.5:
+                            occ[y, x] = 1  # leaves the frame (under wrap too: it re-enters elsewhere, not at p + flow)
+                        else:
+                            occ[y, x] = 1 if covered(sprites, cmax, poses, trig, dst, k, tx, ty, h, w, wrap) else 0
+    for k in range(n):
+        cx, cy = poses[k, src, 0], poses[k, src, 1]
+        for sy in range(-copies, copies + 1):
+            y_lo, y_hi = _box(cy, half + 1.0, h, sy * h)
+            for sx in range(-copies, copies + 1):
+                x_lo, x_hi = _box(cx, half + 1.0, w, sx * w)
+                for y in range(y_lo, y_hi):
+                    for x in range(x_lo, x_hi):
+                        _boundary(here, flow, mb, y, x)
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _boundary(lab, flow, mb, y, x):
+    """mb[y, x] = 1 when an 8-neighbour has another owner and a flow more than BOUNDARY_JUMP away."""
+    h, w = lab.shape
+    own = lab[y, x]
+    edge = 0
+    for dy in range(-1, 2):
+        for dx in range(-1, 2):
+            yy, xx = y + dy, x + dx
+            if 0 <= yy < h and 0 <= xx < w and lab[yy, xx] != own:
+                du, dv = flow[0, y, x] - flow[0, yy, xx], flow[1, y, x] - flow[1, yy, xx]
+                if du * du + dv * dv > BOUNDARY_JUMP * BOUNDARY_JUMP:
+                    edge = 1
+    mb[y, x] = edge
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def motion_fields(sprites, cmax, poses, shift, owner, vmax, evolve, drift, bg_drift, wrap, flows, flags):
+    """Forward and backward flow, occlusion, motion boundaries and appearance change of every frame pair.
+
+    Inputs (n objects in drawing order, owner ids 1..n): sprites (T, n, S, S) float32, each object's sprite as drawn
+    at each frame; cmax (n,) its colour's brightest channel; poses (n, T, 3) drawn centre (pixels) and angle
+    (radians); shift (n, T, 2) the centre's unfolded displacement from frame t to t + 1 (pixels); owner / vmax
+    (T, H, W) the compositing's brightest object and its value; evolve (n,) bool: the object's mass changes (growth
+    or decay kernel); drift (n, T) bool: its fill changes from t to t + 1; bg_drift (T,) bool: the background does.
+    Outputs for pair t = 0 .. T−2: flows (2, T−1, 2, H, W) float32 — [0, t] forward t→t+1 on frame t's pixels,
+    [1, t] backward t+1→t on frame t+1's pixels, channels (u, v); flags (5, T−1, H, W) uint8 — occlusion forward
+    (visible at t, hidden or out of the frame at t+1), occlusion backward, motion boundary forward, backward, and the
+    appearance change (bits INTENSITY_CHANGE, TEXTURE_DRIFT) of frame t's pixels.
+    """
+    nt, h, w = owner.shape
+    n = cmax.shape[0]
+    lab = np.empty((nt, h, w), np.int16)  # 1 + the object that shows at each pixel, 0 for background
+    for t in range(nt):
+        for y in range(h):
+            o_row, v_row, l_row = owner[t, y], vmax[t, y], lab[t, y]
+            for x in range(w):
+                l_row[x] = o_row[x] if v_row[x] >= VISIBLE else 0
+    trig = np.empty((n, nt, 2), np.float64)
+    for k in range(n):
+        for t in range(nt):
+            trig[k, t, 0], trig[k, t, 1] = math.cos(poses[k, t, 2]), math.sin(poses[k, t, 2])
+    half = 0.5 * (sprites.shape[2] - 1) * math.sqrt(2.0) + 1.5  # a drawn sample's farthest reach from the centre
+    flows[:] = 0.0
+    flags[2:4] = 0
+    # appearance bits by the owner at t (a) and at t + 1 (b): a table per frame pair, then one lookup per pixel
+    table = np.empty((n + 1, n + 1), np.uint8)
+    for t in range(nt - 1):
+        _pair(t, t + 1, 1.0, t, sprites, cmax, poses, trig, shift, lab, half, wrap, flows[0, t], flags[0, t],
+              flags[2, t])
+        _pair(t + 1, t, -1.0, t, sprites, cmax, poses, trig, shift, lab, half, wrap, flows[1, t], flags[1, t],
+              flags[3, t])
+        for a in range(n + 1):
+            for b in range(n + 1):
+                bits = 0
+                if a > 0:
+                    bits |= INTENSITY_CHANGE if evolve[a - 1] else 0
+                    bits |= TEXTURE_DRIFT if drift[a - 1, t] else 0
+                else:  # background: a growing object's mass may spread onto it; a sine background may drift
+                    bits |= INTENSITY_CHANGE if b > 0 and evolve[b - 1] else 0
+                    bits |= TEXTURE_DRIFT if bg_drift[t] else 0
+                table[a, b] = bits
+        app = flags[4, t]
+        for y in range(h):
+            a_row, b_row, p_row = lab[t, y], lab[t + 1, y], app[y]
+            for x in range(w):
+                p_row[x] = table[a_row[x], b_row[x]]
