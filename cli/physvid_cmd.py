@@ -209,13 +209,16 @@ def cli() -> None:
 @click.option("--shard-range", default=None, metavar="A:B",
               help="Write only shards A..B-1 (job arrays); then run --finalize once.")
 @click.option("--finalize", is_flag=True, help="Write the manifest of a folder whose shards all exist, verifying them.")
+@click.option("--splits", default=None, metavar="NAME=FRAC,...",
+              help="Record named splits as index ranges in the manifest, e.g. train=0.8,val=0.1,test=0.1 (cut in "
+                   "index order).")
 @click.option("--overwrite", is_flag=True, help="Delete the dataset already in --out and start fresh.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (shards, bytes, estimated time) and write nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.pass_context
 @handle_errors
 def generate(ctx: click.Context, n, out, config_file, shard_size, workers, compression, shard_range, finalize,
-             overwrite, dry_run, quiet, **options) -> None:
+             splits, overwrite, dry_run, quiet, **options) -> None:
     """Render N sequences into a dataset folder of HDF5 shards plus manifest.json.
 
     Re-running the same command resumes an interrupted run (finished shards are kept); the result is
@@ -247,7 +250,7 @@ def generate(ctx: click.Context, n, out, config_file, shard_size, workers, compr
             config = build_render_config(file_config, overrides, f"config file {config_file}")
             expect = render_plan(config, run["n"], shard_size=run.get("shard_size"),
                                  compression=run.get("compression", "gzip"), out=out_dir)
-        manifest = finalize_dataset(out_dir, expect=expect)
+        manifest = finalize_dataset(out_dir, expect=expect, splits=splits)
         if not quiet:
             click.echo(f"manifest written: {out_dir}/manifest.json ({len(manifest['shards'])} shard(s), "
                        f"{manifest['total_sequences']} sequences, every sha256 verified)")
@@ -263,6 +266,7 @@ def generate(ctx: click.Context, n, out, config_file, shard_size, workers, compr
     if dry_run:
         click.echo(estimate(config, run["n"], out_dir, **kwargs).describe())
         return
+    kwargs["splits"] = splits
     bar = ProgressBar(quiet)
     try:
         with sigterm_as_interrupt():

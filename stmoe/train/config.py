@@ -36,6 +36,7 @@ PIPELINE_STAGES = ("decoder", "experts", "gating", "global")
 SCHEDULES = ("none", "cosine", "onecycle", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16")
 CROPS = ("center", "random")
+SPLIT_SOURCES = ("auto", "dataset", "fractions")
 SWITCHES = ("auto", "on", "off")
 LOG_FORMATS = ("jsonl", "csv")
 # Model fields every model of one experiment shares with the STMoE (frame size, grid, C_Z, l), so that an expert
@@ -120,9 +121,13 @@ class DataConfig:
     eval_batch_size: int | None = None  # null: batch_size
     num_workers: int = 0  # DataLoader worker processes
     max_sequences: int | None = None  # use at most this many sequences of each folder (quick runs)
+    # Where train/val/test come from: "auto" = the splits a folder's manifest records (physvid generate --splits)
+    # when it has them, else `split`; "dataset" = the recorded ones (an error if absent); "fractions" = `split`.
+    split_source: str = "auto"
 
     def __post_init__(self) -> None:
         p = "data"
+        _choice(self, "split_source", p, SPLIT_SOURCES)
         object.__setattr__(self, "path", _paths(self.path, "data.path"))
         _int(self, "input_frames", p)
         _int(self, "output_frames", p)

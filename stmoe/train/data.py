@@ -25,15 +25,33 @@ from .config import DataConfig
 SPLITS = ("train", "val", "test", "all")
 
 
-def split_ranges(num_sequences: int, data: DataConfig) -> dict[str, tuple[int, int]]:
+# Names a dataset's recorded splits may use for stmoe's train/val/test.
+SPLIT_ALIASES = {"train": ("train", "training"), "val": ("val", "validation", "valid", "dev"), "test": ("test",)}
+
+
+def split_ranges(num_sequences: int, data: DataConfig,
+                 recorded: dict[str, list[int]] | None = None) -> dict[str, tuple[int, int]]:
     """[first, stop) sequence indices of train/val/test (and "all") for a folder of ``num_sequences`` sequences.
 
-    Fractions are cut in index order (train first); explicit ``*_range`` settings win and are clipped to the folder.
+    ``recorded`` are the splits a physvid manifest records (``physvid generate --splits``); with
+    ``data.split_source`` "auto" (default) or "dataset" they are used, a split the dataset does not name being empty,
+    and ``max_sequences`` keeps the first share of each. Otherwise fractions ``data.split`` are cut in index order
+    (train first). Explicit ``*_range`` settings win and are clipped to the folder.
     """
     n = num_sequences if data.max_sequences is None else min(num_sequences, data.max_sequences)
-    a = int(round(n * data.split[0]))
-    b = int(round(n * (data.split[0] + data.split[1])))
-    out = {"train": (0, a), "val": (a, b), "test": (b, n), "all": (0, n)}
+    if data.split_source == "dataset" and not recorded:
+        raise DataError("data.split_source is 'dataset' but the dataset records no splits; make it with "
+                        "`physvid generate ... --splits train=0.8,val=0.1,test=0.1` or set data.split_source=auto")
+    if recorded and data.split_source != "fractions":
+        out = {"all": (0, n)}
+        for name, aliases in SPLIT_ALIASES.items():
+            first, stop = next((tuple(recorded[a]) for a in aliases if a in recorded), (0, 0))
+            keep = (stop - first) * n // max(1, num_sequences)  # max_sequences: the same share of every split
+            out[name] = (first, first + keep)
+    else:
+        a = int(round(n * data.split[0]))
+        b = int(round(n * (data.split[0] + data.split[1])))
+        out = {"train": (0, a), "val": (a, b), "test": (b, n), "all": (0, n)}
     for name in ("train", "val", "test"):
         explicit = getattr(data, f"{name}_range")
         if explicit is not None:
@@ -131,7 +149,8 @@ class ClipDataset(torch.utils.data.Dataset):
             if L > T:
                 raise DataError(f"data.input_frames + data.output_frames = {data.input_frames} + {data.output_frames} "
                                 f"= {L} exceeds the {T} frames per sequence of {name}")
-            first, stop = split_ranges(N, data)[split]
+            recorded = getattr(src, "manifest", {}).get("splits") if not isinstance(src, np.ndarray) else None
+            first, stop = split_ranges(N, data, recorded)[split]
             _probe(src, name, first, stop)
             starts = [0] if data.window_stride == 0 else list(range(0, T - L + 1, data.window_stride))
             seq = np.arange(first, stop, dtype=np.int64)
