@@ -232,7 +232,18 @@ def _seed_worker(worker_id: int) -> None:
 
 def make_loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
                 world_size: int = 1, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader with a DistributedSampler (also for one process: the order is a function of seed and epoch only)."""
+    """A DataLoader with a DistributedSampler (also for one process: the order is a function of seed and epoch only).
+
+    A stream rendered on the fly (``data.synthetic``: an IterableDataset that yields whole batches, split over ranks
+    and workers by itself) gets a loader without sampler; ``loader.sampler.set_epoch`` then reaches the stream."""
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        dataset.configure(batch_size, rank, world_size)
+        gen = torch.Generator()
+        gen.manual_seed(seed)
+        loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, generator=gen, pin_memory=pin_memory,
+                            worker_init_fn=_seed_worker, multiprocessing_context=_context(num_workers))
+        loader.sampler.set_epoch = dataset.set_epoch  # the trainer calls it each epoch, as on a DistributedSampler
+        return loader
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
                                  drop_last=False)
     gen = torch.Generator()
@@ -240,7 +251,11 @@ def make_loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool, seed: i
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       worker_init_fn=_seed_worker, generator=gen, pin_memory=pin_memory, drop_last=False,
                       persistent_workers=False,
-                      multiprocessing_context=("fork" if num_workers and "fork" in _mp_methods() else None))
+                      multiprocessing_context=_context(num_workers))
+
+
+def _context(num_workers: int) -> str | None:
+    return "fork" if num_workers and "fork" in _mp_methods() else None
 
 
 def _mp_methods() -> list[str]:
