@@ -397,9 +397,13 @@ def preview(path, out, indices, property_map, scale, fps) -> None:
                              "physvid export data/rotation --format mp4 -i 0 -i 1 --scale 4 --out clips",
                              "physvid export data/rotation --format png --out frames"))
 @click.argument("directory", type=click.Path(exists=True))
-@click.option("--format", "fmt", required=True, type=click.Choice(("npy", "mp4", "png")), help="Output format.")
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(("npy", "mp4", "png", "parquet", "csv", "webdataset")),
+              help="Output format; parquet/csv: the ground truth, one row per (sequence, object); webdataset: tar "
+                   "shards, one sample per sequence.")
 @click.option("--out", "-o", type=click.Path(), default=None,
-              help="Output .npy file or folder  [default: DIR.npy, DIR-mp4/ or DIR-png/ beside DIR]")
+              help="Output file or folder  [default: DIR.npy, DIR.parquet, DIR.csv, DIR-mp4/, DIR-png/ or "
+                   "DIR-webdataset/ beside DIR]")
 @index_option
 @click.option("--layout", type=click.Choice(("tnhw", "nthwc", "ntchw")), default="tnhw", show_default=True,
               help="npy axis order; tnhw is Moving-MNIST's (T, N, H, W).")
@@ -407,11 +411,14 @@ def preview(path, out, indices, property_map, scale, fps) -> None:
 @click.option("--fps", type=click.IntRange(min=1), default=5, show_default=True, help="mp4 frame rate.")
 @handle_errors
 def export(directory, fmt, out, indices, layout, scale, fps) -> None:
-    """Export sequences (default: all) as one .npy, one .mp4 per sequence, or one PNG folder per sequence."""
+    """Export sequences (default: all) as one .npy, one .mp4 per sequence, one PNG folder per sequence, a ground-truth
+    table (parquet, csv) or WebDataset tar shards."""
     from physvid.dataset import export_dataset
 
     written = export_dataset(directory, fmt, out, indices=indices or None, layout=layout, fps=fps, scale=scale)
     kind = "folders of PNGs" if written[0].is_dir() else "files"
+    if fmt == "webdataset":
+        kind = "tar shards"
     where = written[0] if len(written) == 1 else f"{len(written)} {kind} in {written[0].parent}"
     click.echo(f"wrote {where}")
 

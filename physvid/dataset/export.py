@@ -12,7 +12,8 @@ import numpy as np
 from ..errors import ConfigError, DatasetError
 from .reader import Dataset, open_dataset
 
-EXPORT_FORMATS = ("npy", "mp4", "png")
+EXPORT_FORMATS = ("npy", "mp4", "png", "parquet", "csv", "webdataset")
+TABLE_FORMATS = ("parquet", "csv")
 NPY_LAYOUTS = ("tnhw", "nthwc", "ntchw")
 BLOCK = 256  # sequences per read while streaming into the .npy
 
@@ -40,7 +41,9 @@ def _indices(ds: Dataset, indices: Iterable[int] | None) -> list[int]:
 def default_export_path(path: str | os.PathLike, fmt: str) -> Path:
     p = Path(path)
     base = p if p.is_dir() else p.with_suffix("")
-    return base.parent / (f"{base.name}.npy" if fmt == "npy" else f"{base.name}-{fmt}")
+    if fmt in ("npy", *TABLE_FORMATS):
+        return base.parent / f"{base.name}.{fmt}"
+    return base.parent / f"{base.name}-{fmt}"
 
 
 def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, *,
@@ -53,6 +56,7 @@ def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | N
           ("TNHW", ...) and the shape, so that `stmoe prepare` reads it back without guessing.
     mp4:  OUT/seq-<index>.mp4 per sequence (H.264, lossy; sizes padded to even).
     png:  OUT/seq-<index>/frame-<t>.png per sequence (lossless).
+    parquet, csv: the ground truth, one row per (sequence, object); webdataset: tar shards (dataset/tables.py).
     """
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
@@ -60,13 +64,17 @@ def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | N
         raise ConfigError(f"--scale must be >= 1, got {scale}")
     ds = open_dataset(path)
     idx = _indices(ds, indices)
-    if fmt != "npy":
+    if fmt in ("mp4", "png"):
         check_scale(ds.shape, scale, 1)
     out = Path(out) if out is not None else default_export_path(path, fmt)
     try:
         with ds:
             if fmt == "npy":
                 return [_export_npy(ds, idx, out, layout)]
+            if fmt in TABLE_FORMATS or fmt == "webdataset":
+                from .tables import export_table, export_webdataset
+
+                return [export_table(ds, idx, out, fmt)] if fmt != "webdataset" else export_webdataset(ds, idx, out)
             return _export_frames(ds, idx, out, fmt, fps, scale)
     except OSError as exc:
         raise DatasetError(f"cannot write {out}: {exc.strerror or exc}") from None
