@@ -144,3 +144,53 @@ def test_split_source_dataset_needs_recorded_splits(tmp_path):
     with pytest.raises(DataError, match="records no splits"):
         ClipDataset(str(tmp_path / "p"), DataConfig(input_frames=2, output_frames=1, split_source="dataset"), "val",
                     (16, 16), 1)
+
+
+class _Clips:
+    """A source that is not the renderer: nobody but the sender can rebuild its shards."""
+
+    name = "test.clips"
+
+    def __call__(self, indices):
+        video = np.repeat(indices.astype(np.uint8)[:, None, None, None, None], 4, axis=3).repeat(4, axis=4)
+        return np.repeat(video, 2, axis=1), {"clip": indices.copy()}
+
+
+def test_a_missing_or_corrupt_shard_names_its_sha256_and_says_ask_the_sender(ds, tmp_path):
+    copy = tmp_path / "c"
+    shutil.copytree(ds, copy)
+    (copy / "shard-00000.h5").unlink()
+    data = bytearray((copy / "shard-00002.h5").read_bytes())
+    data[len(data) // 2] ^= 1
+    (copy / "shard-00002.h5").write_bytes(bytes(data))
+    manifest = load_manifest(copy)
+    text = verify_dataset(copy).describe()
+    for k in (0, 2):
+        entry = manifest["shards"][k]
+        assert f"expected: {entry['file']} sha256 {entry['sha256']}" in text
+    assert "ask the sender for shard-00000.h5, shard-00002.h5" in text
+    assert f"physvid generate --config {copy / 'manifest.json'} --out {copy}" in text  # rendered: rebuildable here
+
+    from physvid.dataset import write_dataset
+
+    write_dataset(tmp_path / "w", _Clips(), 6, {"what": "clips"}, shard_size=3, workers=1)
+    (tmp_path / "w" / "shard-00001.h5").unlink()
+    text = verify_dataset(tmp_path / "w").describe()
+    assert "ask the sender for shard-00001.h5" in text and "physvid generate" not in text
+
+
+def test_prepare_records_the_input_s_name_and_sha256_not_its_path(tmp_path):
+    pytest.importorskip("torch")
+    import hashlib
+
+    from stmoe.train import prepare_dataset
+
+    arr = tmp_path / "deep" / "clips.npy"
+    arr.parent.mkdir()
+    np.save(arr, np.zeros((2, 6, 8, 8), np.uint8))
+    prepare_dataset(arr, tmp_path / "p", clip_length=3, size=8, layout="NTHW")
+    config = json.loads((tmp_path / "p" / "manifest.json").read_text())["config"]
+    assert config["source"] == {"name": "clips.npy", "sha256": hashlib.sha256(arr.read_bytes()).hexdigest(),
+                                "size": arr.stat().st_size}
+    assert str(tmp_path) not in json.dumps(config)
+    assert hashlib.sha256(arr.read_bytes()).hexdigest() in (tmp_path / "p" / "README.md").read_text()

@@ -48,12 +48,17 @@ def _uses_mnist(manifest: dict[str, Any]) -> bool:
 def sources(manifest: dict[str, Any]) -> list[str]:
     """Markdown lines: where the content comes from and under which terms."""
     if manifest["source"] != "physvid.render":
-        videos = manifest["config"].get("videos") if isinstance(manifest["config"].get("videos"), list) else []
-        lines = [f"- Written by source `{manifest['source']}` from the inputs its config lists; those inputs' own "
-                 "licences apply to these frames. Ask the sender for them."]
-        for v in videos[:20]:
-            if isinstance(v, dict):
-                lines.append(f"  - `{v.get('name', v.get('path', '?'))}` sha256 `{v.get('sha256', '?')}`")
+        config = manifest["config"]
+        inputs = config.get("source") if isinstance(config.get("source"), list) else [config.get("source")]
+        videos = config.get("videos") if isinstance(config.get("videos"), list) else []
+        lines = [f"- Written by source `{manifest['source']}` from the inputs its config lists (below); those inputs' "
+                 "own licences apply to these frames. Ask the sender for them."]
+        seen = set()
+        for v in [i for i in inputs if isinstance(i, dict)] + [v for v in videos[:20] if isinstance(v, dict)]:
+            line = f"  - `{v.get('name', v.get('path', '?'))}` sha256 `{v.get('sha256', '?')}`"
+            if line not in seen:
+                seen.add(line)
+                lines.append(line)
         return lines
     lines = ["- Every frame is rendered by physvid from the config below (procedural shapes, textures and noise)"
              + (", with the MNIST digits below as the only third-party content." if _uses_mnist(manifest)
