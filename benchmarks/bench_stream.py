@@ -3,7 +3,8 @@ the samples/s one training step consumes, measured in the same run, at 64x64 and
 
 Workload: the `mixed` preset, 10 frames, noise ratio 0.26 (Gaussian + white + Perlin: the costly case), whole
 batches of 16 rendered per worker call. The consumer is a forward + backward + Adam step of the `small` preset's
-STMoE-conv (three two-layer MIM experts, 32 hidden) on l = 4, n = 6 clips, on this machine's CPU (there is no GPU
+STMoE-conv (three two-layer MIM experts, 32 hidden), and of the `tiny` one (three ConvLSTMs, 16 hidden), on
+l = 4, n = 6 clips, on this machine's CPU (there is no GPU
 here: on a GPU the step is far faster, which is the case the ratio is about).
 
     python benchmarks/bench_stream.py            # ~2 minutes on 2 cores
@@ -42,11 +43,11 @@ def stream_rate(size: int, batches: int, workers: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def step_rate(size: int, steps: int) -> float:
-    """Sequences per second that training steps of the `small` STMoE-conv consume (batch 16, l = 4, n = 6)."""
+def step_rate(size: int, steps: int, preset: str = "small") -> float:
+    """Sequences per second that training steps of a preset's STMoE-conv consume (batch 16, l = 4, n = 6)."""
     from stmoe.train import load_config
 
-    cfg = load_config("small", overrides={"model.height": size, "model.width": size}).base
+    cfg = load_config(preset, overrides={"model.height": size, "model.width": size}).base
     model = cfg.model.build()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     clip = torch.rand(16, 10, 1, size, size)
@@ -77,9 +78,10 @@ def main() -> None:
         pv.render(workload(size), [0])  # compile or load the kernels before any clock
         one = stream_rate(size, batches, 0)
         many = stream_rate(size, batches, cores)
-        consumed = step_rate(size, steps)
+        small, tiny = step_rate(size, steps), step_rate(size, steps, "tiny")
         print(f"{size}x{size}: stream {one:,.0f} seq/s in-process, {many:,.0f} seq/s with {cores} workers; "
-              f"a training step consumes {consumed:,.1f} seq/s; stream / step = {many / consumed:,.0f}x")
+              f"training steps consume {small:,.1f} seq/s (small) and {tiny:,.1f} seq/s (tiny); stream / step = "
+              f"{many / small:,.0f}x and {many / tiny:,.0f}x")
 
 
 if __name__ == "__main__":

@@ -329,6 +329,8 @@ def info(path, verify, as_json) -> None:
         f"size:         {human_bytes(d['bytes_uncompressed'])} of arrays, {human_bytes(d['bytes_on_disk'])} on disk"
         f"{ratio}; compression {d['compression']} + fletcher32",
         f"checksums:    {d['checksums']}",
+        *(["splits:       " + ", ".join(f"{k} {a}..{b - 1} ({b - a:,})" for k, (a, b) in d["splits"].items())]
+          if d.get("splits") else []),
         "datasets:",
     ]
     params = {k: v for k, v in d["datasets"].items() if k.startswith("params/")}

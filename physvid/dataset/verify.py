@@ -190,6 +190,7 @@ def describe_dataset(path: str | Path, *, verify: bool = False) -> dict[str, Any
         "compression_ratio": round(raw / on_disk, 3) if on_disk else None,
         "datasets": {name: {"dtype": spec["dtype"], "shape": [sequences] + list(spec["shape"])}
                      for name, spec in manifest["datasets"].items()},
+        "splits": manifest.get("splits"),
         "config": manifest["config"],
     }
     if verify and kind == "dataset folder":
