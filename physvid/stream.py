@@ -6,8 +6,8 @@ index i, so a stream and a dataset folder with the same config hold the same dat
 (of `batch_size` sequences when the stream yields batches, else of `block`); block b goes to DDP rank b mod R and,
 inside the rank, to DataLoader worker (b div R) mod K. Every index is rendered exactly once per pass, by one worker
 of one rank, whatever R and K; when the stream yields whole batches, the loader hands a rank's batches out in index
-order (it takes one item from each worker in turn). With `batch_size` set and R > 1, the trailing blocks that would give ranks unequal step counts are
-dropped (`drop_last`), as DDP needs the same number of steps on every rank.
+order (it takes one item from each worker in turn). With `batch_size` set and R > 1, the trailing blocks that would
+give ranks unequal step counts are dropped (`drop_last`), as DDP needs the same number of steps on every rank.
 
 Needs torch (the `train` extra); physvid itself does not import this module.
 """
@@ -104,7 +104,8 @@ class RenderStream(IterableDataset):
                 flag = "masks=True" if f == "masks" else "property_maps=True"
                 raise ConfigError(f"field {f!r} needs a config with {flag}")
             else:
-                raise ConfigError(f"unknown field {f!r}; allowed: masks, property_map, params, {', '.join(sorted(names))}")
+                raise ConfigError(f"unknown field {f!r}; allowed: masks, property_map, params, "
+                                  f"{', '.join(sorted(names))}")
         return tuple(out)
 
     # ------------------------------------------------------------------ partition

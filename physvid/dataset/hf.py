@@ -42,17 +42,20 @@ def hf_features(manifest: dict[str, Any]):
 def load_hf_dataset(path: str | os.PathLike, split: str | None = None, *, cache_dir: str | os.PathLike | None = None):
     """A physvid dataset folder as a `datasets.Dataset` (or a `DatasetDict` of its recorded splits when `split` is
     None and the manifest records some). Row i is global sequence i; `video` (and `masks`, `property_map`) come as
-    numpy uint8 (T, C, H, W), the parameters as Python values under `params` (`ds[i]["params"]["vx"]`). The manifest's config is `info.description` (JSON). Raises ConfigError for an unknown split."""
+    numpy uint8 (T, C, H, W), the parameters as Python values under `params` (`ds[i]["params"]["vx"]`). The
+    manifest's config is `info.description` (JSON). Raises ConfigError for an unknown split, DatasetError when
+    `datasets` cannot read a shard."""
     import datasets
 
     root = Path(path)
     manifest = load_manifest(root)
     files = [str(root / s["file"]) for s in manifest["shards"]]
     try:
-        ds = datasets.load_dataset("hdf5", data_files={"sequences": files}, features=hf_features(manifest), split="sequences",
-                                   cache_dir=None if cache_dir is None else str(cache_dir))
+        ds = datasets.load_dataset("hdf5", data_files={"sequences": files}, features=hf_features(manifest),
+                                   split="sequences", cache_dir=None if cache_dir is None else str(cache_dir))
     except (OSError, ValueError) as exc:
-        raise DatasetError(f"datasets could not read {root} ({str(exc).splitlines()[0]}); run `physvid verify {root}`") from None
+        raise DatasetError(f"datasets could not read {root} ({str(exc).splitlines()[0]}); run "
+                           f"`physvid verify {root}`") from None
     ds.info.description = json.dumps(manifest["config"])
     # HF's numpy format casts every integer column to int64 and floats to float32 (8x the memory for video): only
     # the uint8 image columns are numpy-formatted, with their own dtype; the rest stay Python values.
