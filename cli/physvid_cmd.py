@@ -211,13 +211,16 @@ def cli() -> None:
 @click.option("--shard-range", default=None, metavar="A:B",
               help="Write only shards A..B-1 (job arrays); then run --finalize once.")
 @click.option("--finalize", is_flag=True, help="Write the manifest of a folder whose shards all exist, verifying them.")
+@click.option("--splits", default=None, metavar="NAME=FRAC,...",
+              help="Record named splits as index ranges in the manifest, e.g. train=0.8,val=0.1,test=0.1 (cut in "
+                   "index order).")
 @click.option("--overwrite", is_flag=True, help="Delete the dataset already in --out and start fresh.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (shards, bytes, estimated time) and write nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.pass_context
 @handle_errors
 def generate(ctx: click.Context, n, out, config_file, shard_size, workers, compression, shard_range, finalize,
-             overwrite, dry_run, quiet, **options) -> None:
+             splits, overwrite, dry_run, quiet, **options) -> None:
     """Render N sequences into a dataset folder of HDF5 shards plus manifest.json.
 
     Re-running the same command resumes an interrupted run (finished shards are kept); the result is
@@ -249,7 +252,7 @@ def generate(ctx: click.Context, n, out, config_file, shard_size, workers, compr
             config = build_render_config(file_config, overrides, f"config file {config_file}")
             expect = render_plan(config, run["n"], shard_size=run.get("shard_size"),
                                  compression=run.get("compression", "gzip"), out=out_dir)
-        manifest = finalize_dataset(out_dir, expect=expect)
+        manifest = finalize_dataset(out_dir, expect=expect, splits=splits)
         if not quiet:
             click.echo(f"manifest written: {out_dir}/manifest.json ({len(manifest['shards'])} shard(s), "
                        f"{manifest['total_sequences']} sequences, every sha256 verified)")
@@ -265,6 +268,7 @@ def generate(ctx: click.Context, n, out, config_file, shard_size, workers, compr
     if dry_run:
         click.echo(estimate(config, run["n"], out_dir, **kwargs).describe())
         return
+    kwargs["splits"] = splits
     bar = ProgressBar(quiet)
     try:
         with sigterm_as_interrupt():
@@ -327,6 +331,8 @@ def info(path, verify, as_json) -> None:
         f"size:         {human_bytes(d['bytes_uncompressed'])} of arrays, {human_bytes(d['bytes_on_disk'])} on disk"
         f"{ratio}; compression {d['compression']} + fletcher32",
         f"checksums:    {d['checksums']}",
+        *(["splits:       " + ", ".join(f"{k} {a}..{b - 1} ({b - a:,})" for k, (a, b) in d["splits"].items())]
+          if d.get("splits") else []),
         "datasets:",
     ]
     params = {k: v for k, v in d["datasets"].items() if k.startswith("params/")}
@@ -400,10 +406,14 @@ def preview(path, out, indices, property_map, flow, scale, fps) -> None:
                              "physvid export data/rotation --format png --out frames",
                              "physvid export data/flow --format flo --out chairs --val-fraction 0.1   # FlyingChairs2"))
 @click.argument("directory", type=click.Path(exists=True))
-@click.option("--format", "fmt", required=True, type=click.Choice(("npy", "mp4", "png", "flo", "kitti")),
-              help="Output format (flo: FlyingChairs2 layout, kitti: KITTI 2015 16-bit flow PNGs; need --flow data).")
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(("npy", "mp4", "png", "flo", "kitti", "parquet", "csv", "webdataset")),
+              help="Output format (flo: FlyingChairs2 layout, kitti: KITTI 2015 16-bit flow PNGs; need --flow data; "
+                   "parquet/csv: the ground truth, one row per (sequence, object); webdataset: tar shards, one "
+                   "sample per sequence).")
 @click.option("--out", "-o", type=click.Path(), default=None,
-              help="Output .npy file or folder  [default: DIR.npy, DIR-mp4/ or DIR-png/ beside DIR]")
+              help="Output file or folder  [default: DIR.npy, DIR.parquet, DIR.csv, DIR-mp4/, DIR-png/ or "
+                   "DIR-webdataset/ beside DIR]")
 @index_option
 @click.option("--layout", type=click.Choice(("tnhw", "nthwc", "ntchw")), default="tnhw", show_default=True,
               help="npy axis order; tnhw is Moving-MNIST's (T, N, H, W).")
@@ -413,12 +423,15 @@ def preview(path, out, indices, property_map, flow, scale, fps) -> None:
               help="flo: fraction of the sequences (the last ones) in the val/ split.")
 @handle_errors
 def export(directory, fmt, out, indices, layout, scale, fps, val_fraction) -> None:
-    """Export sequences (default: all) as one .npy, one .mp4 per sequence, or one PNG folder per sequence."""
+    """Export sequences (default: all) as one .npy, one .mp4 per sequence, one PNG folder per sequence, flow pairs
+    (flo, kitti), a ground-truth table (parquet, csv) or WebDataset tar shards."""
     from physvid.dataset import export_dataset
 
     written = export_dataset(directory, fmt, out, indices=indices or None, layout=layout, fps=fps, scale=scale,
                              val_fraction=val_fraction)
     kind = "folders of PNGs" if written[0].is_dir() else "files"
+    if fmt == "webdataset":
+        kind = "tar shards"
     where = written[0] if len(written) == 1 else f"{len(written)} {kind} in {written[0].parent}"
     click.echo(f"wrote {where}")
 

@@ -37,7 +37,8 @@ def test_round_trip_equals_the_renderer(tmp_path, compression):
     out = tmp_path / "ds"
     summary = generate(MAPS, 7, out, shard_size=3, workers=1, compression=compression)
     assert summary.sequences_written == 7 and summary.shards_written == 3 and summary.finalized
-    assert sorted(os.listdir(out)) == ["manifest.json", "shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
+    assert sorted(os.listdir(out)) == ["README.md", "SHA256SUMS", "croissant.json", "manifest.json", "preview.png",
+                                       "shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
 
     video, params = render(MAPS, range(7))
     ds = open_dataset(out)

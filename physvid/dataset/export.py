@@ -13,7 +13,8 @@ from ..errors import ConfigError, DatasetError
 from .flow_export import FLOW_FORMATS, export_flow
 from .reader import Dataset, open_dataset
 
-EXPORT_FORMATS = ("npy", "mp4", "png", "flo", "kitti")
+EXPORT_FORMATS = ("npy", "mp4", "png", "flo", "kitti", "parquet", "csv", "webdataset")
+TABLE_FORMATS = ("parquet", "csv")
 NPY_LAYOUTS = ("tnhw", "nthwc", "ntchw")
 BLOCK = 256  # sequences per read while streaming into the .npy
 
@@ -41,7 +42,9 @@ def _indices(ds: Dataset, indices: Iterable[int] | None) -> list[int]:
 def default_export_path(path: str | os.PathLike, fmt: str) -> Path:
     p = Path(path)
     base = p if p.is_dir() else p.with_suffix("")
-    return base.parent / (f"{base.name}.npy" if fmt == "npy" else f"{base.name}-{fmt}")
+    if fmt in ("npy", *TABLE_FORMATS):
+        return base.parent / f"{base.name}.{fmt}"
+    return base.parent / f"{base.name}-{fmt}"
 
 
 def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, *,
@@ -56,6 +59,7 @@ def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | N
     png:  OUT/seq-<index>/frame-<t>.png per sequence (lossless).
     flo, kitti: every frame pair with its exact flow, FlyingChairs2's or KITTI 2015's layout (dataset/flow_export.py;
           needs a dataset made with --flow; `val_fraction` of the sequences go to FlyingChairs2's val/ split).
+    parquet, csv: the ground truth, one row per (sequence, object); webdataset: tar shards (dataset/tables.py).
     """
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
@@ -63,7 +67,7 @@ def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | N
         raise ConfigError(f"--scale must be >= 1, got {scale}")
     ds = open_dataset(path)
     idx = _indices(ds, indices)
-    if fmt != "npy":
+    if fmt in ("mp4", "png"):
         check_scale(ds.shape, scale, 1)
     out = Path(out) if out is not None else default_export_path(path, fmt)
     # The wrong kind of path is a usage error (exit 2), said before anything is written.
@@ -80,6 +84,10 @@ def export_dataset(path: str | os.PathLike, fmt: str, out: str | os.PathLike | N
                 return [_export_npy(ds, idx, out, layout)]
             if fmt in FLOW_FORMATS:
                 return export_flow(ds, idx, out, fmt, val_fraction)
+            if fmt in TABLE_FORMATS or fmt == "webdataset":
+                from .tables import export_table, export_webdataset
+
+                return [export_table(ds, idx, out, fmt)] if fmt != "webdataset" else export_webdataset(ds, idx, out)
             return _export_frames(ds, idx, out, fmt, fps, scale)
     except OSError as exc:
         raise DatasetError(f"cannot write {out}: {exc.strerror or exc}") from None

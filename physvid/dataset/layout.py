@@ -133,7 +133,12 @@ def record_path(out: Path, shard: int) -> Path:
     return out / STATE_DIR / f"shard-{shard:05d}.json"
 
 
+# Written beside the manifest for the teams that receive a dataset (dataset/card.py).
+RECEIVER_FILES = ("SHA256SUMS", "README.md", "croissant.json", "preview.png")
+
+
 def is_dataset_file(name: str) -> bool:
     """Names that the writer owns inside DIR (what `--overwrite` may delete)."""
     return (name == MANIFEST or name.startswith(STATE_DIR) or name.startswith(f"{MANIFEST}.")
+            or name in RECEIVER_FILES or any(name.startswith(f"{r}.") and name.endswith(".tmp") for r in RECEIVER_FILES)
             or bool(SHARD_RE.match(name) or TMP_RE.match(name)))

@@ -193,4 +193,8 @@ def manifest_problem(doc: dict[str, Any]) -> str | None:
             return f"shards[{k}].sha256 is {json.dumps(entry.get('sha256'))[:80]} (64 lower-case hex digits)"
         if not _is_int(entry.get("size"), 0, 1 << 60):
             return f"shards[{k}].size is {json.dumps(entry.get('size'))[:40]} (an integer >= 0)"
+    if "splits" in doc:  # optional (issue 21): named [first, stop) ranges, contiguous from 0 to total_sequences
+        from .splits import splits_problem
+
+        return splits_problem(doc["splits"], n)
     return None

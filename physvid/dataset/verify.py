@@ -27,6 +27,20 @@ class VerifyReport:
     bytes: int
     problems: dict[str, list[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    expected: dict[str, str] = field(default_factory=dict)  # shard file -> sha256 the manifest records
+    regenerate: str | None = None  # the command that rebuilds bad shards, when the generator's inputs are at hand
+
+    def fix_lines(self) -> list[str]:
+        """What a receiver can do: ask the sender for each bad file (named with its expected sha256); rebuild it only
+        where the generator config (and any input file it names) is at hand."""
+        bad = self.bad_shards
+        lines = [f"  expected: {name} sha256 {self.expected[name]}" for name in bad if name in self.expected]
+        if bad:
+            lines.append(f"  fix: ask the sender for {', '.join(bad)} (the sha256 above, also in manifest.json and "
+                         "SHA256SUMS)" + (f"; or rebuild them here: {self.regenerate}" if self.regenerate else ""))
+        else:
+            lines.append("  fix: ask the sender for an intact copy of manifest.json")
+        return lines
 
     @property
     def ok(self) -> bool:
@@ -46,8 +60,7 @@ class VerifyReport:
             for name in sorted(self.problems):
                 for p in self.problems[name]:
                     lines.append(f"  {name}: {p}")
-            lines.append("  fix: re-run the same `physvid generate` command; it regenerates every shard that does not "
-                         "verify")
+            lines += self.fix_lines()
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -96,9 +109,11 @@ def verify_dataset(path: str | Path, *, deep: bool = False) -> VerifyReport:
     shards = manifest["shards"]
     report = VerifyReport(path=root, shards=len(shards), sequences=int(manifest["total_sequences"]), bytes=0)
     listed = set()
+    report.regenerate = regenerate_command(root, manifest)
     for k, entry in enumerate(shards):
         name = entry["file"]
         listed.add(name)
+        report.expected[name] = entry["sha256"]
         p = root / name
         kind = file_kind(p)
         if kind != "a regular file":  # never opened: a FIFO would block the read forever
@@ -121,6 +136,18 @@ def verify_dataset(path: str | Path, *, deep: bool = False) -> VerifyReport:
             report.warnings.append(f"{p.name} is an unfinished temporary file (a generate run is in progress or was "
                                    "killed); it is never read")
     return report
+
+
+def regenerate_command(root: Path, manifest: dict[str, Any]) -> str | None:
+    """`physvid generate --config DIR/manifest.json --out DIR` when this physvid can rebuild the data: rendered data
+    of the same physvid version whose digits file (if any) exists here; None otherwise (ask the sender)."""
+    config = manifest.get("config") or {}
+    if manifest.get("source") != "physvid.render" or manifest.get("physvid_version") != __version__:
+        return None
+    digits = (config.get("shape") or {}).get("digits") if isinstance(config.get("shape"), dict) else None
+    if digits and not Path(str(digits)).is_file():
+        return None
+    return f"`physvid generate --config {root / 'manifest.json'} --out {root}` (same physvid version, same bytes)"
 
 
 def describe_dataset(path: str | Path, *, verify: bool = False) -> dict[str, Any]:
@@ -168,6 +195,7 @@ def describe_dataset(path: str | Path, *, verify: bool = False) -> dict[str, Any
         "compression_ratio": round(raw / on_disk, 3) if on_disk else None,
         "datasets": {name: {"dtype": spec["dtype"], "shape": [sequences] + list(spec["shape"])}
                      for name, spec in manifest["datasets"].items()},
+        "splits": manifest.get("splits"),
         "config": manifest["config"],
     }
     if verify and kind == "dataset folder":

@@ -40,9 +40,11 @@ from .budget import check_memory, check_size
 from .chunks import ChunkWriter
 from .layout import (COMPRESSIONS, MANIFEST, PLAN, STATE_DIR, ShardSpec, atomic_write_text, dumps, filter_options,
                      fsync_path, is_dataset_file, read_json, record_path, sha256_file, shard_specs, tmp_name)
+from .card import receiver_files_missing, write_receiver_files
 from .lock import lock_folder
 from .manifest import check_format, differences, identity, make_manifest, make_plan
 from .schema import TOP_LEVEL, describe, h5_attributes  # TOP_LEVEL: stored beside `video`, one sequence per chunk
+from .splits import parse_splits, split_ranges, splits_problem
 
 Source = Callable[[np.ndarray], "tuple[np.ndarray, dict[str, np.ndarray]]"]
 Progress = Callable[[int, int], None]  # (sequences just finished, total sequences of this run's shard range)
@@ -741,15 +743,19 @@ def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[s
                   source_name: str | None = None, shard_size: int | None = None, workers: int | None = None,
                   compression: str = "gzip", shard_range: Any = None, overwrite: bool = False,
                   progress: Progress | None = None, finalize: bool | None = None,
-                  notice: Callable[[str], None] | None = None) -> Summary:
+                  notice: Callable[[str], None] | None = None, splits: str | dict | None = None) -> Summary:
     """Write sequences 0..n-1 of `source` into DIR `out` as shards + manifest (docs/FORMAT.md).
 
     `config` is any JSON-able dict describing the source (stored verbatim in the manifest and in every shard);
     `shard_range` (a, b) writes only shards a..b-1, for job arrays; `finalize` (default: when the whole range was
     asked for) writes the manifest once every shard exists and verifies. Re-running resumes; `overwrite` starts fresh.
     `shard_size` None: see resolve_shard_size. A source with a `warm_up(notice)` method is warmed up before the clock
-    starts (`notice` gets a line when it compiles kernels, and one with the time it took).
+    starts (`notice` gets a line when it compiles kernels, and one with the time it took). `splits` (see
+    finalize_dataset) are recorded in the manifest; asking for other splits on a finished dataset rewrites only the
+    manifest and the card.
     """
+    if splits is not None:
+        parse_splits(splits)  # a usage error now, before any folder is touched
     shard_size = resolve_shard_size(shard_size, n, Path(out), overwrite)
     n, shard_size, workers, specs, (a, b) = _layout(n, shard_size, workers, compression, shard_range)
     if finalize is None:
@@ -791,8 +797,9 @@ def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[s
         summary.frames_written = summary.sequences_written * plan_frames(out, specs[a:b])
         summary.seconds = time.perf_counter() - start
         summary.bytes = sum((out / s.file).stat().st_size for s in specs[a:b])
-        if finalize and (todo or not (out / MANIFEST).is_file()):
-            finalize_dataset(out)
+        if finalize and (todo or not (out / MANIFEST).is_file() or receiver_files_missing(out)
+                         or _splits_change(out, n, splits)):
+            finalize_dataset(out, splits=splits)
         summary.finalized = (out / MANIFEST).is_file() and finalize
     except BaseException as exc:
         _clean_failed(out, created, specs[a:b])
@@ -837,11 +844,16 @@ def _clean_failed(out: Path, created: bool, specs: list[ShardSpec]) -> None:
             pass
 
 
-def finalize_dataset(out: str | os.PathLike, expect: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Check that every shard of DIR exists and matches its recorded sha256, then write DIR/manifest.json.
+def finalize_dataset(out: str | os.PathLike, expect: dict[str, Any] | None = None,
+                     splits: str | dict | None = None) -> dict[str, Any]:
+    """Check that every shard of DIR exists and matches its recorded sha256, then write the receivers' files
+    (SHA256SUMS, README.md, croissant.json, preview.png: dataset/card.py) and, last, DIR/manifest.json.
 
-    `expect` (a plan from `render_plan`) makes it refuse a folder that holds a different dataset.
+    `expect` (a plan from `render_plan`) makes it refuse a folder that holds a different dataset. `splits`
+    ("train=0.8,val=0.1,test=0.1" or {name: fraction}) records named index ranges in the manifest; None keeps the
+    splits an earlier finalize recorded.
     """
+    fractions = parse_splits(splits) if splits is not None else None
     out = Path(out)
     plan = existing_plan(out) if out.is_dir() else None
     if plan is None:
@@ -866,11 +878,29 @@ def finalize_dataset(out: str | os.PathLike, expect: dict[str, Any] | None = Non
     if len(schemas) != 1:
         raise DatasetError(f"cannot finalize {out}: shards disagree on dataset shapes or dtypes; use --overwrite")
     manifest = make_manifest(plan, records[specs[0].shard]["datasets"], [records[s.shard]["shard"] for s in specs])
-    atomic_write_text(out / MANIFEST, dumps(manifest))
+    ranges = (split_ranges(plan["total_sequences"], fractions) if fractions is not None
+              else _recorded_splits(out, plan["total_sequences"]))
+    if ranges is not None:  # only when asked for: a manifest without splits keeps the bytes it always had
+        manifest["splits"] = ranges
+    text = dumps(manifest)
+    write_receiver_files(out, manifest, text)
+    atomic_write_text(out / MANIFEST, text)
     shutil.rmtree(out / STATE_DIR, ignore_errors=True)
     for tmp in out.glob("shard-*.h5.tmp"):
         tmp.unlink(missing_ok=True)
     return manifest
+
+
+def _splits_change(out: Path, n: int, splits: str | dict | None) -> bool:
+    return splits is not None and _recorded_splits(out, n) != split_ranges(n, parse_splits(splits))
+
+
+def _recorded_splits(out: Path, n: int) -> dict[str, list[int]] | None:
+    try:
+        splits = read_json(out / MANIFEST).get("splits")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return splits if splits is not None and splits_problem(splits, n) is None else None
 
 
 def json_key(obj: Any) -> str:
@@ -909,7 +939,7 @@ def _check_memory(config: RenderConfig, n, shard_size, workers, shard_range) -> 
 def generate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, shard_size: int | None = None,
              workers: int | None = None, compression: str = "gzip", shard_range: Any = None, overwrite: bool = False,
              progress: Progress | None = None, finalize: bool | None = None,
-             notice: Callable[[str], None] | None = None) -> Summary:
+             notice: Callable[[str], None] | None = None, splits: str | dict | None = None) -> Summary:
     """Render sequences 0..n-1 of `config` into the dataset folder `out` (see `write_dataset`)."""
     config = _render_args(config)
     if shard_size is None and isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1:
@@ -918,7 +948,7 @@ def generate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, sha
     return write_dataset(out, RenderSource(config), n, config.to_dict(), seed=config.seed,
                          source_name=RenderSource.name,
                          shard_size=shard_size, workers=workers, compression=compression, shard_range=shard_range,
-                         overwrite=overwrite, progress=progress, finalize=finalize, notice=notice)
+                         overwrite=overwrite, progress=progress, finalize=finalize, notice=notice, splits=splits)
 
 
 def estimate(config: RenderConfig | dict, n: int, out: str | os.PathLike, *, shard_size: int | None = None,

@@ -36,6 +36,7 @@ PIPELINE_STAGES = ("decoder", "experts", "gating", "global")
 SCHEDULES = ("none", "cosine", "onecycle", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16")
 CROPS = ("center", "random")
+SPLIT_SOURCES = ("auto", "dataset", "fractions")
 SWITCHES = ("auto", "on", "off")
 MONITORS = ("loss", "mse")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -125,9 +126,19 @@ class DataConfig:
     eval_batch_size: int | None = None  # null: batch_size
     num_workers: int = 0  # DataLoader worker processes
     max_sequences: int | None = None  # use at most this many sequences of each folder (quick runs)
+    # Where train/val/test come from: "auto" = the splits a folder's manifest records (physvid generate --splits)
+    # when it has them, else `split`; "dataset" = the recorded ones (an error if absent); "fractions" = `split`.
+    split_source: str = "auto"
+    # A physvid render config to train from the generator, no files (stmoe/train/synthetic.py); wins over `path`.
+    synthetic: dict | None = None
 
     def __post_init__(self) -> None:
         p = "data"
+        _choice(self, "split_source", p, SPLIT_SOURCES)
+        if self.synthetic is not None:
+            from .synthetic import check_synthetic
+
+            object.__setattr__(self, "synthetic", check_synthetic(self.synthetic))
         object.__setattr__(self, "path", _paths(self.path, "data.path"))
         _int(self, "input_frames", p)
         _int(self, "output_frames", p)

@@ -10,6 +10,7 @@ nor on where a resumed run restarted.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -25,15 +26,33 @@ from .config import DataConfig
 SPLITS = ("train", "val", "test", "all")
 
 
-def split_ranges(num_sequences: int, data: DataConfig) -> dict[str, tuple[int, int]]:
+# Names a dataset's recorded splits may use for stmoe's train/val/test.
+SPLIT_ALIASES = {"train": ("train", "training"), "val": ("val", "validation", "valid", "dev"), "test": ("test",)}
+
+
+def split_ranges(num_sequences: int, data: DataConfig,
+                 recorded: dict[str, list[int]] | None = None) -> dict[str, tuple[int, int]]:
     """[first, stop) sequence indices of train/val/test (and "all") for a folder of ``num_sequences`` sequences.
 
-    Fractions are cut in index order (train first); explicit ``*_range`` settings win and are clipped to the folder.
+    ``recorded`` are the splits a physvid manifest records (``physvid generate --splits``); with
+    ``data.split_source`` "auto" (default) or "dataset" they are used, a split the dataset does not name being empty,
+    and ``max_sequences`` keeps the first share of each. Otherwise fractions ``data.split`` are cut in index order
+    (train first). Explicit ``*_range`` settings win and are clipped to the folder.
     """
     n = num_sequences if data.max_sequences is None else min(num_sequences, data.max_sequences)
-    a = int(round(n * data.split[0]))
-    b = int(round(n * (data.split[0] + data.split[1])))
-    out = {"train": (0, a), "val": (a, b), "test": (b, n), "all": (0, n)}
+    if data.split_source == "dataset" and not recorded:
+        raise DataError("data.split_source is 'dataset' but the dataset records no splits; make it with "
+                        "`physvid generate ... --splits train=0.8,val=0.1,test=0.1` or set data.split_source=auto")
+    if recorded and data.split_source != "fractions":
+        out = {"all": (0, n)}
+        for name, aliases in SPLIT_ALIASES.items():
+            first, stop = next((tuple(recorded[a]) for a in aliases if a in recorded), (0, 0))
+            keep = (stop - first) * n // max(1, num_sequences)  # max_sequences: the same share of every split
+            out[name] = (first, first + keep)
+    else:
+        a = int(round(n * data.split[0]))
+        b = int(round(n * (data.split[0] + data.split[1])))
+        out = {"train": (0, a), "val": (a, b), "test": (b, n), "all": (0, n)}
     for name in ("train", "val", "test"):
         explicit = getattr(data, f"{name}_range")
         if explicit is not None:
@@ -133,7 +152,8 @@ class ClipDataset(torch.utils.data.Dataset):
             if L > T:
                 raise DataError(f"data.input_frames + data.output_frames = {data.input_frames} + {data.output_frames} "
                                 f"= {L} exceeds the {T} frames per sequence of {name}")
-            first, stop = split_ranges(N, data)[split]
+            recorded = getattr(src, "manifest", {}).get("splits") if not isinstance(src, np.ndarray) else None
+            first, stop = split_ranges(N, data, recorded)[split]
             _probe(src, name, first, stop)
             starts = [0] if data.window_stride == 0 else list(range(0, T - L + 1, data.window_stride))
             seq = np.arange(first, stop, dtype=np.int64)
@@ -227,7 +247,18 @@ def make_loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool, seed: i
                 world_size: int = 1, num_workers: int = 0, pin_memory: bool = False,
                 drop_last: bool = False) -> DataLoader:
     """A DataLoader with a DistributedSampler (also for one process: the order is a function of seed and epoch only).
-    ``drop_last`` drops the last partial batch (a compiled model then sees one batch shape: no recompilation)."""
+    ``drop_last`` drops the last partial batch (a compiled model then sees one batch shape: no recompilation).
+
+    A stream rendered on the fly (``data.synthetic``: an IterableDataset that yields whole batches, split over ranks
+    and workers by itself) gets a loader without sampler; ``loader.sampler.set_epoch`` then reaches the stream."""
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        dataset.configure(batch_size, rank, world_size)
+        gen = torch.Generator()
+        gen.manual_seed(seed)
+        loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, generator=gen, pin_memory=pin_memory,
+                            worker_init_fn=_seed_worker, multiprocessing_context=_context(num_workers))
+        loader.sampler.set_epoch = dataset.set_epoch  # the trainer calls it each epoch, as on a DistributedSampler
+        return loader
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
                                  drop_last=False)
     gen = torch.Generator()
@@ -237,7 +268,11 @@ def make_loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool, seed: i
                       drop_last=drop_last and len(sampler) >= batch_size,
                       # Not persistent: each epoch's workers must see the dataset's new epoch (its random crops).
                       persistent_workers=False,
-                      multiprocessing_context=("fork" if num_workers and "fork" in _mp_methods() else None))
+                      multiprocessing_context=_context(num_workers))
+
+
+def _context(num_workers: int) -> str | None:
+    return "fork" if num_workers and "fork" in _mp_methods() else None
 
 
 def _mp_methods() -> list[str]:
@@ -258,6 +293,23 @@ class ArraySource:
     def __call__(self, indices: np.ndarray):
         idx = np.asarray(indices, dtype=np.int64)
         return self.clips[idx], {"clip_index": idx.copy()}
+
+
+def describe_input(path: Any) -> dict[str, Any]:
+    """What `stmoe prepare` records of an input: its file name and sha256 (a folder: its name, its file count and the
+    sha256 of the list of `sha256  relative/name` lines of its files, as `sha256sum` prints them, sorted by name);
+    never the path as typed, which means nothing on the receiving side."""
+    from physvid.dataset.layout import sha256_file
+
+    p = Path(str(path))
+    if p.is_file():
+        sha, size = sha256_file(p)
+        return {"name": p.name, "sha256": sha, "size": size}
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file())
+        lines = "".join(f"{sha256_file(f)[0]}  {f.relative_to(p).as_posix()}\n" for f in files)
+        return {"name": p.name, "files": len(files), "sha256": hashlib.sha256(lines.encode()).hexdigest()}
+    return {"name": p.name}
 
 
 def prepare_dataset(source: Any, out: str | Path, *, clip_length: int, stride: int | None = None,
@@ -282,7 +334,9 @@ def prepare_dataset(source: Any, out: str | Path, *, clip_length: int, stride: i
         clips = load_clips_from_config(source, cfg, kind=kind, radar=radar)
     if len(clips) == 0:
         raise DataError(f"{source} gave no clips of {clip_length} frames")
-    sources = [str(s) for s in source] if isinstance(source, (list, tuple)) else str(source)
+    sources = [describe_input(s) for s in source] if isinstance(source, (list, tuple)) else describe_input(source)
+    for v in videos:  # a receiver has the files, not our paths: name and checksum identify each input
+        v.update(describe_input(v.pop("path")))
     config = {"source": sources, "kind": kind, "clip": cfg.to_dict(), "videos": videos,
               "radar": radar.to_dict() if radar is not None and hasattr(radar, "to_dict") else None}
     return write_dataset(out, ArraySource(clips), len(clips), config, source_name=ArraySource.name,

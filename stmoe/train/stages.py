@@ -41,16 +41,22 @@ __all__ = ["train_decoder", "train_expert", "train_experts", "train_gating", "tr
            "train_baseline", "run_pipeline", "fit", "init_weights"]
 
 
-def _datasets(cfg: TrainConfig, paths: Sequence[str], model: nn.Module) -> tuple[ClipDataset, ClipDataset]:
+def _datasets(cfg: TrainConfig, paths: Sequence[str], model: nn.Module, expert: int | None = None):
     mc = model.config
     size, ch = (mc.height, mc.width), mc.in_channels
+    if cfg.data.synthetic is not None:  # rendered on the fly, no files (issue 21)
+        from .synthetic import for_expert, synthetic_datasets
+
+        return synthetic_datasets(for_expert(cfg.data.synthetic, expert), cfg.data, size, ch, cfg.run.seed)
     train = ClipDataset(paths, cfg.data, "train", size, ch, seed=cfg.run.seed, dtype=torch.uint8)
     val = ClipDataset(paths, cfg.data, "val", size, ch, seed=cfg.run.seed, dtype=torch.uint8)
     return train, val
 
 
 def _paths(cfg: TrainConfig, default: Sequence[str] | str | None, what: str) -> list[str]:
-    """data.path of the stage wins; otherwise the experiment's folder(s) for this stage."""
+    """data.synthetic or data.path of the stage wins; otherwise the experiment's folder(s) for this stage."""
+    if cfg.data.synthetic is not None:
+        return [f"synthetic:{cfg.data.synthetic.get('property', 'all')}"]
     if cfg.data.path:
         return list(cfg.data.path)
     if isinstance(default, str):
@@ -85,8 +91,13 @@ def fit(model: nn.Module, cfg: TrainConfig, out: str | Path, paths: Sequence[str
     the optimiser and schedule start fresh. With ``resume`` and a ``last.pt`` in ``out``, the run continues from
     that instead (the weights it holds already started from ``init``).
     """
-    train, val = _datasets(cfg, paths, model)
-    if (dist_info.rank if dist_info is not None else int(os.environ.get("RANK", "0"))) == 0:
+    expert = (meta or {}).get("expert") if stage == "experts" else None
+    train, val = _datasets(cfg, paths, model, expert)
+    if cfg.data.synthetic is not None:  # name the property this run renders (a per-expert list resolved)
+        from .synthetic import for_expert
+
+        paths = [f"synthetic:{for_expert(cfg.data.synthetic, expert).get('property', 'all')}"]
+    elif (dist_info.rank if dist_info is not None else int(os.environ.get("RANK", "0"))) == 0:
         for note in crop_notes(train, "trains"):  # larger frames are cropped: never silently
             print(f"note: {note}", file=sys.stderr)
     meta = dict(meta or {})
@@ -172,7 +183,7 @@ def train_expert(config: Config, k: int, out: str | Path, *, decoder_checkpoint:
     _require_mixture(config, "experts")
     cfg = config.expert(k)
     m = config.num_experts
-    if not cfg.data.path and len(config.synthetic) != m:
+    if not cfg.data.path and cfg.data.synthetic is None and len(config.synthetic) != m:
         raise TrainConfigError(f"the experts stage needs one synthetic folder per expert: the model has {m} experts "
                                f"({', '.join(config.base.model.model_config.experts)}), --synthetic gives "
                                f"{len(config.synthetic)}")
@@ -316,11 +327,12 @@ def _done(run_dir: Path) -> Path | None:
 def _check_pipeline_data(config: Config) -> None:
     """Fail before stage 1 (not after an hour of it) when a folder of a later stage is missing."""
     m = config.num_experts
-    if not config.expert(0).data.path and len(config.synthetic) != m:
+    if not config.expert(0).data.path and config.expert(0).data.synthetic is None and len(config.synthetic) != m:
         raise TrainConfigError(f"the pipeline needs one synthetic folder per expert: the model has {m} experts "
                                f"({', '.join(config.base.model.model_config.experts)}), --synthetic gives "
                                f"{len(config.synthetic)}")
-    if not config.stage("gating").data.path and not config.real:
+    gating = config.stage("gating").data
+    if not gating.path and gating.synthetic is None and not config.real:
         raise TrainConfigError("the pipeline needs the real dataset for stages 3 and 4: give --real DIR")
     for p in [*config.synthetic, *config.all, *([config.real] if config.real else [])]:
         if not Path(p).exists():
