@@ -588,6 +588,11 @@ def test_shard_range_jobs_write_side_by_side_but_never_beside_a_whole_run(tmp_pa
         held.release()
     generate(cfg, 6, out, shard_size=3, workers=1)
     assert len(open_dataset(out)) == 6
+    held = lock_folder(out, exclusive=True)  # a complete dataset: a call that writes nothing needs no lock
+    try:
+        assert generate(cfg, 6, out, shard_size=3, workers=1).shards_written == 0
+    finally:
+        held.release()
 
 
 @POSIX
