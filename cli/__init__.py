@@ -44,9 +44,10 @@ def sigterm_as_interrupt(redeliver_every: float = 1.0):
     """Inside: SIGTERM raises Terminated in the main thread (elsewhere the handler cannot be set: left as it is).
 
     Two ways a SIGTERM could be lost, and what is done about them:
-    - the exception is swallowed where it lands (a ctypes callback -- numba compiling -- or a __del__ prints
-      "Exception ignored" and carries on, and the run goes on for minutes): from the first SIGTERM on, a thread sends
-      SIGTERM again every `redeliver_every` seconds until the block is left;
+    - the exception is swallowed where it lands (a ctypes callback -- numba loading its kernels -- or a __del__
+      reports it to sys.unraisablehook, "Exception ignored ...", and carries on, and the run goes on for minutes):
+      from the first SIGTERM on, a thread sends SIGTERM again every `redeliver_every` seconds until the block is
+      left, and the swallowed Terminated is not printed (it is delivered again);
     - a repeated SIGTERM (redelivered, or a supervisor signalling again) would interrupt the clean-up half-way
       (temporary files left, workers not stopped): while a Terminated is being handled it is ignored, and after the
       block it is ignored too (the default action would kill the exiting process: exit code -15 instead of 143).
@@ -66,16 +67,24 @@ def sigterm_as_interrupt(redeliver_every: float = 1.0):
             started[0].start()
         raise Terminated()
 
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info) -> None:
+        if not isinstance(info.exc_value, Terminated):
+            previous_hook(info)
+
     try:
         previous = signal.signal(signal.SIGTERM, raise_terminated)
     except ValueError:  # not the main thread
         yield
         return
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
         done.set()
         signal.signal(signal.SIGTERM, signal.SIG_IGN if started else previous)
+        sys.unraisablehook = previous_hook
 
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2 (8.1 prints the help itself)

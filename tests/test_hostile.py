@@ -455,22 +455,25 @@ def test_repeated_sigterm_at_random_moments_stops_promptly_and_cleanly(tmp_path)
 
 
 @POSIX
-def test_a_swallowed_sigterm_is_delivered_again_and_a_repeated_one_never_cuts_the_clean_up():
-    """The hang seen under load: SIGTERM landed in a ctypes callback of numba's compiler, which printed "Exception
-    ignored" and went on rendering. The handler delivers it again until it is seen; while the clean-up of a seen one
-    runs, further SIGTERMs are ignored."""
+def test_a_swallowed_sigterm_is_delivered_again_and_a_repeated_one_never_cuts_the_clean_up(capfd):
+    """The hang seen under load: SIGTERM landed in a ctypes callback of numba's kernel loading, which reported it as
+    "Exception ignored" and went on rendering. The handler delivers it again until it is seen (and the swallowed one is
+    not printed); while the clean-up of a seen one runs, further SIGTERMs are ignored."""
+    import ctypes
+
     from cli import Terminated, sigterm_as_interrupt
 
+    def callback() -> None:  # C calls back into Python, which is where the signal is handled
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+
+    c_callback = ctypes.CFUNCTYPE(None)(callback)
     before = signal.getsignal(signal.SIGTERM)
-    swallowed, seen, cleanup_done = 0, None, False
+    seen, cleanup_done = None, False
     try:
         with pytest.raises(Terminated):
             with sigterm_as_interrupt(redeliver_every=0.2):
-                try:
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    time.sleep(5)
-                except Terminated:
-                    swallowed += 1  # what a ctypes callback does with it
+                c_callback()  # the Terminated raised in there is swallowed by ctypes
                 start = time.monotonic()
                 try:
                     time.sleep(10)
@@ -484,7 +487,8 @@ def test_a_swallowed_sigterm_is_delivered_again_and_a_repeated_one_never_cuts_th
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # on the way out: never the default action
     finally:
         signal.signal(signal.SIGTERM, before)
-    assert swallowed == 1 and seen is not None and seen < 3 and cleanup_done
+    assert seen is not None and seen < 3 and cleanup_done
+    assert "Exception ignored" not in capfd.readouterr().err
 
 
 STUCK = """
@@ -584,6 +588,11 @@ def test_shard_range_jobs_write_side_by_side_but_never_beside_a_whole_run(tmp_pa
         held.release()
     generate(cfg, 6, out, shard_size=3, workers=1)
     assert len(open_dataset(out)) == 6
+    held = lock_folder(out, exclusive=True)  # a complete dataset: a call that writes nothing needs no lock
+    try:
+        assert generate(cfg, 6, out, shard_size=3, workers=1).shards_written == 0
+    finally:
+        held.release()
 
 
 @POSIX

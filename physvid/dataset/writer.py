@@ -726,12 +726,16 @@ def check_disk(out: Path, todo: list[ShardSpec], source: Source, plan: dict[str,
     except OSError:
         return
     k = min(DISK_SAMPLE, todo[0].count)
-    with h5py.File(f"physvid-disk-{os.getpid()}", "w", driver="core", backing_store=False) as f:
-        _write_h5(f, ShardSpec(todo[0].shard, todo[0].first_index, k), source, plan, None, None)
-        f.flush()
-        stored: list[int] = []
-        f.visititems(lambda _, obj: stored.append(obj.id.get_storage_size()) if isinstance(obj, h5py.Dataset) else None)
-        overhead = max(0, f.id.get_filesize() - sum(stored))
+    try:
+        with h5py.File(f"physvid-disk-{os.getpid()}", "w", driver="core", backing_store=False) as f:
+            _write_h5(f, ShardSpec(todo[0].shard, todo[0].first_index, k), source, plan, None, None)
+            f.flush()
+            stored: list[int] = []
+            f.visititems(lambda _, obj: stored.append(obj.id.get_storage_size())
+                         if isinstance(obj, h5py.Dataset) else None)
+            overhead = max(0, f.id.get_filesize() - sum(stored))
+    except OSError:  # no estimate (the sample is in memory: this is no disk error); the real write reports its own
+        return
     need = int(sum(stored) / k * sum(s.count for s in todo) + overhead * len(todo))
     if need > free:
         raise ConfigError(f"the {len(todo)} shard(s) to write need about {human_bytes(need)} (estimated from {k} "
@@ -763,11 +767,14 @@ def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[s
     name = source_name or getattr(source, "name", None) or type(source).__name__
     plan = make_plan(source=name, config=config, seed=seed, n=n, shard_size=shard_size, compression=compression)
     out = Path(out)
-    # One writer per folder (lock.py): taken before --overwrite may delete anything, or right after creating DIR.
-    lock = lock_folder(out, exclusive=finalize) if out.is_dir() else None
+    # One writer per folder (lock.py): taken before --overwrite may delete anything, otherwise once DIR is known to
+    # hold this dataset -- unless it is already complete: then nothing is written and concurrent callers that only
+    # want its path (stmoe reproduce's workers) must not refuse each other.
+    lock = lock_folder(out, exclusive=finalize) if overwrite and out.is_dir() else None
     try:
         created = prepare_folder(out, plan, overwrite)
-        lock = lock or lock_folder(out, exclusive=finalize)
+        if lock is None and not _complete(out, specs[a:b], finalize):
+            lock = lock_folder(out, exclusive=finalize)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -807,8 +814,17 @@ def write_dataset(out: str | os.PathLike, source: Source, n: int, config: dict[s
             raise io_error(exc, Path(exc.filename) if getattr(exc, "filename", None) else out) from None
         raise
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     return summary
+
+
+def _complete(out: Path, specs: list[ShardSpec], finalize: bool) -> bool:
+    """Every shard of `specs` is in DIR and matches its record (and the manifest exists when it is to be written)."""
+    if finalize and not (out / MANIFEST).is_file():
+        return False
+    records = _known_records(out)
+    return all(_verified(out, s, records.get(s.shard)) for s in specs)
 
 
 def plan_frames(out: Path, specs: list[ShardSpec]) -> int:
