@@ -1,4 +1,4 @@
-"""Exact motion ground truth from the poses and sprites the renderer drew (twin: physvid.reference.motion_fields_reference).
+"""Exact motion ground truth from the poses and sprites the renderer drew (twin: reference.motion_fields_reference).
 
 Conventions (docs/flow.md): pixel (row i, column j) has its centre at (x, y) = (j, i); flow (u, v) = (Δx along
 columns, Δy along rows) in pixels. An object's surface point at offset r from its centre at frame t sits at offset
@@ -24,7 +24,7 @@ INTENSITY_CHANGE, TEXTURE_DRIFT, NOISE = 1, 2, 4
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def _offset(px, py, cx, cy, h, w, wrap):
-    """p − c; under wrap to the nearest drawn copy of the object (exact while the object is smaller than half the frame)."""
+    """p − c; under wrap to the nearest drawn copy (exact while the object is smaller than half the frame)."""
     rx, ry = px - cx, py - cy
     if wrap:
         rx -= w * math.floor(rx / w + 0.5)
@@ -75,68 +75,65 @@ def covered(sprites, reach, cmax, poses, trig, t, k, x, y, h, w, wrap):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _box(c, half, size, shift):
-    """Pixels [lo, hi) of one axis that a drawn copy (centre c + shift) can touch."""
-    lo = max(0, int(math.floor(c + shift - half)))
-    hi = min(size, int(math.ceil(c + shift + half)) + 1)
-    return lo, hi
+def _boxes(poses, reach, f, j, h, w, wrap, out):
+    """The pixel boxes [y_lo, y_hi) × [x_lo, x_hi) that object j's drawn copies can touch in frame f (half-side
+    reach + 1.5 around each copy's centre; one copy, or nine under wrap) into out (9, 4); returns how many."""
+    half = reach[f, j] + 1.5
+    copies = 1 if wrap else 0
+    count = 0
+    for sy in range(-copies, copies + 1):
+        cy = poses[j, f, 1] + sy * h
+        for sx in range(-copies, copies + 1):
+            cx = poses[j, f, 0] + sx * w
+            out[count, 0] = max(0, int(math.floor(cy - half)))
+            out[count, 1] = min(h, int(math.ceil(cy + half)) + 1)
+            out[count, 2] = max(0, int(math.floor(cx - half)))
+            out[count, 3] = min(w, int(math.ceil(cx + half)) + 1)
+            count += 1
+    return count
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _pair(src, dst, sign, t, sprites, reach, cmax, poses, trig, shift, lab, wrap, flow, occ, mb):
+def _pair(src, dst, sign, t, sprites, reach, cmax, poses, trig, shift, lab, wrap, boxes, flow, occ, mb):
     """Flow from frame src to frame dst on src's pixels, its occlusion and motion-boundary masks (flow and mb zeroed
     by the caller). shift[k, t]: the centre's unfolded displacement from frame t to t + 1; sign −1 goes backwards.
-    Only the pixels an object touches are visited (the boxes of its drawn copies, half-side reach + 1.5): everywhere
-    else the background is static and visible in both frames, and a motion boundary needs an object pixel beside it."""
+    Only the pixels an object touches are visited (`_boxes`): everywhere else the background is static and visible in
+    both frames, and a motion boundary needs an object pixel beside it. boxes: (9, 4) scratch."""
     n = cmax.shape[0]
     h, w = lab.shape[1], lab.shape[2]
     here, there = lab[src], lab[dst]
     occ[:, :] = 0
-    copies = 1 if wrap else 0
     for j in range(n):  # background of src hidden where an object shows in dst (object pixels are set below)
-        half = reach[dst, j] + 1.5
-        for sy in range(-copies, copies + 1):
-            y_lo, y_hi = _box(poses[j, dst, 1], half, h, sy * h)
-            for sx in range(-copies, copies + 1):
-                x_lo, x_hi = _box(poses[j, dst, 0], half, w, sx * w)
-                for y in range(y_lo, y_hi):
-                    for x in range(x_lo, x_hi):
-                        if here[y, x] == 0 and there[y, x] > 0:
-                            occ[y, x] = 1
+        for b in range(_boxes(poses, reach, dst, j, h, w, wrap, boxes)):
+            for y in range(boxes[b, 0], boxes[b, 1]):
+                for x in range(boxes[b, 2], boxes[b, 3]):
+                    if here[y, x] == 0 and there[y, x] > 0:
+                        occ[y, x] = 1
     for k in range(n):
         turn = poses[k, dst, 2] - poses[k, src, 2]
         ca, sa = math.cos(turn), math.sin(turn)
         cx, cy = poses[k, src, 0], poses[k, src, 1]
-        half = reach[src, k] + 1.5
-        for sy in range(-copies, copies + 1):
-            y_lo, y_hi = _box(cy, half, h, sy * h)
-            for sx in range(-copies, copies + 1):
-                x_lo, x_hi = _box(cx, half, w, sx * w)
-                for y in range(y_lo, y_hi):
-                    for x in range(x_lo, x_hi):
-                        if here[y, x] != k + 1:
-                            continue
-                        rx, ry = _offset(float(x), float(y), cx, cy, h, w, wrap)
-                        fx = sign * shift[k, t, 0] + (ca * rx + sa * ry) - rx
-                        fy = sign * shift[k, t, 1] + (-sa * rx + ca * ry) - ry
-                        flow[0, y, x] = fx
-                        flow[1, y, x] = fy
-                        tx, ty = x + fx, y + fy
-                        if tx < -0.5 or tx > w - 0.5 or ty < -0.5 or ty > h - 0.5:
-                            occ[y, x] = 1  # leaves the frame (under wrap too: it re-enters elsewhere, not at p + flow)
-                        else:
-                            occ[y, x] = 1 if covered(sprites, reach, cmax, poses, trig, dst, k, tx, ty, h, w,
-                                                     wrap) else 0
+        for b in range(_boxes(poses, reach, src, k, h, w, wrap, boxes)):
+            for y in range(boxes[b, 0], boxes[b, 1]):
+                for x in range(boxes[b, 2], boxes[b, 3]):
+                    if here[y, x] != k + 1:
+                        continue
+                    rx, ry = _offset(float(x), float(y), cx, cy, h, w, wrap)
+                    fx = sign * shift[k, t, 0] + (ca * rx + sa * ry) - rx
+                    fy = sign * shift[k, t, 1] + (-sa * rx + ca * ry) - ry
+                    flow[0, y, x] = fx
+                    flow[1, y, x] = fy
+                    tx, ty = x + fx, y + fy
+                    if tx < -0.5 or tx > w - 0.5 or ty < -0.5 or ty > h - 0.5:
+                        occ[y, x] = 1  # leaves the frame (under wrap too: it re-enters elsewhere, not at p + flow)
+                    else:
+                        occ[y, x] = 1 if covered(sprites, reach, cmax, poses, trig, dst, k, tx, ty, h, w, wrap) else 0
     for k in range(n):  # both pixels of a pair with different owners and flows; one of them is an object's
-        half = reach[src, k] + 1.5
-        for sy in range(-copies, copies + 1):
-            y_lo, y_hi = _box(poses[k, src, 1], half, h, sy * h)
-            for sx in range(-copies, copies + 1):
-                x_lo, x_hi = _box(poses[k, src, 0], half, w, sx * w)
-                for y in range(y_lo, y_hi):
-                    for x in range(x_lo, x_hi):
-                        if here[y, x] == k + 1:
-                            _boundary(here, flow, mb, y, x)
+        for b in range(_boxes(poses, reach, src, k, h, w, wrap, boxes)):
+            for y in range(boxes[b, 0], boxes[b, 1]):
+                for x in range(boxes[b, 2], boxes[b, 3]):
+                    if here[y, x] == k + 1:
+                        _boundary(here, flow, mb, y, x)
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -155,7 +152,7 @@ def _boundary(lab, flow, mb, y, x):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _appearance(t, lab, reach, poses, evolve, drift, bg_drift, wrap, table, app):
+def _appearance(t, lab, reach, poses, evolve, drift, bg_drift, wrap, table, boxes, app):
     """Appearance bits of frame t's pixels for the pair t → t+1, by the owners at t (a) and at t + 1 (b)."""
     n = evolve.shape[0]
     h, w = lab.shape[1], lab.shape[2]
@@ -170,17 +167,12 @@ def _appearance(t, lab, reach, poses, evolve, drift, bg_drift, wrap, table, app)
                 bits |= TEXTURE_DRIFT if bg_drift[t] else 0
             table[a, b] = bits
     app[:, :] = table[0, 0]  # background in both frames; pixels an object touches at t or t + 1 below
-    copies = 1 if wrap else 0
     for j in range(n):
         for f in range(t, t + 2):
-            half = reach[f, j] + 1.5
-            for sy in range(-copies, copies + 1):
-                y_lo, y_hi = _box(poses[j, f, 1], half, h, sy * h)
-                for sx in range(-copies, copies + 1):
-                    x_lo, x_hi = _box(poses[j, f, 0], half, w, sx * w)
-                    for y in range(y_lo, y_hi):
-                        for x in range(x_lo, x_hi):
-                            app[y, x] = table[lab[t, y, x], lab[t + 1, y, x]]
+            for b in range(_boxes(poses, reach, f, j, h, w, wrap, boxes)):
+                for y in range(boxes[b, 0], boxes[b, 1]):
+                    for x in range(boxes[b, 2], boxes[b, 3]):
+                        app[y, x] = table[lab[t, y, x], lab[t + 1, y, x]]
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -213,9 +205,10 @@ def motion_fields(sprites, reach, cmax, poses, shift, owner, vmax, evolve, drift
     flows[:] = 0.0
     flags[2:4] = 0
     table = np.empty((n + 1, n + 1), np.uint8)
+    boxes = np.empty((9, 4), np.int64)
     for t in range(nt - 1):
-        _pair(t, t + 1, 1.0, t, sprites, reach, cmax, poses, trig, shift, lab, wrap, flows[0, t], flags[0, t],
+        _pair(t, t + 1, 1.0, t, sprites, reach, cmax, poses, trig, shift, lab, wrap, boxes, flows[0, t], flags[0, t],
               flags[2, t])
-        _pair(t + 1, t, -1.0, t, sprites, reach, cmax, poses, trig, shift, lab, wrap, flows[1, t], flags[1, t],
-              flags[3, t])
-        _appearance(t, lab, reach, poses, evolve, drift, bg_drift, wrap, table, flags[4, t])
+        _pair(t + 1, t, -1.0, t, sprites, reach, cmax, poses, trig, shift, lab, wrap, boxes, flows[1, t],
+              flags[1, t], flags[3, t])
+        _appearance(t, lab, reach, poses, evolve, drift, bg_drift, wrap, table, boxes, flags[4, t])
