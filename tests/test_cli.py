@@ -64,7 +64,7 @@ def test_generate_info_verify_preview_export(tmp_path):
 
     info = invoke("info", out)
     assert info.exit_code == 0
-    for text in ("sequences:    6 (18 frames) in 2 shard(s) of 4", "property: all", "physvid-hdf5 1.0",
+    for text in ("sequences:    6 (18 frames) in 2 shard(s) of 4", "property: all", "physvid-hdf5 1.1",
                  "video         uint8    (6, 3, 1, 16, 16)", "property_map", "checksums:    not verified",
                  "noise.ratio = 0.0", "h5py"):
         assert text in info.stdout, text

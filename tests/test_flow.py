@@ -35,9 +35,10 @@ def _draw(poses, sizes, brightness, evolve, wrap):
     owner = np.zeros((T, H, W), np.int16)
     vmax = np.zeros((T, H, W), np.float32)
     hist = np.zeros((T, n, s, s), np.float32)
+    reach = np.zeros((T, n))
     rk.compose_sequence(masses, kernels, np.asarray(evolve), tex, poses, reaches, colours, np.zeros((T, 5)), False,
-                        wrap, clean, owner, vmax, np.zeros((1, 1, 1, 1), np.uint8), False, hist, True)
-    return hist, colours[:, 0].astype(np.float64), owner, vmax
+                        wrap, clean, owner, vmax, np.zeros((1, 1, 1, 1), np.uint8), False, hist, reach, True)
+    return hist, reach, colours[:, 0].astype(np.float64), owner, vmax
 
 
 @SETTINGS
@@ -57,10 +58,10 @@ def test_motion_fields_match_numpy(seed, n, wrap):
     evolve = rng.random(n) < 0.3
     drift = rng.random((n, T)) < 0.5
     bg_drift = rng.random(T) < 0.5
-    hist, cmax, owner, vmax = _draw(poses, sizes, brightness, evolve, wrap)
+    hist, reach, cmax, owner, vmax = _draw(poses, sizes, brightness, evolve, wrap)
     flows = np.empty((2, T - 1, 2, H, W), np.float32)
     flags = np.empty((5, T - 1, H, W), np.uint8)
-    fk.motion_fields(hist, cmax, poses, shift, owner, vmax, evolve, drift, bg_drift, wrap, flows, flags)
+    fk.motion_fields(hist, reach, cmax, poses, shift, owner, vmax, evolve, drift, bg_drift, wrap, flows, flags)
     want_flows, want_flags = ref.motion_fields_reference(hist, cmax, poses, shift, owner, vmax, evolve, drift,
                                                          bg_drift, wrap)
     np.testing.assert_allclose(flows, want_flows, atol=2e-5)

@@ -176,7 +176,8 @@ def test_compose_tracked_support_matches_worst_case_reach():
                                    colours[k], False, True)
             return np.clip(clean, 0, 1)
         rk.compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, bg, True, False, clean, owner,
-                            vmax, np.zeros((1, 1, 1, 1), np.uint8), False, np.zeros((1, 1, 1, 1), np.float32), False)
+                            vmax, np.zeros((1, 1, 1, 1), np.uint8), False, np.zeros((1, 1, 1, 1), np.float32),
+                            np.zeros((1, 1)), False)
         return clean
 
     tracked = frames(worst, True)

@@ -380,14 +380,15 @@ def refill_every_frame(tex):
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, background, additive, wrap,
-                     clean, owner, value_max, masks, want_masks, sprite_hist, want_hist):
+                     clean, owner, value_max, masks, want_masks, sprite_hist, reach_hist, want_hist):
     """Draw all frames of a sequence in one call.
 
     masses (N, S, S): each object's mass image M_0; evolving objects follow M_t = K * M_{t−1} (paper §3.2: a kernel
     of sum g per time step). tex (N, T, 5) fill parameters per frame; poses (N, T, 3) (cx, cy, θ); reaches (N, T);
     colours (N, C); background (T, 5) (level, frequency, orientation, phase, contrast; level 0 = none).
     Writes clean (T, C, H, W) clipped to [0, 1], owner/value_max (T, H, W), and masks (T, N', H, W) when want_masks;
-    with want_hist, each object's sprite as drawn at each frame into sprite_hist (T, N, S, S) (for kernels.flow).
+    with want_hist, each object's sprite as drawn at each frame into sprite_hist (T, N, S, S) and the radius around
+    its centre that holds every pixel it touched into reach_hist (T, N) (for kernels.flow).
     """
     n, s, _ = masses.shape
     nt = clean.shape[0]
@@ -459,6 +460,7 @@ def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, back
             cx, cy, th = poses[k, t, 0], poses[k, t, 1], poses[k, t, 2]
             if want_hist:
                 sprite_hist[t, k] = sprites[k]
+                reach_hist[t, k] = reach
             draw_sprite_box(clean[t], owner[t], value_max[t], k + 1, sprites[k], cx, cy, th, reach, colours[k],
                             wrap, additive, box_lo[k], box_hi[k])
             if want_masks:
