@@ -84,7 +84,12 @@ class Data:
         import physvid
 
         out = self.root / name
-        if not (out / "manifest.json").is_file() or not json.loads((out / "manifest.json").read_text()).get("shards"):
+        manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
+        if manifest.get("shards") and str(manifest.get("format_version", "")).startswith("1."):
+            # Finished, possibly by an earlier physvid of the same major format (1.0 before the per-frame states of
+            # 1.1: the same videos, fewer parameters): reused as it is, so a reproduction folder outlives upgrades.
+            return str(out)
+        if not manifest.get("shards"):
             self.log(f"data: generating {name} ({n} sequences)")
         physvid.generate(physvid.RenderConfig.from_dict(config), n, out, workers=1, compression="none",
                          shard_size=max(1, min(n, 1000)))
@@ -315,14 +320,10 @@ class RowRunner:
 
     @staticmethod
     def _finetune(cfg: Any, checkpoint: Path, out: Path) -> Path:
-        from ..train.checkpoint import load_checkpoint, load_state_into
-        from ..train.stages import _build, _paths, fit
+        """MIM w/ D^all's second step: the public fine-tuning path (`stmoe train baseline --init CKPT`)."""
+        from ..train import stages
 
-        tc = cfg.stage("baseline")
-        model = _build(tc)
-        load_state_into(model, load_checkpoint(checkpoint)["model_state"], f"the pre-trained model {checkpoint}")
-        return fit(model, tc, out, _paths(tc, cfg.real, "the baseline"), stage="baseline",
-                   meta={"init_checkpoint": str(checkpoint)}, resume=True).best_checkpoint
+        return stages.train_baseline(cfg, out, init=checkpoint, resume=True)
 
     @staticmethod
     def _global_from_experts(cfg: Any, experts: list, decoder: Path | None, out: Path) -> Path:
