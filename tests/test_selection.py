@@ -140,3 +140,28 @@ def test_evaluate_reports_the_copy_last_frame_reference(tmp_path):
                                    str(tmp_path / "clips.npy"), "--metrics", "mse"])
     assert out.exit_code == 0, out.output
     assert f"copy last frame (reference): mse {want:.4g}" in out.output
+
+
+def test_evaluate_scores_the_flow_of_predictions_against_physvid_s_exact_flow(tmp_path):
+    """Data made with --flow: evaluate adds the endpoint error (pixels) of the predictions' motion against physvid's
+    exact flow of the predicted frame pairs, and beside it Farneback's own error on the true frames."""
+    import physvid
+    from physvid.dataset import generate
+
+    cfg = physvid.RenderConfig.from_dict({"property": "translation", "height": SIZE, "width": SIZE, "frames": L + N,
+                                          "seed": 1, "flow": True, "shape": {"size": [6.0, 9.0]},
+                                          "motion": {"speed": [1.0, 1.5]}})
+    generate(cfg, 8, tmp_path / "flow", workers=1)
+    doc = _config("convlstm").to_dict()
+    torch.manual_seed(0)
+    model = stmoe.create_model("convlstm", **{k: v for k, v in _model_doc("convlstm").items() if k != "name"},
+                               input_frames=L)
+    ds = ClipDataset(str(tmp_path / "flow"), TrainConfig.from_dict(doc).data, "all", (SIZE, SIZE), 1)
+    truth = physvid.open_dataset(tmp_path / "flow").get(3, fields=("flow_forward",))["flow_forward"]
+    assert ds.flow(3).shape == (L + N - 1, 2, SIZE, SIZE) and np.array_equal(ds.flow(3).numpy(), truth)
+    res = Trainer(model, TrainConfig.from_dict(doc), tmp_path / "run", train_set=ds).fit()
+    result = evaluate(res.last_checkpoint, str(tmp_path / "flow"), split="all")
+    epe = result["flow_epe"]
+    assert len(epe["per_frame"]) == N and epe["units"] == "pixels"
+    assert all(np.isfinite(v) and v >= 0 for v in epe["per_frame"]) and 0 < epe["true_frames"] < 5
+    assert "flow_epe" not in evaluate(res.last_checkpoint, _clips(4))  # no flow in the data: no flow score

@@ -213,6 +213,18 @@ class ClipDataset(torch.utils.data.Dataset):
         h, w = self.size
         return torch.from_numpy(np.ascontiguousarray(pm[..., y0:y0 + h, x0:x0 + w]).astype(np.int64))
 
+    def flow(self, j: int) -> torch.Tensor | None:
+        """physvid's exact forward flow of clip j's frame pairs, (l + n - 1, 2, h, w) float32 in pixels, cropped like
+        the clip ([t] = flow from clip frame t to t + 1, docs/flow.md); None when the dataset was made without --flow."""
+        k, i, s = (int(v) for v in self.index[j])
+        src = self.sources[k]
+        if isinstance(src, np.ndarray) or not getattr(src, "manifest", {}).get("config", {}).get("flow"):
+            return None
+        f = np.asarray(src.get(i, fields=("flow_forward",))["flow_forward"])[s:s + self.data.clip_length - 1]
+        y0, x0 = self._crop_origin(j, *f.shape[-2:])
+        h, w = self.size
+        return torch.from_numpy(np.ascontiguousarray(f[..., y0:y0 + h, x0:x0 + w]).astype(np.float32))
+
 
 def crop_notes(ds: ClipDataset, what: str = "is scored") -> list[str]:
     """One line per source of ``ds`` whose frames are larger than the model: only their crop is seen, and a user who

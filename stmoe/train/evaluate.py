@@ -92,6 +92,9 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
         from ..alignment import AlignmentMeter
 
         meter = AlignmentMeter(model.config.patch_size)
+    # Endpoint error of the motion in the predictions against physvid's exact flow, when the data carry it (--flow):
+    # the paper's Fig. 5(b) measured against the truth instead of Farneback on the true frames.
+    epe = [] if idx and ds.flow(idx[0]) is not None else None
     offset = 0
     start = time.perf_counter()
     bar = None
@@ -110,6 +113,12 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
         if meter is not None:
             maps = torch.stack([ds.property_map(idx[offset + b]) for b in range(clip.shape[0])])[:, l:l + n]
             meter.update(output.weights.float().cpu(), maps)
+        if epe is not None:
+            from ..metrics import flow_endpoint_error
+
+            true = torch.stack([ds.flow(idx[offset + b]) for b in range(clip.shape[0])])[:, l - 1:l - 1 + n]
+            epe.append((flow_endpoint_error(pred.cpu(), true, inputs[:, -1].cpu()),
+                        flow_endpoint_error(targets.cpu(), true, inputs[:, -1].cpu())))
         offset += clip.shape[0]
         if bar is not None:
             bar.update(1)
@@ -128,6 +137,12 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
     }
     if meter is not None:
         result["alignment"] = meter.result()
+    if epe:
+        model_epe, truth_epe = (np.concatenate([e[k] for e in epe]) for k in (0, 1))
+        result["flow_epe"] = {"per_frame": model_epe.mean(0).tolist(), "mean": float(model_epe.mean()),
+                              "true_frames": float(truth_epe.mean()), "units": "pixels",
+                              "note": "Farneback flow of the predicted (true_frames: the true) frames against "
+                                      "physvid's exact flow; true_frames is Farneback's own error"}
     if out is not None:
         _write_result(Path(out), result)
     return result
