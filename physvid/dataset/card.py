@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .layout import MANIFEST, atomic_write_text, writer_tag
+from ..files import atomic_write_bytes, atomic_write_text
+from .layout import MANIFEST
 
 from .layout import RECEIVER_FILES
 
@@ -231,12 +232,7 @@ def write_receiver_files(out: str | Path, manifest: dict[str, Any], manifest_tex
     out = Path(out)
     manifest_sha = _sha256(manifest_text.encode("utf-8"))
     png = preview_png(out, manifest)
-    tmp = out / f"{PREVIEW}.{writer_tag()}.tmp"
-    try:
-        tmp.write_bytes(png)
-        tmp.replace(out / PREVIEW)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(out / PREVIEW, png)
     card = card_text(manifest)
     atomic_write_text(out / CARD, card)
     crois = json.dumps(croissant(manifest, manifest_sha), indent=2) + "\n"

@@ -10,6 +10,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
+from ..files import atomic_path, atomic_write_text
 from .flow_export import FLOW_FORMATS, export_flow
 from .reader import Dataset, open_dataset
 
@@ -125,44 +126,37 @@ def _export_npy(ds: Dataset, idx: list[int], out: Path, layout: str) -> Path:
     else:
         shape, axes = (n, T, C, H, W), "NTCHW"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     # Plain writes at offsets, not a memory map: on a full disk a write fails with ENOSPC (one line, exit 1), where a
     # mapped page that cannot be stored kills the process with SIGBUS. The space is reserved first where the file
     # system can, so a disk too small fails before any block is read.
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
-    try:
-        with open(tmp, "wb") as fh:
-            np.lib.format.write_array_header_1_0(fh, header)
-            fh.flush()
-            base = fh.tell()
-            fd = fh.fileno()
-            total = base + int(np.prod(shape, dtype=np.int64))
-            if hasattr(os, "posix_fallocate") and total > base:
-                try:
-                    os.posix_fallocate(fd, 0, total)
-                except OSError as exc:
-                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", -1)):
-                        raise
-            os.ftruncate(fd, total)
-            frame = H * W * C
-            for lo in range(0, n, BLOCK):
-                v = ds.read_video(idx[lo:lo + BLOCK])  # (b, T, C, H, W)
-                hi = lo + v.shape[0]
-                if layout == "tnhw":  # (T, n, H, W[, C]): one run of sequences per frame index
-                    block = v.transpose(1, 0, 3, 4, 2)
-                    for t in range(T):
-                        _write_at(fd, block[t], base + (t * n + lo) * frame)
-                elif layout == "nthwc":
-                    _write_at(fd, v.transpose(0, 1, 3, 4, 2), base + lo * T * frame)
-                else:
-                    _write_at(fd, v, base + lo * T * frame)
-            os.fsync(fd)
-        os.replace(tmp, out)
-        # (T, N, H, W) and (N, T, H, W) look alike: the sidecar lets readers (`stmoe prepare`) know which this is.
-        out.with_name(out.name + ".json").write_text(json.dumps({"layout": axes, "shape": list(shape)}) + "\n")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        fh.flush()
+        base = fh.tell()
+        fd = fh.fileno()
+        total = base + int(np.prod(shape, dtype=np.int64))
+        if hasattr(os, "posix_fallocate") and total > base:
+            try:
+                os.posix_fallocate(fd, 0, total)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", -1)):
+                    raise
+        os.ftruncate(fd, total)
+        frame = H * W * C
+        for lo in range(0, n, BLOCK):
+            v = ds.read_video(idx[lo:lo + BLOCK])  # (b, T, C, H, W)
+            hi = lo + v.shape[0]
+            if layout == "tnhw":  # (T, n, H, W[, C]): one run of sequences per frame index
+                block = v.transpose(1, 0, 3, 4, 2)
+                for t in range(T):
+                    _write_at(fd, block[t], base + (t * n + lo) * frame)
+            elif layout == "nthwc":
+                _write_at(fd, v.transpose(0, 1, 3, 4, 2), base + lo * T * frame)
+            else:
+                _write_at(fd, v, base + lo * T * frame)
+    # (T, N, H, W) and (N, T, H, W) look alike: the sidecar lets readers (`stmoe prepare`) know which this is.
+    atomic_write_text(out.with_name(out.name + ".json"), json.dumps({"layout": axes, "shape": list(shape)}) + "\n")
     return out
 
 

@@ -13,10 +13,11 @@ import json
 import math
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..files import atomic_write_text, fsync_path, writer_tag  # noqa: F401 (re-exported: the dataset modules' names)
 
 FORMAT_NAME = "physvid-hdf5"
 # Major bumps break readers; minor bumps only add optional datasets or attributes (docs/FORMAT.md, "Versioning").
@@ -33,12 +34,6 @@ TMP_RE = re.compile(r"^shard-(\d{5,})\..+\.h5\.tmp$")
 
 def shard_name(shard: int) -> str:
     return f"shard-{shard:05d}.h5"
-
-
-def writer_tag() -> str:
-    """host-pid: unique among the processes writing into one shared folder (job arrays on several machines)."""
-    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
-    return f"{host}-{os.getpid()}"
 
 
 def tmp_name(shard: int) -> str:
@@ -91,37 +86,9 @@ def sha256_file(path: str | os.PathLike) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def fsync_path(path: str | os.PathLike) -> None:
-    """Flush a file (or, best effort, a directory entry) to stable storage before it is renamed into place."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on directories
-    finally:
-        os.close(fd)
-
-
 def dumps(obj: Any) -> str:
     """Canonical JSON of the manifest and the records: a resumed run writes the very same bytes."""
     return json.dumps(obj, indent=2, allow_nan=False) + "\n"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{writer_tag()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent)
 
 
 def read_json(path: Path) -> Any:

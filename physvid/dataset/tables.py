@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
+from ..files import atomic_path
 from .reader import Dataset
 
 BLOCK = 256  # sequences per read
@@ -52,8 +53,7 @@ def export_table(ds: Dataset, idx: list[int], out: Path, fmt: str) -> Path:
     """Write the ground-truth table as parquet or csv at `out` (written to a temporary name, then renamed)."""
     table = ground_truth_table(ds, idx)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         if fmt == "parquet":
             try:
                 import pyarrow as pa
@@ -70,9 +70,6 @@ def export_table(ds: Dataset, idx: list[int], out: Path, fmt: str) -> Path:
                 w.writerow(names)
                 columns = [table[k].tolist() for k in names]
                 w.writerows(zip(*columns))
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -25,6 +25,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from physvid.files import atomic_write_text
+
 from ..train.errors import TrainError
 from .spec import ALL, EXPERIMENTS, PROFILES, REAL_DATA, Profile, Recipe, Row, experiment_rows, recipes
 
@@ -517,9 +519,7 @@ def _run_tasks(runner: RowRunner, tasks: list[tuple[Row, int]], log: Callable[[s
         rec["search"] = tried
         rec["selected_by"] = "validation MSE of the selected checkpoint" + ("" if seed == 0 else " (seed 0's choice)")
         rec["train_eval_seconds"] = round(time.perf_counter() - t0, 1)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=2) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(rec, indent=2) + "\n")
         log(f"{row.label} ({row.real}, seed {seed}, {recipe.name}): MSE {rec['mean'].get('mse', float('nan')):.3f} "
             f"SSIM {rec['mean'].get('ssim', float('nan')):.4f} ({rec['train_eval_seconds']:.0f} s)")
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from physvid.files import atomic_path
 
 from .errors import TrainError
 
@@ -74,23 +75,16 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically (a temporary file, fsync, rename): a kill never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     body = {"format": FORMAT, "version": VERSION, **payload}
     body.pop(DIGEST, None)
     body[DIGEST] = payload_digest(body)
     try:
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             torch.save(body, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # torch reports a failed write (e.g. a full disk) as RuntimeError
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise TrainError(f"cannot save checkpoint {path}: {reason}; free some space or choose another --out "
                          "(the previous checkpoint is kept)") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

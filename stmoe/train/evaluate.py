@@ -150,7 +150,7 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
 
 def _write_result(out: Path, result: dict[str, Any]) -> None:
     """All or nothing: a full disk leaves no half-written JSON behind (one line, exit code 1)."""
-    from physvid.dataset.layout import atomic_write_text
+    from physvid.files import atomic_write_text
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

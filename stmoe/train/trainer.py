@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from physvid.files import atomic_write_text
 from torch import nn
 
 from ..losses import compute_loss
@@ -198,7 +199,7 @@ class Trainer:
         fmts = self.config.run.log_formats
         if "jsonl" in fmts:
             text = "".join(json.dumps(r) + "\n" for r in self.history)
-            _atomic_text(self.run_dir / "metrics.jsonl", text)
+            _write_log(self.run_dir / "metrics.jsonl", text)
         if "csv" in fmts and self.history:
             columns: list[str] = []
             for r in self.history:
@@ -208,7 +209,7 @@ class Trainer:
             w.writeheader()
             for r in self.history:
                 w.writerow(r)
-            _atomic_text(self.run_dir / "metrics.csv", buf.getvalue())
+            _write_log(self.run_dir / "metrics.csv", buf.getvalue())
 
     def _trim_steps_log(self) -> None:
         path = self.run_dir / "steps.jsonl"
@@ -216,7 +217,7 @@ class Trainer:
             return
         keep = [ln for ln in path.read_text().splitlines() if ln.strip() and
                 _safe_json(ln).get("step", math.inf) <= self.global_step]
-        _atomic_text(path, "".join(ln + "\n" for ln in keep))
+        _write_log(path, "".join(ln + "\n" for ln in keep))
 
     def _emit(self, event: str, info: dict) -> None:
         for cb in self.callbacks:
@@ -295,7 +296,7 @@ class Trainer:
             if not exists:  # leftovers of a run that died before its first checkpoint
                 for name in ("steps.jsonl", "metrics.jsonl", "metrics.csv", "result.json"):
                     (self.run_dir / name).unlink(missing_ok=True)
-            _atomic_text(self.run_dir / "config.yaml", dump_yaml({"stage": self.stage, "meta": self.meta,
+            _write_log(self.run_dir / "config.yaml", dump_yaml({"stage": self.stage, "meta": self.meta,
                                                                   **cfg.to_dict()}))
             if exists:
                 self._write_logs()
@@ -345,7 +346,7 @@ class Trainer:
                              epochs=self.epoch, best_epoch=self.best_epoch, best_loss=self.best_loss, stopped=stopped,
                              history=self.history)
         if self.is_main:
-            _atomic_text(self.run_dir / "result.json", json.dumps({"stage": self.stage, "meta": self.meta,
+            atomic_write_text(self.run_dir / "result.json", json.dumps({"stage": self.stage, "meta": self.meta,
                                                                    **result.to_dict()}, indent=2) + "\n")
         barrier(self.dist)
         return result
@@ -613,10 +614,10 @@ class Trainer:
         self._emit("epoch_end", record)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def _write_log(path: Path, text: str) -> None:
+    """Logs rewritten every epoch: whole or not at all, but not fsynced (a power cut costs at most the last epoch's
+    lines, which the checkpoint's resume rewrites anyway)."""
+    atomic_write_text(path, text, durable=False)
 
 
 def _safe_json(line: str) -> dict:
