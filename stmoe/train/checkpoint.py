@@ -208,7 +208,7 @@ def check_structure(ckpt: dict[str, Any], path: Path) -> None:
 def _check_config_agrees(config: dict[str, Any], meta: dict[str, Any], bad: str) -> None:
     """The stored TrainConfig and the model description are written from the same model: any disagreement (e.g. an
     edited input_frames, which changes what evaluation feeds the model) means one of them was edited."""
-    from .config import _plain  # tuples as lists, so that a config dict and a dataclass's asdict compare equal
+    from .config.document import _plain  # tuples as lists, so that a config dict and a dataclass's asdict compare equal
 
     model_cfg = _plain(meta["config"])
     section = config.get("model")
