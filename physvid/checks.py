@@ -21,11 +21,11 @@ class Checks:
         self.error = error
         self.field_first = field_first
 
-    def fail(self, name: str, detail: str, sep: str = " ") -> Exception:
+    def fail(self, name: str, detail: str) -> Exception:
         """The exception for field ``name`` (returned, so that callers write ``raise check.fail(...)``)."""
         if self.field_first:
             return self.error(name, detail)
-        return self.error(f"{name}{sep}{detail}")
+        return self.error(f"{name} {detail}")
 
     def int(self, name: str, value: Any, *, low: int = 1, high: int | None = None, optional: bool = False) -> Any:
         """``value`` as an int in [low, high] (None passes when ``optional``); bool is not an integer."""
@@ -52,7 +52,10 @@ class Checks:
         """``value`` if it is one of ``allowed``."""
         allowed = tuple(allowed)
         if value not in allowed:
-            raise self.fail(name, f"unknown value {value!r}; allowed: {', '.join(map(str, allowed))}", sep=": ")
+            listed = ", ".join(map(str, allowed))
+            if self.field_first:
+                raise self.error(name, f"unknown value {value!r}; allowed: {listed}")
+            raise self.error(f"unknown {name} {value!r}; allowed: {listed}")
         return value
 
     def bool(self, name: str, value: Any) -> bool:

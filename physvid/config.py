@@ -14,7 +14,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .checks import Checks
 from .errors import ConfigError
+
+CHECK = Checks(ConfigError)
 
 SHAPES = ("circle", "line", "rectangle", "ellipse", "polygon", "irregular", "digit")
 DEFAULT_SHAPES = ("circle", "line", "rectangle", "ellipse", "polygon", "irregular")
@@ -47,19 +50,14 @@ def _range(name: str, value: Any, *, low: float | None = None, high: float | Non
 
 def _number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
             low_open: bool = False, integer: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    # JSON and YAML give 3.0 for 3: an integral float passes as an integer here (manifests round-trip through JSON)
+    CHECK.float(name, value, low=low, high=high, low_open=low_open)
     if integer and not float(value).is_integer():
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise ConfigError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ConfigError(f"{name} must be <= {high}, got {value!r}")
+        raise CHECK.fail(name, f"must be an integer, got {value!r}")
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+    CHECK.choice(name, value, allowed)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+from physvid.checks import Checks
 
 from ..metrics import rain_rate_to_hko_pixel
 from .errors import DataError
@@ -41,6 +42,7 @@ __all__ = [
     "load_clips", "load_sequences", "load_radar", "make_clips", "rate_to_unit", "unit_to_rate", "natural_key",
 ]
 
+CHECK = Checks(DataError)
 KINDS = ("auto", "video", "frames", "array", "radar")
 LAYOUTS = ("auto", "NTHW", "NTCHW", "NTHWC", "TNHW", "TNHWC", "THW", "THWC")
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ogv"})
@@ -54,10 +56,7 @@ def natural_key(name: str) -> tuple:
 
 
 def _positive_int(value, name: str, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise DataError(f"{name} must be an integer >= 1{' or None' if allow_none else ''}, got {value!r}")
+    CHECK.int(name, value, low=1, optional=allow_none)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ prediction back as the newest input frame. Here every F is an :class:`Expert` wi
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
+from physvid.checks import Checks
 from torch import Tensor, nn
 
 from .errors import ModelConfigError
@@ -25,14 +25,12 @@ DECODERS = ("conv", "identity")
 
 
 # --------------------------------------------------------------------------------------------------- config checks
+CHECK = Checks(ModelConfigError, field_first=True)
+
+
 def check_int(config: Any, name: str, *, low: int = 1, high: int | None = None) -> None:
     """Raise ModelConfigError naming ``name`` unless the field is an integer in [low, high]."""
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ModelConfigError(name, f"must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ModelConfigError(name, f"must be {bound}, got {value!r}")
+    CHECK.int(name, getattr(config, name), low=low, high=high)
 
 
 def check_odd(config: Any, name: str) -> None:
@@ -44,26 +42,18 @@ def check_odd(config: Any, name: str) -> None:
 
 def check_float(config: Any, name: str, *, low: float | None = None, low_open: bool = False,
                 high: float | None = None) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value or abs(value) == float("inf"):
-        raise ModelConfigError(name, f"must be a finite number, got {value!r}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise ModelConfigError(name, f"must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ModelConfigError(name, f"must be <= {high}, got {value!r}")
+    """Raise ModelConfigError naming ``name`` unless the field is a finite number in the bounds."""
+    CHECK.float(name, getattr(config, name), low=low, low_open=low_open, high=high)
 
 
 def check_choice(config: Any, name: str, allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    value = getattr(config, name)
-    if value not in allowed:
-        raise ModelConfigError(name, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+    """Raise ModelConfigError naming ``name`` unless the field is one of ``allowed``."""
+    CHECK.choice(name, getattr(config, name), allowed)
 
 
 def check_bool(config: Any, name: str) -> None:
-    value = getattr(config, name)
-    if not isinstance(value, bool):
-        raise ModelConfigError(name, f"must be true or false, got {value!r}")
+    """Raise ModelConfigError naming ``name`` unless the field is true or false."""
+    CHECK.bool(name, getattr(config, name))
 
 
 @dataclass(frozen=True)
