@@ -197,11 +197,7 @@ def build_config(ctx: click.Context, preset, config_file, sets, options: dict[st
         key, value = parse_assignment(text)
         overrides[key] = value
     check_config_file(config_file, _rank_prefix())
-    cfg = load_config(preset, config_file, overrides)
-    from stmoe.train.checkpoint import check_model_sizes
-
-    check_model_sizes(cfg, stage)
-    return cfg
+    return load_config(preset, config_file, overrides)
 
 
 def shortcut_values(options: dict[str, Any]) -> dict[str, Any]:
@@ -448,7 +444,7 @@ def config_cmd(ctx, stage, preset, config_file, sets, **options) -> None:
 def prepare(source, out, clip_length, stride, frame_step, size, channels, kind, layout, array_key, allow_upscale,
             max_frames, shard_size, compression, overwrite) -> None:
     """Convert videos, frame folders, .npy/.npz arrays or radar files into a physvid dataset folder of clips."""
-    from stmoe.train import prepare_dataset
+    from stmoe.data.prepare import prepare_dataset
 
     try:
         parts = [int(p) for p in size.lower().split("x")]

@@ -262,6 +262,15 @@ def flow_endpoint_error(pred: Any, true_flow: Any, last_input: Any, config: Flow
     return out
 
 
+def frame_mse(pred: Any, target: Any) -> Any:
+    """The tables' ``mse`` per frame: the squared error summed over C, H, W, (B, n, C, H, W) -> (B, n). NumPy arrays
+    or torch tensors (a tensor stays on its device, so validation reads it back once). The one definition that
+    validation (``val_mse``, stmoe.train.trainer) and evaluation (:func:`per_sample_metrics`) share."""
+    err = pred - target
+    sq = err * err
+    return sq.reshape(*sq.shape[:2], -1).sum(-1)
+
+
 def per_sample_metrics(pred: Any, target: Any, config: MetricConfig | None = None, last_input: Any = None) -> dict[str, np.ndarray]:
     """Metrics per sequence and frame: {name: (B, n)} for pred, target (B, n, C, H, W) in [0,1] (numpy or torch).
 
@@ -280,7 +289,7 @@ def per_sample_metrics(pred: Any, target: Any, config: MetricConfig | None = Non
     err = p - t
     sq = err * err
     if "mse" in want:
-        out["mse"] = sq.sum(axis=(2, 3, 4))
+        out["mse"] = frame_mse(p, t)
     if "mse_pixel" in want or "psnr" in want:
         mse_pixel = sq.mean(axis=(2, 3, 4))
         if "mse_pixel" in want:

@@ -238,7 +238,7 @@ def test_both_video_backends_give_the_stored_frames_of_a_variable_frame_rate_vid
     import pytest
 
     from stmoe.data import load_clips
-    from stmoe.train.data import prepare_dataset
+    from stmoe.data.prepare import prepare_dataset
 
     pytest.importorskip("imageio_ffmpeg")
     video = _variable_frame_rate_video(tmp_path / "vfr.mp4")

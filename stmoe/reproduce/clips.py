@@ -6,8 +6,8 @@ same form as :data:`stmoe.reproduce.spec.REAL_DATA` (name -> (path, kind, frames
 experiment runs exactly the protocol of `real` on it: the same rows (``--rows`` keeps some of them), one budget
 (the profile's), the time-ordered train / val / test split with gaps, table.md + results.json + pictures.
 
-The entries are written to ``OUT/clips.json`` and read back by every process of the run (`--jobs` workers are
-spawned and import the modules afresh), so a resumed run uses the clips it started with.
+The entries are written to ``OUT/clips.json`` and read back (:func:`load_clips`) by every process of the run, so a
+resumed run uses the clips it started with; they travel as a :class:`Clips` value, never as module state.
 
 A clip's name is ``NAME=PATH`` when given so, else the file or folder name (letters, digits, - and _), made unique.
 Kind ``dataset`` marks a folder that is already a physvid dataset: it is used as it is (not prepared again); its
@@ -18,13 +18,27 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
+
+from physvid.files import atomic_write_text
 
 CLIPS_FILE = "clips.json"
 DATASET = "dataset"  # the kind of an entry that is already a physvid dataset folder
-_active: tuple[str, ...] = ()  # the clip names installed in this process (install_clips)
-_rows: tuple[str, ...] = ()  # the --rows filter installed with them
+
+
+@dataclass(frozen=True)
+class Clips:
+    """The user's clips of one reproduction folder: {name: (path, kind, frames between clips or None)} and the
+    ``--rows`` filter. Empty for every experiment but `clips`."""
+
+    entries: Mapping[str, tuple] = field(default_factory=dict)
+    rows: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.entries)
 
 
 def _error(message: str) -> Exception:
@@ -34,7 +48,7 @@ def _error(message: str) -> Exception:
 
 
 def _clip_frames() -> int:
-    from .runner import CLIP
+    from .spec import CLIP
 
     return sum(CLIP)
 
@@ -126,39 +140,33 @@ def save_clips(out: str | Path, entries: dict[str, tuple[str, str, int | None]] 
                          f"--out or repeat the same --clips and --rows")
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
-def install_clips(out: str | Path) -> tuple[str, ...]:
-    """Add the clips of ``OUT/clips.json`` (if any) to REAL_DATA in this process; returns their names."""
-    global _active, _rows
-    from .spec import REAL_DATA
-
+def load_clips(out: str | Path) -> Clips:
+    """The clips ``OUT/clips.json`` names (empty when it does not exist)."""
     path = Path(out) / CLIPS_FILE
     if not path.is_file():
-        return ()
+        return Clips()
     doc = json.loads(path.read_text())
-    for name, (src, kind, stride) in doc["clips"].items():
-        REAL_DATA[name] = (src, kind, stride)
-    _active, _rows = tuple(doc["clips"]), tuple(doc.get("rows", ()))
-    return _active
+    return Clips({name: tuple(v) for name, v in doc["clips"].items()}, tuple(doc.get("rows", ())))
 
 
-def clip_rows(profile) -> tuple:
-    """The rows of `real` (spec.experiment_rows) on every installed clip, kept to ``--rows`` when given (model
-    names or row labels, case-insensitive). Raises ReproduceError when no clips are installed or no row matches."""
+def clip_rows(profile, clips: Clips) -> tuple:
+    """The rows of `real` (spec.experiment_rows) on every clip of ``clips``, kept to its ``--rows`` when given (model
+    names or row labels, case-insensitive). Raises ReproduceError when there are no clips or no row matches."""
     import dataclasses
 
     from .spec import experiment_rows
 
-    if not _active:
+    if not clips.names:
         raise _error("experiment 'clips' needs your clips: stmoe reproduce clips --clips PATH [--clips PATH ...]")
-    rows = experiment_rows("real", dataclasses.replace(profile, real_sets=_active))
-    if _rows:
-        wanted = {r.lower() for r in _rows}
-        rows = tuple(r for r in rows if r.model.lower() in wanted or r.label.lower() in wanted)
-        if not rows:
-            every = sorted({r.model for r in experiment_rows("real", dataclasses.replace(profile,
-                                                                                         real_sets=_active))})
-            raise _error(f"--rows {','.join(_rows)} matches no row; allowed: {', '.join(every)} (or row labels)")
+    every = experiment_rows("real", dataclasses.replace(profile, real_sets=clips.names), clips)
+    if not clips.rows:
+        return every
+    wanted = {r.lower() for r in clips.rows}
+    rows = tuple(r for r in every if r.model.lower() in wanted or r.label.lower() in wanted)
+    if not rows:
+        raise _error(f"--rows {','.join(clips.rows)} matches no row; allowed: "
+                     f"{', '.join(sorted({r.model for r in every}))} (or row labels)")
     return rows

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from physvid.files import atomic_write_text
+
 from .spec import Profile
 
 ROLE_COLORS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 60], [70, 110, 240]], np.uint8)  # bg, T, R, I
@@ -300,6 +302,6 @@ def write_report(out: Path, name: str, prof: Profile, evaluated: list[dict], met
                 figures.append(out / "attention.png")
     result = {**meta, "rows": [{k: v for k, v in r.items() if k != "metrics"} for r in rows],
               "figures": sorted({str(Path(f).name) for f in figures if f})}
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "table.md").write_text(markdown(name, prof, rows, meta))
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "table.md", markdown(name, prof, rows, meta))
     return result

@@ -28,16 +28,10 @@ from typing import Any, Callable, Sequence
 from physvid.files import atomic_write_text
 
 from ..train.errors import TrainError
-from .spec import ALL, EXPERIMENTS, PROFILES, REAL_DATA, Profile, Recipe, Row, experiment_rows, recipes
+from .clips import Clips, load_clips
+from .spec import (ALL, CLIP, EXPERIMENTS, LOCAL_LOSS, MNIST, PROFILES, REAL_LOSS, Profile, Recipe, Row,
+                   dynamic_mnist_config, experiment_rows, mixed_config, real_sources, recipes, synthetic_config)
 
-MNIST = "mnist/t10k-images-idx3-ubyte.gz"
-TRAIN_DIGITS, TEST_DIGITS = (0, 9000), (9000, 10000)  # the MNIST test file's images; disjoint train/test digits
-CLIP = (4, 6)  # l observed, n predicted frames (§4.1)
-# The global objective of every row trained on real data: the paper's Eq. 8 set-up (REFERENCE-NOTES), with the
-# entropy weight scaled to our per-pixel reconstruction term (docs/training.md: 0.01 collapses the gate).
-REAL_LOSS = {"recon_alpha": 0.0, "recon_c": 0.9, "entropy_alpha": 0.0, "entropy_c": 0.3, "entropy_weight": 1e-4,
-             "smooth_alpha": 0.0, "smooth_c": 0.75, "smooth_weight": 0.01}
-LOCAL_LOSS = {"recon_alpha": 2.0, "recon_c": 1.0}  # "the usual loss function of DL experts" (§3.2): 1/2 MSE
 
 
 class ReproduceError(TrainError):
@@ -79,8 +73,10 @@ def time_split(n_clips: int, stride: int) -> dict[str, list[int]]:
 class Data:
     """The datasets of one reproduction folder, generated on first use (physvid resumes a killed generation)."""
 
-    def __init__(self, root: Path, profile: Profile, data_root: Path, log: Callable[[str], None]) -> None:
+    def __init__(self, root: Path, profile: Profile, data_root: Path, log: Callable[[str], None],
+                 clips: Clips | None = None) -> None:
         self.root, self.p, self.data_root, self.log = root, profile, data_root, log
+        self.sources = real_sources(clips)  # name -> (path, kind, frames between clips)
 
     def _generate(self, name: str, config: dict, n: int) -> str:
         import physvid
@@ -97,28 +93,15 @@ class Data:
                          shard_size=max(1, min(n, 1000)))
         return str(out)
 
-    def _motion(self, frames: int) -> dict:
-        s = self.p.size
-        lo, hi = self.p.object_size
-        return {"height": s, "width": s, "frames": frames,
-                "shape": {"size": [lo * s, hi * s], "thickness": [max(1.0, s / 32), max(1.5, s / 16)]},
-                "motion": {"speed": [self.p.speed[0] * s, self.p.speed[1] * s],
-                           "acceleration": [0.0, 0.004 * s], "jerk": [0.0, 0.0006 * s]}}
-
     def synthetic(self, noise: float) -> list[str]:
         """D^translation, D^rotation, D^intensity at noise ratio ``noise`` (paper §3.2; 10 frames, like the real clips)."""
-        out = []
-        for k, prop in enumerate(("translation", "rotation", "intensity")):
-            cfg = {"property": prop, "seed": 100 + k, **self._motion(sum(CLIP)), "noise": {"ratio": noise}}
-            out.append(self._generate(f"{prop}-noise{noise:g}", cfg, self.p.n_syn))
-        return out
+        return [self._generate(f"{prop}-noise{noise:g}", synthetic_config(self.p, prop, noise), self.p.n_syn)
+                for prop in ("translation", "rotation", "intensity")]
 
     def mixed(self, noise: float) -> str:
         """physvid `mixed` clips with property maps (each pixel's physics) at noise ratio ``noise``, for the recipe
         whose gate learns from the known physics (spec.Recipe.gate_target); same motion ranges as the D^k."""
-        cfg = {"property": "mixed", "seed": 110, **self._motion(sum(CLIP)), "noise": {"ratio": noise},
-               "property_maps": True}
-        return self._generate(f"mixed-noise{noise:g}", cfg, self.p.n_syn)
+        return self._generate(f"mixed-noise{noise:g}", mixed_config(self.p, noise), self.p.n_syn)
 
     def mnist(self) -> Path:
         path = self.data_root / MNIST
@@ -129,18 +112,14 @@ class Data:
 
     def dynamic_mnist(self, split: str) -> str:
         """Train (+ validation, digits 0:9000) or test (digits 9000:10000, property maps) Dynamic MNIST (§4.1)."""
-        digits = TRAIN_DIGITS if split == "train" else TEST_DIGITS
         n = max(self.p.n_train, *self.p.datasizes) + self.p.n_val if split == "train" else self.p.n_test
-        cfg = {"property": "dynamic-mnist", "seed": 7 if split == "train" else 8, **self._motion(sum(CLIP)),
-               "shape": {**self._motion(sum(CLIP))["shape"], "digits": str(self.mnist()), "digit_range": list(digits)},
-               "property_maps": split == "test"}
-        return self._generate(f"dynamic-mnist-{split}", cfg, n)
+        return self._generate(f"dynamic-mnist-{split}", dynamic_mnist_config(self.p, split, self.mnist()), n)
 
     def real(self, name: str) -> str:
         """A real clip set of ../shared/data prepared at the profile's size (one folder, split in time order)."""
-        from ..train.data import prepare_dataset
+        from ..data.prepare import prepare_dataset
 
-        rel, kind, stride = REAL_DATA[name]
+        rel, kind, stride = self.sources[name]
         src = self.data_root / rel
         if kind == "dataset":  # a user's clips already prepared (stmoe/reproduce/clips.py): used as they are
             return str(src)
@@ -190,7 +169,7 @@ class RowRunner:
                        "test_range": [0, 0]}
             return train, self.data.dynamic_mnist("test"), section
         folder = self.data.real(row.real)
-        stride = REAL_DATA[row.real][2] or p.real_clip_stride
+        stride = self.data.sources[row.real][2] or p.real_clip_stride
         return folder, folder, time_split(self._count(folder, 1.0), stride)
 
     def config(self, row: Row, seed: int, recipe: Recipe | None = None) -> Any:
@@ -266,15 +245,6 @@ class RowRunner:
         return f"{row.key}-s{seed}"
 
     # ------------------------------------------------------------------ training
-    @staticmethod
-    def _done(stage_dir: Path) -> Path | None:
-        result = stage_dir / "result.json"
-        if result.is_file():
-            best = Path(json.loads(result.read_text())["best_checkpoint"])
-            if best.is_file():
-                return best
-        return None
-
     def train(self, row: Row, seed: int, recipe: Recipe) -> Path:
         """The best (validation) checkpoint of ``row`` trained with ``seed`` and ``recipe``; finished stages are
         reused (the local stage and MIM w/ D^all's pre-training do not depend on the recipe: shared by all)."""
@@ -285,7 +255,7 @@ class RowRunner:
         kw = {"resume": True}
 
         def stage(folder: Path, fn: Callable[[], Path | None]) -> Path | None:
-            done = self._done(folder)
+            done = stages.finished_checkpoint(folder)
             if done is not None:
                 return done
             self.log(f"train: {folder.relative_to(self.out)}")
@@ -453,15 +423,15 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
     experiment = "all" if "all" in wanted else ",".join(names)
     if ("real" in names) and not root.is_dir():
         raise ReproduceError(f"experiment 'real' needs the third-party clips in {root} (see README); none there")
-    from .clips import clip_entries, install_clips, save_clips
+    from .clips import clip_entries, save_clips
     entries = clip_entries(clips, out) if clips or "clips" in names else None  # checked before anything is written
     _check_out(out, experiment, profile, resume, asdict(prof))
     out.mkdir(parents=True, exist_ok=True)
     save_clips(out, entries, rows)
-    install_clips(out)
-    (out / "reproduce.json").write_text(json.dumps({"experiment": experiment, "profile": profile, "seeds": seeds,
+    own = load_clips(out)  # the user's clips (experiment `clips`), as saved in the folder
+    atomic_write_text(out / "reproduce.json", json.dumps({"experiment": experiment, "profile": profile, "seeds": seeds,
                                                     "profile_settings": asdict(prof)}, indent=2) + "\n")
-    data = Data(out / "data", prof, root, log)
+    data = Data(out / "data", prof, root, log, own)
     runner = RowRunner(out, prof, data, log, options)
     results: dict[str, Any] = {}
     # Every (row, seed) still to train, once, even when several experiments list it (table5's two-step row is
@@ -470,7 +440,7 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
     rows_dir.mkdir(exist_ok=True)
     todo: dict[tuple[str, int], Row] = {}
     for name in names:
-        for row in experiment_rows(name, prof):
+        for row in experiment_rows(name, prof, own):
             for seed in range(seeds):
                 if not (rows_dir / f"{row.key}-s{seed}.json").is_file():
                     todo.setdefault((row.key, seed), row)
@@ -492,7 +462,7 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
     for name in names:
         # The evaluation is shared; the label and the paper's numbers are this experiment's.
         evaluated = [{**json.loads((rows_dir / f"{row.key}-s{seed}.json").read_text()), "row": row.label,
-                      "paper": row.paper} for row in experiment_rows(name, prof) for seed in range(seeds)]
+                      "paper": row.paper} for row in experiment_rows(name, prof, own) for seed in range(seeds)]
         meta = {"experiment": name, "description": EXPERIMENTS[name], "profile": asdict(prof), "seeds": seeds,
                 "machine": machine(), "jobs": jobs,
                 "date": time.strftime("%Y-%m-%d"), "seconds_this_call": round(time.perf_counter() - start, 1)}
@@ -547,14 +517,11 @@ def _worker(out: str, prof: Profile, root: str, tasks: list[tuple[Row, int]], pa
     import sys
 
     _exit_with_parent(parent)
-    from .clips import install_clips
-
-    install_clips(out)  # a spawned worker reads the run's --clips afresh
-
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    runner = RowRunner(Path(out), prof, Data(Path(out) / "data", prof, Path(root), log), log, options)
+    data = Data(Path(out) / "data", prof, Path(root), log, load_clips(out))  # the run's --clips, from its folder
+    runner = RowRunner(Path(out), prof, data, log, options)
     _run_tasks(runner, tasks, log)
 
 

@@ -140,6 +140,55 @@ class Recipe:
         return ", ".join(parts)
 
 
+# --------------------------------------------------------------------------------------------------- data recipes
+MNIST = "mnist/t10k-images-idx3-ubyte.gz"  # below the data root (../shared/data)
+TRAIN_DIGITS, TEST_DIGITS = (0, 9000), (9000, 10000)  # the MNIST test file's images; disjoint train/test digits
+CLIP = (4, 6)  # l observed, n predicted frames (§4.1)
+# The global objective of every row trained on real data: the paper's Eq. 8 set-up (REFERENCE-NOTES), with the
+# entropy weight scaled to our per-pixel reconstruction term (docs/training.md: 0.01 collapses the gate).
+REAL_LOSS = {"recon_alpha": 0.0, "recon_c": 0.9, "entropy_alpha": 0.0, "entropy_c": 0.3, "entropy_weight": 1e-4,
+             "smooth_alpha": 0.0, "smooth_c": 0.75, "smooth_weight": 0.01}
+LOCAL_LOSS = {"recon_alpha": 2.0, "recon_c": 1.0}  # "the usual loss function of DL experts" (§3.2): 1/2 MSE
+# physvid seeds of the generated sets (fixed: every reproduction renders the same videos)
+SYNTHETIC_SEEDS = {"translation": 100, "rotation": 101, "intensity": 102}
+MIXED_SEED = 110
+DYNAMIC_MNIST_SEEDS = {"train": 7, "test": 8}
+# Acceleration and jerk magnitudes per frame^2 and frame^3, as fractions of the frame side (speed: Profile.speed)
+ACCELERATION, JERK = 0.004, 0.0006
+
+
+def motion_config(profile: "Profile", frames: int) -> dict:
+    """The physvid render settings every generated set of a reproduction shares: frame size, object sizes and the
+    motion ranges, all scaled to the profile's frame side."""
+    s = profile.size
+    lo, hi = profile.object_size
+    return {"height": s, "width": s, "frames": frames,
+            "shape": {"size": [lo * s, hi * s], "thickness": [max(1.0, s / 32), max(1.5, s / 16)]},
+            "motion": {"speed": [profile.speed[0] * s, profile.speed[1] * s],
+                       "acceleration": [0.0, ACCELERATION * s], "jerk": [0.0, JERK * s]}}
+
+
+def synthetic_config(profile: "Profile", prop: str, noise: float) -> dict:
+    """D^prop (translation, rotation or intensity) at noise ratio ``noise`` (paper §3.2)."""
+    return {"property": prop, "seed": SYNTHETIC_SEEDS[prop], **motion_config(profile, sum(CLIP)),
+            "noise": {"ratio": noise}}
+
+
+def mixed_config(profile: "Profile", noise: float) -> dict:
+    """physvid `mixed` clips with property maps, for the physvid-gate recipe (Recipe.gate_target)."""
+    return {"property": "mixed", "seed": MIXED_SEED, **motion_config(profile, sum(CLIP)), "noise": {"ratio": noise},
+            "property_maps": True}
+
+
+def dynamic_mnist_config(profile: "Profile", split: str, mnist: Any) -> dict:
+    """Dynamic MNIST (§4.1): train digits 0:9000, test digits 9000:10000 (with property maps) of the file ``mnist``."""
+    motion = motion_config(profile, sum(CLIP))
+    digits = TRAIN_DIGITS if split == "train" else TEST_DIGITS
+    return {"property": "dynamic-mnist", "seed": DYNAMIC_MNIST_SEEDS[split], **motion,
+            "shape": {**motion["shape"], "digits": str(mnist), "digit_range": list(digits)},
+            "property_maps": split == "test"}
+
+
 def recipes(row: "Row", profile: "Profile") -> tuple[Recipe, ...]:
     """The ``profile.search`` candidates of ``row``, in search order (the first is the uniform recipe of earlier
     versions). An STMoE with a gate: the paper's recipe (one lr), the global stage at a tenth of it (at the full rate
@@ -197,6 +246,13 @@ REAL_DATA = {
     "fire": ("texture/fire.mp4", "auto", None),
     "radar": ("radar/bom", "radar", 1),
 }
+
+
+def real_sources(clips: Any = None) -> dict[str, tuple]:
+    """REAL_DATA with the user's clips (a stmoe.reproduce.clips.Clips) added: name -> (path, kind, stride)."""
+    return {**REAL_DATA, **(dict(clips.entries) if clips is not None else {})}
+
+
 # Named by the issue but unusable here, with the reason written into the table.
 REAL_SKIPPED = {"fish": "texture/fish-frames holds 12 frames: 3 clips of 10, too few to train, validate and test"}
 # The paper's numbers nearest in spirit (Table 2 Traffic 1 SSIM; Table 3 Bubble/Fire/Fish SSIM; Table 4 radar MSE,
@@ -217,8 +273,9 @@ REAL_MODELS = (("U-Net", "baseline", "unet"), ("ADDL", "baseline", "addl"), ("MI
                ("STMoE-Id", "stmoe", "stmoe-id"))
 
 
-def experiment_rows(name: str, profile: Profile) -> tuple[Row, ...]:
-    """The rows of experiment ``name`` at ``profile``."""
+def experiment_rows(name: str, profile: Profile, clips: Any = None) -> tuple[Row, ...]:
+    """The rows of experiment ``name`` at ``profile``; ``clips`` (a stmoe.reproduce.clips.Clips) are the user's
+    clips of the `clips` experiment."""
     if name == "table1":
         return TABLE1
     if name == "table5":
@@ -235,11 +292,11 @@ def experiment_rows(name: str, profile: Profile) -> tuple[Row, ...]:
                      Row(f"MIM w/ D^all, {n} seq.", "pretrained", "mim", n_train=n)]
         return tuple(rows)
     if name == "clips":  # the rows of `real` on the user's --clips (stmoe/reproduce/clips.py)
-        from .clips import clip_rows
-        return clip_rows(profile)
+        from .clips import Clips, clip_rows
+        return clip_rows(profile, clips or Clips())
     if name == "real":
         rows = []
-        for real in profile.real_sets or tuple(REAL_DATA):
+        for real in profile.real_sets or tuple(REAL_DATA):  # real_sets may name clips: real_sources() has them
             models = REAL_MODELS if real != "radar" else REAL_MODELS[:3] + (("STMoE-conv", "stmoe", "stmoe-conv"),)
             rows += [Row(f"{label}", kind, model, real=real, paper=REAL_PAPER.get((real, model), {}))
                      for label, kind, model in models]

@@ -7,14 +7,16 @@
     predict(checkpoint, data, out)                        HDF5, GIF, PNG strips, attention overlays per expert
     forecast(checkpoint, data, out, horizon=H)            H frames past l observed ones, beyond the data if need be
     prepare_dataset(source, out, ...)                     real videos / frames / arrays / radar -> physvid shards
+                                                          (stmoe.data.prepare)
     plot_run(run_dir, out)                                training curves as PNG
 """
 from __future__ import annotations
 
+from ..data.prepare import prepare_dataset
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .config import (PRESETS, STAGES, Config, DataConfig, ModelSpec, OptimConfig, RunConfig, TrainConfig, load_config,
                      parse_assignment)
-from .data import ClipDataset, make_loader, prepare_dataset, split_clip, split_ranges, to_unit
+from .data import ClipDataset, make_loader, split_clip, split_ranges, to_unit
 from .errors import NonFiniteLossError, TrainConfigError, TrainError
 from .evaluate import evaluate
 from .forecast import forecast

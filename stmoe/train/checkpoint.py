@@ -329,39 +329,3 @@ def load_state_into(module: torch.nn.Module, state: dict[str, torch.Tensor], wha
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         detail = lines[1] if len(lines) > 1 else lines[0]
         raise TrainError(f"cannot load {what}: {detail[:300]}") from None
-
-
-# Bytes per parameter while training: the float32 weight, its gradient and Adam's two moments.
-TRAIN_BYTES_PER_PARAMETER = 16
-
-
-def check_model_sizes(cfg: Any, stage: str | None = None) -> None:
-    """Refuse (TrainConfigError, exit 2) a config whose models cannot fit in this machine's memory, before any is
-    allocated: each model of `stage` (every stage when None) is built on PyTorch's meta device, which only counts."""
-    from physvid.dataset.budget import human, machine_memory
-
-    from .errors import TrainConfigError
-
-    total = machine_memory()
-    if total <= 0:
-        return
-    names = [stage] if stage else ["decoder", "gating", "global", "end_to_end", "baseline"]
-    specs = []
-    for name in names:
-        try:
-            specs.append((name, cfg.stage(name).model))
-        except Exception:  # noqa: BLE001 - a stage this config does not have
-            continue
-    for k in range(getattr(cfg, "num_experts", 0) or 0):
-        specs.append((f"expert {k}", cfg.expert(k).model))
-    for name, spec in specs:
-        try:
-            with torch.device("meta"):
-                params = sum(p.numel() for p in spec.build().parameters())
-        except Exception:  # noqa: BLE001 - a model the meta device cannot build is checked when it is built
-            continue
-        need = params * TRAIN_BYTES_PER_PARAMETER
-        if need > 0.8 * total:
-            raise TrainConfigError(f"model {spec.name} of stage {name} would have {params:,} parameters, "
-                                   f"{human(need)} to train; this machine has {human(total)}: lower model.num_hidden, "
-                                   "model.num_layers or the frame size")

@@ -28,7 +28,10 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from physvid.files import atomic_write_text
+
 from ..data.errors import DataError
+from .budget import check_model_memory, check_model_sizes
 from ..models import freeze_
 from .checkpoint import load_checkpoint, load_state_into
 from .config import Config, TrainConfig, dump_yaml
@@ -137,6 +140,14 @@ def init_weights(model: nn.Module, checkpoint: str | Path) -> None:
     load_state_into(model, state, f"the weights of {checkpoint}")
 
 
+def _stage(config: Config, stage: str, expert: int | None = None) -> TrainConfig:
+    """The TrainConfig of ``stage`` (of expert ``expert``), refused when its model cannot train in this machine's
+    memory: checked before any data is read or any weight allocated."""
+    cfg = config.expert(expert) if expert is not None else config.stage(stage)
+    check_model_memory(cfg.model, stage if expert is None else f"expert {expert}")
+    return cfg
+
+
 def _build(cfg: TrainConfig) -> nn.Module:
     seed_everything(cfg.run.seed)  # identical initial weights on every rank and in every resumed process
     return cfg.model.build()
@@ -167,7 +178,7 @@ def train_decoder(config: Config, out: str | Path, *, resume: bool = False, call
     _require_mixture(config, "decoder")
     if not _has_conv_decoder(config):
         return None
-    cfg = config.stage("decoder")
+    cfg = _stage(config, "decoder")
     paths = _paths(cfg, config.all or config.synthetic, "the decoder stage (D^all)")
     model = _build(cfg)
     result = fit(model, cfg, out, paths, stage="decoder", meta={"role": "F^0 and H"}, resume=resume,
@@ -181,7 +192,7 @@ def train_expert(config: Config, k: int, out: str | Path, *, decoder_checkpoint:
                  dist_info: DistInfo | None = None, init: str | Path | None = None) -> Path:
     """Stage 2 for expert k (§3.2, local optimisation 2): F^k alone on D^k with the shared H frozen."""
     _require_mixture(config, "experts")
-    cfg = config.expert(k)
+    cfg = _stage(config, "experts", k)
     m = config.num_experts
     if not cfg.data.path and cfg.data.synthetic is None and len(config.synthetic) != m:
         raise TrainConfigError(f"the experts stage needs one synthetic folder per expert: the model has {m} experts "
@@ -258,7 +269,7 @@ def train_gating(config: Config, out: str | Path, *, expert_checkpoints: Sequenc
                  init: str | Path | None = None) -> Path:
     """Stage 3 (§3.2, global optimisation 1): the STGNs on real data, experts F^k and decoder H frozen."""
     _require_mixture(config, "gating")
-    cfg = config.stage("gating")
+    cfg = _stage(config, "gating")
     paths = _paths(cfg, config.real, "the gating stage")
     model = _build(cfg)
     load_experts(model, expert_checkpoints, decoder_checkpoint)
@@ -278,7 +289,7 @@ def train_global(config: Config, out: str | Path, *, checkpoint: str | Path, res
                  init: str | Path | None = None) -> Path:
     """Stage 4 (§3.2, global optimisation 2): the whole STMoE from the stage-3 checkpoint, everything trainable."""
     _require_mixture(config, "global")
-    cfg = config.stage("global")
+    cfg = _stage(config, "global")
     paths = _paths(cfg, config.real, "the global stage")
     model = _build(cfg)
     ckpt = load_checkpoint(checkpoint)
@@ -293,7 +304,7 @@ def train_global(config: Config, out: str | Path, *, checkpoint: str | Path, res
 # --------------------------------------------------------------------------------------------------- ablations
 def _train_on_real(config: Config, stage: str, what: str, out, resume, callbacks, dist_info, init) -> Path:
     """A stage that builds its model (from scratch, or from ``init``'s weights) and trains all of it on the real data."""
-    cfg = config.stage(stage)
+    cfg = _stage(config, stage)
     paths = _paths(cfg, config.real, what)
     return fit(_build(cfg), cfg, out, paths, stage=stage, resume=resume, callbacks=callbacks,
                dist_info=dist_info, init=init).best_checkpoint
@@ -315,8 +326,9 @@ def train_baseline(config: Config, out: str | Path, *, resume: bool = False, cal
 
 
 # --------------------------------------------------------------------------------------------------- pipeline
-def _done(run_dir: Path) -> Path | None:
-    """The best checkpoint of a finished stage folder, or None."""
+def finished_checkpoint(run_dir: Path) -> Path | None:
+    """The best checkpoint of a finished stage folder (its result.json names one that exists), or None: the one test
+    of "is this stage done" that the pipeline and `stmoe reproduce` share."""
     result = run_dir / "result.json"
     if not result.is_file():
         return None
@@ -348,33 +360,35 @@ def run_pipeline(config: Config, out: str | Path, *, resume: bool = False, callb
     """
     _require_mixture(config, "pipeline")
     _check_pipeline_data(config)
+    check_model_sizes(config)  # every stage's model now, not stage 4's after hours of stages 1-3
     out = Path(out)
     info = dist_info if dist_info is not None else init_distributed(config.base.run.device)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "pipeline.yaml").write_text(dump_yaml(config.to_dict()))
+        atomic_write_text(out / "pipeline.yaml", dump_yaml(config.to_dict()))
     kw = dict(callbacks=callbacks, dist_info=info)
     ckpts: dict[str, Any] = {}
 
     def stage_dir(name: str) -> Path:
         return out / name
 
+    done = finished_checkpoint
     decoder = None
     if _has_conv_decoder(config):
-        decoder = _done(stage_dir("decoder")) or train_decoder(config, stage_dir("decoder"), resume=resume, **kw)
+        decoder = done(stage_dir("decoder")) or train_decoder(config, stage_dir("decoder"), resume=resume, **kw)
     ckpts["decoder"] = str(decoder) if decoder else None
     experts = []
     for k in range(config.num_experts):
         d = stage_dir("experts") / f"expert-{k}"
-        experts.append(_done(d) or train_expert(config, k, d, decoder_checkpoint=decoder, resume=resume, **kw))
+        experts.append(done(d) or train_expert(config, k, d, decoder_checkpoint=decoder, resume=resume, **kw))
     ckpts["experts"] = [str(p) for p in experts]
-    gating = _done(stage_dir("gating")) or train_gating(config, stage_dir("gating"), expert_checkpoints=experts,
-                                                        decoder_checkpoint=decoder, resume=resume, **kw)
+    gating = done(stage_dir("gating")) or train_gating(config, stage_dir("gating"), expert_checkpoints=experts,
+                                                       decoder_checkpoint=decoder, resume=resume, **kw)
     ckpts["gating"] = str(gating)
-    final = _done(stage_dir("global")) or train_global(config, stage_dir("global"), checkpoint=gating, resume=resume,
-                                                       **kw)
+    final = done(stage_dir("global")) or train_global(config, stage_dir("global"), checkpoint=gating, resume=resume,
+                                                      **kw)
     ckpts["global"] = str(final)
     ckpts["final"] = str(final)
     if info.is_main:
-        (out / "pipeline.json").write_text(json.dumps(ckpts, indent=2) + "\n")
+        atomic_write_text(out / "pipeline.json", json.dumps(ckpts, indent=2) + "\n")
     return ckpts

@@ -29,6 +29,7 @@ from physvid.files import atomic_write_text
 from torch import nn
 
 from ..losses import compute_loss
+from ..metrics import frame_mse
 from .checkpoint import (check_resume_inputs, load_checkpoint, model_meta, rng_state, save_checkpoint,
                          set_rng_state)
 from .config import TrainConfig, dump_yaml
@@ -549,11 +550,10 @@ class Trainer:
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
                 out = model(inputs, n, warmup=warmup, return_expert_frames=needs_expert_frames)
             _, terms = self._objective(out, inputs, targets, warmup, needs_expert_frames, aux_defaults, gate_target)
-            pred = out.pred.float()
-            err = (pred.clamp(0, 1) - targets) ** 2
+            pred = out.pred.float().clamp(0, 1)
             # The Moving-MNIST convention of the paper's tables: per-frame sum over C, H, W (docs/METRICS.md).
-            terms["mse"] = err.flatten(2).sum(-1).mean()
-            terms["mse_pixel"] = err.mean()
+            terms["mse"] = frame_mse(pred, targets).mean()
+            terms["mse_pixel"] = ((pred - targets) ** 2).mean()
             # Summed on the device and read back once per validation, not once per term and batch.
             for k, v in terms.items():
                 v = v.detach().to(self._acc_dtype) * B
