@@ -268,6 +268,8 @@ def sample_scene(config: RenderConfig, index: int, rng: np.random.Generator, obj
     """Draw every scene parameter of one sequence (no pixels): the ground truth stored with the video.
 
     `objects` may hold padded per-object arrays to fill in place (rows of a batch, see `render`).
+    Twin: physvid.kernels.scene.sample_objects + sample_sequence draw the same parameters from the same uniforms in
+    compiled code (what `render` uses); a change here must be made there too (tests/test_render.py compares them).
     """
     if objects is None:
         objects = {name: value.copy() for name, value in _empty_objects(config.max_objects).items()}

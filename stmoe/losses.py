@@ -156,7 +156,7 @@ class LossConfig:
     entropy_eps: float = 1e-8
     # Weights of named auxiliary losses returned by the models (e.g. PhyDNet "moment", ADDL "divergence", inside an STMoE
     # "experts.<k>.divergence"). Precedence: a key listed here, then the model's own default for that term
-    # (Expert.aux_weights, scaled to this reconstruction term: docs/models.md), then default_aux_weight. A key may name
+    # (Expert.default_aux_weights, scaled to this reconstruction term: docs/models.md), then default_aux_weight. A key may name
     # a bare term ("magnitude") to set it for every expert that has it. Stored as sorted (name, weight) pairs so the
     # config stays hashable; a dict is accepted. Weights may be negative (de Bezenac's -0.003 magnitude rewards motion).
     aux_weights: Any = field(default=())
@@ -222,7 +222,7 @@ def compute_loss(
     without a gate (then the W terms are absent). aux: named auxiliary losses of the model; non-scalar values are mean-reduced.
     terms holds the unweighted mean terms ("reconstruction", "entropy", "smoothness", "magnitude", "competition", "aux/<name>") as tensors still
     attached to the graph, and "total". Terms whose weight is 0 are not computed (and not reported).
-    aux_defaults: the model's own default weight per aux name (``Predictor.aux_weights()``), used where the config sets none.
+    aux_defaults: the model's own default weight per aux name (``Predictor.default_aux_weights``), used where the config sets none.
     expert_pred: (B, n_W, m, C, H, W) each expert's own frames for the last n_W predictions (``Output.expert_frames``),
     needed by the "competition" term when ``config.competition_weight`` > 0.
     gate_target: (B, n_W, P, Q) the expert index owning each cell or -1 (:func:`gate_target_nll`), needed by the
@@ -242,7 +242,7 @@ def compute_loss(
     total = recon
 
     if weights is not None:
-        # n of W may be shorter than pred's horizon: warm-up predictions (optim.warmup_loss) carry no W terms.
+        # n of W may be shorter than pred's horizon: warm-up predictions (optim.observed_loss) carry no W terms.
         if weights.ndim != 5 or weights.shape[0] != pred.shape[0] or not 1 <= weights.shape[1] <= pred.shape[1]:
             raise LossConfigError(
                 f"weights must be (B, n, m, P, Q) with B of pred and n <= {pred.shape[1]}, got {tuple(weights.shape)}"

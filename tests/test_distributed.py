@@ -51,7 +51,7 @@ def test_torchrun_two_gloo_processes_train_an_epoch(real, tmp_path):
     x = torch.stack([val[i] for i in range(len(val))])
     with torch.no_grad():
         o = model(x[:, :4], 3)
-        _, terms = compute_loss(o.pred, x[:, 4:], o.weights, o.aux, cfg.loss, model.aux_weights())
+        _, terms = compute_loss(o.pred, x[:, 4:], o.weights, o.aux, cfg.loss, model.default_aux_weights)
     assert len(val) == 2 and abs(float(terms["total"]) - record["val_loss"]) < 1e-5
     # Only rank 0 wrote: one line per epoch, one "best checkpoint" line on stdout.
     assert proc.stdout.count("best checkpoint:") == 1

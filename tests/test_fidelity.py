@@ -81,18 +81,18 @@ def test_model_default_aux_weights_reach_the_loss_and_the_config_wins():
     mix = stmoe.create_model("stmoe-id", height=16, width=16, patch_size=4, num_layers=1, num_hidden=4,
                              filter_size=3, experts=("addl", "convlstm", "phydnet"),
                              expert_configs=({}, {}, {"num_layers": 1, "phy_channels": 4, "phy_kernel": 3}))
-    assert mix.aux_weights() == {**{f"experts.0.{k}": v for k, v in ADDL_AUX_WEIGHTS.items()},
+    assert mix.default_aux_weights == {**{f"experts.0.{k}": v for k, v in ADDL_AUX_WEIGHTS.items()},
                                  "experts.2.moment": pytest.approx(1 / 18)}
 
 
 # ----------------------------------------------------------------------------------------------- warm-up targets
-def test_warmup_predictions_are_the_teacher_forced_next_frame_predictions():
+def test_observed_predictions_are_the_teacher_forced_next_frame_predictions():
     torch.manual_seed(0)
     model = stmoe.create_model("convlstm", height=16, width=16, patch_size=4, num_layers=2, num_hidden=8,
                                filter_size=3, input_frames=4)
     frames = torch.rand(2, 4, 1, 16, 16)
     with torch.no_grad():
-        out = model(frames, 3, warmup=True)
+        out = model(frames, 3, predict_observed=True)
         plain = model(frames, 3)
         x = stmoe.models.patchify(frames, 4)
         state = model.init_state(2)
@@ -100,12 +100,12 @@ def test_warmup_predictions_are_the_teacher_forced_next_frame_predictions():
         for t in range(3):
             z, _, _, state = model.step(x[:, t], state)
             manual.append(stmoe.models.unpatchify(model.decoder(z), 4))
-    assert out.warmup_pred.shape == (2, 3, 1, 16, 16)
-    torch.testing.assert_close(out.warmup_pred, torch.stack(manual, 1))
+    assert out.observed_pred.shape == (2, 3, 1, 16, 16)
+    torch.testing.assert_close(out.observed_pred, torch.stack(manual, 1))
     torch.testing.assert_close(out.pred, plain.pred)  # scoring the warm-up changes no prediction
-    assert model.warmup_loss_default  # recurrent baseline: on under optim.warmup_loss=auto
+    assert model.observed_loss_default  # recurrent baseline: on under optim.observed_loss=auto
     window = stmoe.create_model("unet", height=16, width=16, patch_size=4, num_layers=1, num_hidden=8, filter_size=3)
-    assert not window.warmup_loss_default
+    assert not window.observed_loss_default
 
 
 # ----------------------------------------------------------------------------------------------- STGN

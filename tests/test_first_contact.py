@@ -193,7 +193,7 @@ def test_evaluate_says_it_crops_and_reports_on_rank_0_only(tmp_path, monkeypatch
 
     generate(RenderConfig(property="translation", height=32, width=32, frames=8), 16, tmp_path / "d", workers=1)
     tiny = ["--preset", "tiny", "--set", "model.height=16", "--set", "model.width=16", "--set", "model.num_hidden=8",
-            "-n", "3", "-b", "4", "--threads", "1", "--epochs", "1", "--max-steps", "1"]
+            "-n", "3", "-b", "4", "--threads", "1", "--epochs", "1", "--steps-per-epoch", "1"]
     runner = CliRunner()
     result = runner.invoke(cli, ["train", "baseline", *tiny, "--model", "unet", "--real", str(tmp_path / "d"),
                                  "--out", str(tmp_path / "b")])

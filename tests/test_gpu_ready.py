@@ -76,8 +76,8 @@ def test_batched_experts_give_the_loops_outputs_and_gradients():
     batched.load_state_dict(loop.state_dict())
     x, y = torch.rand(3, 4, 1, 16, 16), torch.rand(3, 5, 1, 16, 16)
     mask = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
-    outs = [m(x, 5, targets=y, teacher_mask=mask, return_expert_frames=True, warmup=True) for m in (loop, batched)]
-    for field in ("pred", "weights", "expert_frames", "warmup_pred"):
+    outs = [m(x, 5, targets=y, teacher_mask=mask, return_expert_frames=True, predict_observed=True) for m in (loop, batched)]
+    for field in ("pred", "weights", "expert_frames", "observed_pred"):
         a, b = (getattr(o, field) for o in outs)
         assert torch.allclose(a, b, atol=1e-6), field
     for o in outs:

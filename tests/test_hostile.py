@@ -145,7 +145,7 @@ TINY = {"model.height": 16, "model.width": 16, "model.num_hidden": 8, "data.outp
         "optim.epochs": 1, "optim.max_steps_per_epoch": 1, "run.threads": 1, "run.progress": "off",
         "stages.baseline.model.name": "unet"}
 TINY_CLI = ["--preset", "tiny", "--set", "model.height=16", "--set", "model.width=16", "--set", "model.num_hidden=8",
-            "-n", "3", "-b", "4", "--threads", "1", "--epochs", "1", "--max-steps", "1", "--model", "unet"]
+            "-n", "3", "-b", "4", "--threads", "1", "--epochs", "1", "--steps-per-epoch", "1", "--model", "unet"]
 
 
 @pytest.fixture(scope="module")
@@ -598,7 +598,7 @@ def test_shard_range_jobs_write_side_by_side_but_never_beside_a_whole_run(tmp_pa
 @POSIX
 def test_a_killed_training_with_dataloader_workers_resumes_to_identical_losses(trained, tmp_path, kill_9_when):
     epochs = 3
-    args = ["train", "baseline", *TINY_CLI[:-6], "--model", "unet", "--epochs", str(epochs), "--max-steps", "2",
+    args = ["train", "baseline", *TINY_CLI[:-6], "--model", "unet", "--epochs", str(epochs), "--steps-per-epoch", "2",
             "--workers", "2", "--real", str(trained["data"])]
     res = invoke(*args, "--out", tmp_path / "straight", app=stmoe_cli)
     assert res.exit_code == 0, res.output

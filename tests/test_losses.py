@@ -229,7 +229,7 @@ def test_competition_pulls_each_cell_to_its_best_expert():
 
 
 def test_competition_scores_the_predicted_frames_after_warm_up_ones():
-    """With warm-up predictions (optim.warmup_loss) pred and target are longer than W: the term uses the last n_W."""
+    """With warm-up predictions (optim.observed_loss) pred and target are longer than W: the term uses the last n_W."""
     w = torch.full((1, 2, 2, 1, 1), 0.5, dtype=torch.float64)  # two predicted frames, two experts, one 2x2 cell
     target = torch.zeros(1, 5, 1, 2, 2, dtype=torch.float64)  # 3 warm-up targets, then the 2 predicted frames
     target[:, :3] = 9.0  # a term that read the warm-up frames would be huge

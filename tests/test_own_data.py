@@ -193,7 +193,7 @@ def test_stmoe_without_torch_says_install_the_train_extra_in_one_line(argv):
 
 def test_a_model_smaller_than_the_data_says_it_trains_on_a_crop(data, tmp_path):
     res = run("train", "baseline", *TINY, "--set", "model.height=8", "--set", "model.width=8", "--model", "convlstm",
-              "--epochs", "1", "--max-steps", "1", "--real", data["mixed"], "--out", tmp_path / "r")
+              "--epochs", "1", "--steps-per-epoch", "1", "--real", data["mixed"], "--out", tmp_path / "r")
     notes = [ln for ln in res.stderr.splitlines() if ln.startswith("note:")]
     assert len(notes) == 1 and "16x16 frames" in notes[0] and "8x8 model trains on their centre 8x8 crop" in notes[0]
 

@@ -271,7 +271,7 @@ def test_predict_scale_and_evaluate_out_on_a_real_checkpoint(tmp_path, monkeypat
                                   "shape": {"size": [4.0, 8.0], "thickness": [1.0, 2.0]}})
     generate(cfg, 16, tmp_path / "data", shard_size=8, workers=1)
     tiny = ["--preset", "tiny", "--set", "model.height=16", "--set", "model.width=16", "--set", "model.num_hidden=8",
-            "-n", "3", "-b", "4", "--threads", "1", "--epochs", "1", "--max-steps", "1"]
+            "-n", "3", "-b", "4", "--threads", "1", "--epochs", "1", "--steps-per-epoch", "1"]
     res = invoke("train", "baseline", *tiny, "--model", "unet", "--real", tmp_path / "data", "--out", tmp_path / "b",
                  app=stmoe_cli)
     assert res.exit_code == 0, res.output

@@ -451,3 +451,20 @@ def test_checkpoint_errors_are_one_line(tmp_path):
         with pytest.raises(TrainError) as err:
             load_checkpoint(path)
         assert "\n" not in str(err.value)
+
+
+def test_renamed_keys_and_options_still_read_the_old_names():
+    """optim.warmup_loss (stored in run folders and checkpoints before the rename) is read as optim.observed_loss;
+    `--max-steps` stays an alias of `--steps-per-epoch`."""
+    from click.testing import CliRunner
+
+    from physvid_cli.stmoe_cmd import cli as stmoe_cli
+    from stmoe.train import TrainConfigError
+    from stmoe.train.config import TrainConfig
+
+    assert TrainConfig.from_dict({"optim": {"warmup_loss": "on"}}).optim.observed_loss == "on"
+    with pytest.raises(TrainConfigError, match="optim.warmup_loss is the old name of optim.observed_loss"):
+        TrainConfig.from_dict({"optim": {"warmup_loss": "on", "observed_loss": "off"}})
+    for option in ("--steps-per-epoch", "--max-steps"):
+        res = CliRunner().invoke(stmoe_cli, ["config", "--preset", "tiny", option, "7"])
+        assert res.exit_code == 0 and "max_steps_per_epoch: 7" in res.output, res.output

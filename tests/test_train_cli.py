@@ -74,7 +74,7 @@ def test_stage_commands_chain_into_evaluate_predict_plot(data, tmp_path):
 def test_baseline_and_end_to_end_commands(data, tmp_path):
     run("train", "baseline", *TINY, "--epochs", "1", "--model", "unet", "--real", data["mixed"], "--out", tmp_path / "b")
     assert yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["model"]["name"] == "unet"
-    run("train", "end-to-end", *TINY, "--epochs", "1", "--max-steps", "1", "--real", data["mixed"],
+    run("train", "end-to-end", *TINY, "--epochs", "1", "--steps-per-epoch", "1", "--real", data["mixed"],
         "--out", tmp_path / "e")
     assert (tmp_path / "e" / "checkpoints" / "best.pt").is_file()
 
@@ -93,7 +93,7 @@ def test_bad_inputs_give_one_line_errors(data, tmp_path, case, code, needle):
     import shutil
 
     real = data["mixed"]
-    args = [*TINY, "--epochs", "1", "--max-steps", "1"]
+    args = [*TINY, "--epochs", "1", "--steps-per-epoch", "1"]
     if case == "missing_data":
         real = tmp_path / "nowhere"
     elif case == "too_long":
@@ -138,7 +138,7 @@ def _metrics(run_dir: Path) -> list[dict]:
 def test_kill_9_then_resume_reproduces_the_uninterrupted_run(data, tmp_path, kill_9_when):
     """A real SIGKILL of `stmoe train` mid-run, then --resume: the loss sequence equals an uninterrupted run's."""
     epochs = 12
-    args = ["train", "baseline", *TINY, "--model", "convlstm", "--epochs", str(epochs), "--max-steps", "3",
+    args = ["train", "baseline", *TINY, "--model", "convlstm", "--epochs", str(epochs), "--steps-per-epoch", "3",
             "--real", str(data["mixed"]), "--set", "optim.teacher_forcing_start=0.8"]
     run(*args, "--out", tmp_path / "straight")
     killed = tmp_path / "killed"

@@ -120,6 +120,7 @@ def polygon(draws, n, radius, irregular, out):
 @njit(cache=True, no_cfunc_wrapper=True)
 def sample_objects(blocks, roles, shapes, n, cfg, pf, pi, verts):
     """Per-object parameters of the first n objects into pf (rows, N_FLOAT), pi (rows, N_INT), verts (rows, 12, 2).
+    Twin of the per-object loop of physvid.render.sample_scene (the readable definition): change both together.
 
     roles/shapes: the preset's plan; blocks (rows, OBJECT_DRAWS + VERTEX_DRAWS) the object's uniforms. Rows past n are
     left untouched (the caller fills them with the padding values).
@@ -175,6 +176,7 @@ def sample_objects(blocks, roles, shapes, n, cfg, pf, pi, verts):
 @njit(cache=True, no_cfunc_wrapper=True)
 def sample_sequence(u, roles, n, cfg, ps):
     """Per-sequence parameters into ps (N_SEQ,) from the sequence's uniforms u (SEQUENCE_DRAWS; sample_scene's tail).
+    Twin of the per-sequence tail of physvid.render.sample_scene: change both together.
     The noise columns are left for the noise stage."""
     ps[S_NUM_OBJECTS] = n
     single, has_intensity = True, False

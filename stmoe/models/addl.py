@@ -150,7 +150,7 @@ class ADDL(Expert):
     "flow": the latest field (B, 2, H, W)}."""
 
     config_class = ADDLConfig
-    aux_weights = ADDL_AUX_WEIGHTS
+    default_aux_weights = ADDL_AUX_WEIGHTS
     recurrent = False  # a window model: X_t alone decides the field
 
     def __init__(self, config: ADDLConfig) -> None:

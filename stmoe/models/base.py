@@ -156,9 +156,9 @@ class Expert(nn.Module):
     model_name: ClassVar[str] = ""
     # Default loss weight of each term of aux_losses, scaled to the reconstruction term of stmoe.losses (1/2 MSE on
     # [0, 1] frames in the local stages); LossConfig.aux_weights overrides them. docs/models.md gives the derivations.
-    aux_weights: ClassVar[dict[str, float]] = {}
+    default_aux_weights: ClassVar[dict[str, float]] = {}
     # True when the state carries memory across steps (RNNs): such models learn from every next-frame prediction of
-    # the warm-up frames too (optim.warmup_loss=auto). Window models (U-Net, ADDL) see only X_t.
+    # the warm-up frames too (optim.observed_loss=auto). Window models (U-Net, ADDL) see only X_t.
     recurrent: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig) -> None:

@@ -30,7 +30,7 @@ ENCODER_STRIDES = (1, 2, 4)
 # Default weight of the moment loss relative to our reconstruction term. PhyDNet's training loop (vincent-leguen/PhyDNet
 # main.py) adds the moment term once to a SUM over its T predicted frames of per-frame MSE; our term is 1/2 the MEAN
 # squared error over frames (stmoe.losses, alpha = 2, c = 1), so the same balance is 1 / (2 T). T = l - 1 + n = 9 for the
-# paper's 4 + 6 frames with warm-up frames scored (optim.warmup_loss, on for PhyDNet): 1/18. Weight 1 (the old
+# paper's 4 + 6 frames with warm-up frames scored (optim.observed_loss, on for PhyDNet): 1/18. Weight 1 (the old
 # default) made the moment constraint 18x heavier than in the reference.
 MOMENT_WEIGHT = 1.0 / 18.0
 LATENT_FRACTION = 4  # PhyDNet's latent grid is 1/4 of the frame in each direction
@@ -167,7 +167,7 @@ class PhyDNet(Expert):
     """
 
     config_class = PhyDNetConfig
-    aux_weights = {"moment": MOMENT_WEIGHT}
+    default_aux_weights = {"moment": MOMENT_WEIGHT}
 
     def __init__(self, config: PhyDNetConfig) -> None:
         super().__init__(config)

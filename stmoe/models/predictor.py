@@ -29,15 +29,15 @@ class Output:
     aux: scalar regularisers averaged over the n prediction steps (e.g. ``divergence`` of ADDL; an STMoE prefixes
         its experts' terms with ``experts.<k>.``).
     expert_frames: (B, n, m, C, H, W) = H(Z~_t^k), each expert decoded alone (Fig. 4, 9), only when asked for.
-    warmup_pred: (B, l-1, C, H, W), the next-frame predictions made while reading the observed frames 2..l (teacher
-        forced: each from the true frames before it), only with ``warmup=True``.
+    observed_pred: (B, l-1, C, H, W), the next-frame predictions made while reading the observed frames 2..l (teacher
+        forced: each from the true frames before it), only with ``predict_observed=True``.
     """
 
     pred: Tensor
     weights: Tensor | None = None
     aux: dict[str, Tensor] = field(default_factory=dict)
     expert_frames: Tensor | None = None
-    warmup_pred: Tensor | None = None
+    observed_pred: Tensor | None = None
 
 
 class Step(NamedTuple):
@@ -85,13 +85,15 @@ class Predictor(nn.Module):
     def aux_losses(self, state: State) -> dict[str, Tensor]:
         return self.experts[0].aux_losses(state)
 
-    def aux_weights(self) -> dict[str, float]:
-        """The model's default loss weight of each name ``aux_losses`` returns (``Expert.aux_weights``)."""
-        return dict(self.experts[0].aux_weights)
+    @property
+    def default_aux_weights(self) -> dict[str, float]:
+        """The model's default loss weight of each name ``aux_losses`` returns (``Expert.default_aux_weights``);
+        ``loss.aux_weights`` overrides them."""
+        return dict(self.experts[0].default_aux_weights)
 
     @property
-    def warmup_loss_default(self) -> bool:
-        """Whether ``optim.warmup_loss=auto`` scores the l-1 warm-up predictions too: yes for a recurrent baseline, as
+    def observed_loss_default(self) -> bool:
+        """Whether ``optim.observed_loss=auto`` scores the l-1 warm-up predictions too: yes for a recurrent baseline, as
         in the PredRNN/PredRNN++/MIM/PhyDNet reference code (every next-frame prediction is a target); no for window
         models, whose early windows are mostly zero padding, and for the STMoE (Eq. 7 scores Y_t..Y_{t+n-1})."""
         return self.num_experts == 1 and self.experts[0].recurrent
@@ -119,12 +121,12 @@ class Predictor(nn.Module):
             raise ModelInputError("teacher_mask", f"expected (B={B}, n-1={n_future - 1}), got {tuple(teacher_mask.shape)}")
 
     def forward(self, frames: Tensor, n_future: int, targets: Tensor | None = None, teacher_mask: Tensor | None = None,
-                return_expert_frames: bool = False, warmup: bool = False) -> Output:
+                return_expert_frames: bool = False, predict_observed: bool = False) -> Output:
         """Predict ``n_future`` frames after ``frames`` (B, l, C, H, W).
 
         teacher_mask (B, n-1), bool or float in [0, 1]: where 1, the ground truth ``targets[:, i]`` (B, n, C, H, W) is fed
         as the input after prediction i instead of the prediction itself (scheduled sampling); None feeds predictions.
-        warmup: also predict frames 2..l from the observed frames before each (``Output.warmup_pred``), so that training
+        predict_observed: also predict frames 2..l from the observed frames before each (``Output.observed_pred``), so that training
         can score every next-frame prediction, as the recurrent baselines' reference code does.
         """
         self._check(frames, n_future, targets, teacher_mask)
@@ -134,7 +136,7 @@ class Predictor(nn.Module):
         state = self.init_state(B, frames.device, frames.dtype)
         warm = []
         for t in range(l - 1):
-            if warmup:
+            if predict_observed:
                 z, _, _, state = self.step(x[:, t], state)
                 warm.append(self.decoder(z))  # predicts frame t+1 from frames 0..t
             else:
@@ -167,7 +169,7 @@ class Predictor(nn.Module):
             weights=torch.stack(weights, 1) if weights else None,  # (B, n, m, P, Q)
             aux={k: v / n_future for k, v in aux_sum.items()},
             expert_frames=unpatchify(torch.stack(expert_frames, 1), p) if return_expert_frames else None,
-            warmup_pred=unpatchify(torch.stack(warm, 1), p) if warm else None,  # (B, l-1, C, H, W)
+            observed_pred=unpatchify(torch.stack(warm, 1), p) if warm else None,  # (B, l-1, C, H, W)
         )
 
 

@@ -76,8 +76,10 @@ def model_config_class(name: str) -> type[ModelConfig]:
     return _lookup(name).config_class
 
 
-def make_config(name: str, field: str = "name", **kwargs: Any) -> ModelConfig:
-    """Build model ``name``'s config from keyword arguments; ``None`` values are dropped so that they keep the defaults."""
+def make_config(name: str, field: str = "name", /, **kwargs: Any) -> ModelConfig:
+    """Build model ``name``'s config from keyword arguments (its fields; ``field`` names the config key of ``name`` in
+    errors); ``None`` values are dropped so that they keep the defaults. Both are positional-only, so that no model
+    field can collide with them."""
     config_class = _lookup(name, field).config_class
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     allowed = [f.name for f in dataclasses.fields(config_class) if f.init]

@@ -288,8 +288,10 @@ class STMoE(Predictor):
             out.update({f"experts.{k}.{key}": v for key, v in expert.aux_losses(s).items()})
         return out
 
-    def aux_weights(self) -> dict[str, float]:
-        return {f"experts.{k}.{key}": w for k, e in enumerate(self.experts) for key, w in e.aux_weights.items()}
+    @property
+    def default_aux_weights(self) -> dict[str, float]:
+        return {f"experts.{k}.{key}": w for k, e in enumerate(self.experts)
+                for key, w in e.default_aux_weights.items()}
 
 
 class _ExpertCall(nn.Module):

@@ -172,14 +172,14 @@ def train_decoder(config: Config, out: str | Path, *, resume: bool = False, call
                   dist_info: DistInfo | None = None, init: str | Path | None = None) -> Path | None:
     """Stage 1 (§3.2, local optimisation 1): F^0 + H on D^all; returns the checkpoint holding theta_H.
 
-    D^all is ``config.all`` or, when empty, the synthetic folders D^1..D^m read together. Returns None for an
+    D^all is ``config.d_all`` or, when empty, the synthetic folders D^1..D^m read together. Returns None for an
     identity decoder (STMoE-Id): H has no parameters, so there is nothing to train.
     """
     _require_mixture(config, "decoder")
     if not _has_conv_decoder(config):
         return None
     cfg = _stage(config, "decoder")
-    paths = _paths(cfg, config.all or config.synthetic, "the decoder stage (D^all)")
+    paths = _paths(cfg, config.d_all or config.synthetic, "the decoder stage (D^all)")
     model = _build(cfg)
     result = fit(model, cfg, out, paths, stage="decoder", meta={"role": "F^0 and H"}, resume=resume,
                  callbacks=callbacks, dist_info=dist_info, init=init)
@@ -346,7 +346,7 @@ def _check_pipeline_data(config: Config) -> None:
     gating = config.stage("gating").data
     if not gating.path and gating.synthetic is None and not config.real:
         raise TrainConfigError("the pipeline needs the real dataset for stages 3 and 4: give --real DIR")
-    for p in [*config.synthetic, *config.all, *([config.real] if config.real else [])]:
+    for p in [*config.synthetic, *config.d_all, *([config.real] if config.real else [])]:
         if not Path(p).exists():
             raise DataError(f"{p} does not exist (give folders written by `physvid generate` or `stmoe prepare`)")
 

@@ -379,7 +379,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         first_bad = torch.zeros((), dtype=torch.int64, device=self.device)  # 1 + index of the first non-finite batch
         count, tf_sum = 0, 0.0
-        warmup = self._warmup_loss()
+        observed = self._observed_loss()
         needs_expert_frames = self._needs_expert_frames()
         aux_defaults = self._aux_defaults()
         start = time.perf_counter()
@@ -399,8 +399,8 @@ class Trainer:
                     mask = torch.rand((B, n - 1), generator=gen, device=self.device) < p_tf
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
                     out = model(inputs, n, targets=targets if mask is not None else None, teacher_mask=mask,
-                                warmup=warmup, return_expert_frames=needs_expert_frames)
-                loss, terms = self._objective(out, inputs, targets, warmup, needs_expert_frames, aux_defaults,
+                                predict_observed=observed, return_expert_frames=needs_expert_frames)
+                loss, terms = self._objective(out, inputs, targets, observed, needs_expert_frames, aux_defaults,
                                               gate_target)
                 first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()),
                                         torch.full_like(first_bad, i + 1), first_bad)
@@ -458,14 +458,14 @@ class Trainer:
                        "world_size": self.dist.world_size})
         return record
 
-    def _objective(self, out, inputs: torch.Tensor, targets: torch.Tensor, warmup: bool, needs_expert_frames: bool,
+    def _objective(self, out, inputs: torch.Tensor, targets: torch.Tensor, observed: bool, needs_expert_frames: bool,
                    aux_defaults: dict, gate_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """The training objective (stmoe.losses.compute_loss: Eq. 7-8, the model's aux terms at the model's own
-        weights, the warm-up frames when scored) of one roll-out ``out``. Training and validation both call this, so
+        weights, the observed frames' predictions when scored) of one roll-out ``out``. Training and validation both call this, so
         that ``val_loss`` is the objective the optimiser minimises, measured on held-out clips."""
         pred, target = out.pred.float(), targets
-        if warmup and out.warmup_pred is not None:  # every next-frame prediction: l - 1 + n targets
-            pred = torch.cat([out.warmup_pred.float(), pred], 1)
+        if observed and out.observed_pred is not None:  # every next-frame prediction: l - 1 + n targets
+            pred = torch.cat([out.observed_pred.float(), pred], 1)
             target = torch.cat([inputs[:, 1:], targets], 1)
         return compute_loss(pred, target, out.weights.float() if out.weights is not None else None,
                             {k: v.float() for k, v in out.aux.items()}, self.config.loss, aux_defaults,
@@ -493,13 +493,13 @@ class Trainer:
 
     def _aux_defaults(self) -> dict:
         """The model's own weight of each auxiliary loss term (e.g. ADDL's magnitude 0, PhyDNet's moment 1/18)."""
-        return self.raw_model.aux_weights() if hasattr(self.raw_model, "aux_weights") else {}
+        return dict(getattr(self.raw_model, "default_aux_weights", {}))
 
-    def _warmup_loss(self) -> bool:
-        """optim.warmup_loss: on, off, or auto (the model's own default: recurrent baselines score l - 1 + n frames)."""
-        mode = self.config.optim.warmup_loss
+    def _observed_loss(self) -> bool:
+        """optim.observed_loss: on, off, or auto (the model's own default: recurrent baselines score l - 1 + n frames)."""
+        mode = self.config.optim.observed_loss
         if mode == "auto":
-            return bool(getattr(self.raw_model, "warmup_loss_default", False))
+            return bool(getattr(self.raw_model, "observed_loss_default", False))
         return mode == "on"
 
     def _needs_expert_frames(self) -> bool:
@@ -535,7 +535,7 @@ class Trainer:
         model = self.raw_model
         model.eval()
         needs_expert_frames = self._needs_expert_frames()
-        warmup = self._warmup_loss()
+        observed = self._observed_loss()
         aux_defaults = self._aux_defaults()
         sums: dict[str, torch.Tensor] = {}
         count = 0
@@ -548,8 +548,8 @@ class Trainer:
             # time); the warm-up predictions are scored when training scores them (their inputs are observed frames
             # either way, so they do not change out.pred).
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-                out = model(inputs, n, warmup=warmup, return_expert_frames=needs_expert_frames)
-            _, terms = self._objective(out, inputs, targets, warmup, needs_expert_frames, aux_defaults, gate_target)
+                out = model(inputs, n, predict_observed=observed, return_expert_frames=needs_expert_frames)
+            _, terms = self._objective(out, inputs, targets, observed, needs_expert_frames, aux_defaults, gate_target)
             pred = out.pred.float().clamp(0, 1)
             # The Moving-MNIST convention of the paper's tables: per-frame sum over C, H, W (docs/METRICS.md).
             terms["mse"] = frame_mse(pred, targets).mean()

@@ -58,10 +58,12 @@ class Config:
     # ------------------------------------------------------------------ accessors
     @property
     def synthetic(self) -> tuple[str, ...]:
+        """D^1..D^m, one physvid folder per expert (key ``synthetic``)."""
         return tuple(self.doc["synthetic"])
 
     @property
-    def all(self) -> tuple[str, ...]:
+    def d_all(self) -> tuple[str, ...]:
+        """D^all, the folders of stage 1 (key ``all``); empty: the synthetic folders together."""
         return tuple(self.doc["all"])
 
     @property

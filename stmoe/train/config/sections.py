@@ -153,13 +153,14 @@ class OptimConfig:
     teacher_forcing_end: float = 0.0
     teacher_forcing_fraction: float = 0.5
     max_steps_per_epoch: int | None = None  # cap the steps of an epoch (quick runs)
-    # Score the l - 1 warm-up next-frame predictions too (teacher forced), as the PredRNN/PredRNN++/MIM/PhyDNet
-    # reference code does: "auto" = on for recurrent baselines and experts, off for window models and the STMoE.
-    warmup_loss: str = "auto"
+    # Score the l - 1 next-frame predictions made while reading the observed frames 2..l too (teacher forced), as
+    # the PredRNN/PredRNN++/MIM/PhyDNet reference code does: "auto" = on for recurrent baselines and experts, off for
+    # window models and the STMoE. (Called warmup_loss at first, a name that read as a learning-rate warm-up.)
+    observed_loss: str = "auto"
 
     def __post_init__(self) -> None:
         p = "optim"
-        _check(self, p, "warmup_loss", "choice", SWITCHES)
+        _check(self, p, "observed_loss", "choice", SWITCHES)
         _check(self, p, "monitor", "choice", MONITORS)
         _check(self, p, "fused", "choice", SWITCHES)
         _check(self, p, "epochs", "int")
@@ -316,11 +317,21 @@ def _null_section(prefix: str) -> TrainConfigError:
                             "out to keep the preset's or the default settings")
 
 
+# Keys renamed since they were first written: {section: {old: new}}. Configs stored with runs and checkpoints (and
+# users' files) keep the old name; it is read as the new one.
+RENAMED = {"optim": {"warmup_loss": "observed_loss"}}
+
+
 def _section(cls: type, d: Any, prefix: str):
     if d is None:
         raise _null_section(prefix)
     if not isinstance(d, Mapping):
         raise TrainConfigError(f"{prefix} must be a mapping of settings, got {d!r}")
+    for old, new in RENAMED.get(prefix, {}).items():
+        if old in d:
+            if new in d:
+                raise TrainConfigError(f"{prefix}.{old} is the old name of {prefix}.{new}; give one of them")
+            d = {(new if k == old else k): v for k, v in d.items()}
     allowed = tuple(f.name for f in dataclasses.fields(cls))
     _no_unknown(d, allowed, prefix)
     return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
