@@ -86,7 +86,8 @@ SHORTCUTS = (
     KeyOption(("--precision",), "run.precision", click.Choice(("auto", "fp32", "bf16")),
              "auto = bf16 autocast on GPU, fp32 on CPU (run.precision)."),
     KeyOption(("--threads",), "run.threads", click.IntRange(min=1), "torch CPU threads (run.threads)."),
-    KeyOption(("--compile/--no-compile",), "run.compile", None, "torch.compile the model (run.compile).", flag=True),
+    KeyOption(("--compile/--no-compile",), "run.compile", None,
+              "torch.compile the model's roll-out and its backward, not the optimiser step (run.compile).", flag=True),
     KeyOption(("--progress/--no-progress",), "run.progress", None, "Progress bar on stderr (default: when a terminal).",
              flag=True, to_config=lambda v: {"run.progress": "on" if v else "off"}),
 )

@@ -191,7 +191,9 @@ class RunConfig:
     seed: int = 0  # seeds Python, NumPy, torch, the samplers, crops and scheduled sampling
     device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N; under torchrun each rank uses its local GPU
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16
-    compile: bool = False  # torch.compile the model's whole roll-out (forward), one graph per stage
+    # torch.compile(model): the whole roll-out, one graph per stage, and through AOTAutograd its backward; the
+    # optimiser step stays eager (fused Adam on CUDA). The name is what PyTorch users call torch.compile(model).
+    compile: bool = False
     compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune, ...
     compile_backend: str = "inductor"  # a torch._dynamo backend; "eager" / "aot_eager" trace without generating code
     threads: int | None = None  # torch CPU threads; null = torch's default
