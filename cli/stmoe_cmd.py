@@ -553,6 +553,7 @@ def plot(run, out) -> None:
     "stmoe reproduce table1 --profile smoke --out runs/t1-smoke            # seconds: the structure",
     "stmoe reproduce table1 --profile cpu --out runs/t1 --seeds 3          # 2 CPU cores",
     "stmoe reproduce table1 --profile cpu --out runs/t1 --resume           # after a crash: finished runs are kept",
+    "stmoe reproduce table1 --profile cpu --out runs/t1b --seeds 3 --rows-from docs/results/rows/cpu   # continue elsewhere",
     "stmoe reproduce all --profile gpu --out runs/all",
     "stmoe reproduce table1 --profile gpu --steps-scale 0.05 --compile --loader-workers 4 --jobs 3 --out runs/t1-gpu",
     "stmoe reproduce clips --clips my.mp4 --clips data/mine --rows unet,mim,stmoe-id --out runs/mine   # your clips"))
@@ -581,9 +582,12 @@ def plot(run, out) -> None:
                    "`stmoe prepare` (clips of 10 frames) to compare the models on; repeatable.")
 @click.option("--rows", default=None, metavar="A,B,...",
               help="Experiment `clips`: keep these rows of `real` (model names or labels) [default: all].")
+@click.option("--rows-from", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Take finished rows from DIR (the rows/ folder of an earlier reproduction with the same profile "
+                   "settings) instead of retraining them: continue a long reproduction on another machine.")
 @handle_errors
 def reproduce(experiment, profile, out, seeds, resume, data_root, jobs, steps_scale, compile_, loader_workers,
-              checkpoint_minutes, clips, rows) -> None:
+              checkpoint_minutes, clips, rows, rows_from) -> None:
     """Run an experiment of the paper (§4) and write its table beside the paper's numbers (docs/results.md).
 
     EXPERIMENT: table1 (Dynamic MNIST), table5 (local+global vs end-to-end), table6 (attention none / uniform /
@@ -595,7 +599,8 @@ def reproduce(experiment, profile, out, seeds, resume, data_root, jobs, steps_sc
     results = run_reproduce(experiment, profile, out, seeds=seeds, resume=resume, data_root=data_root, jobs=jobs,
                             steps_scale=steps_scale, compile=compile_, loader_workers=loader_workers,
                             checkpoint_minutes=checkpoint_minutes, log=lambda m: click.echo(m, err=True), clips=clips,
-                            rows=[r.strip() for r in rows.split(",") if r.strip()] if rows else ())
+                            rows=[r.strip() for r in rows.split(",") if r.strip()] if rows else (),
+                            rows_from=rows_from)
     for name in results:
         click.echo(f"wrote {os.path.join(out, name, 'table.md')}")
 

@@ -235,3 +235,30 @@ def test_gpu_options_and_a_budget_override_reach_every_stage(tmp_path):
     assert not plain.stage("global").run.compile and plain.stage("global").run.checkpoint_minutes == 0
     with pytest.raises(ReproduceError, match="--steps-scale must be a number in"):
         reproduce("table1", "smoke", tmp_path / "x", steps_scale=0)
+
+
+@needs_data
+def test_rows_taken_from_an_earlier_reproduction_are_not_retrained(smoke_all, tmp_path):
+    """--rows-from: a reproduction continues elsewhere from another folder's finished row records (same profile
+    settings): nothing is retrained, the table has the same numbers, and each row keeps its machine."""
+    out, results = smoke_all
+    logged = []
+    res = reproduce("table5", "smoke", tmp_path / "t5", rows_from=out / "rows", log=logged.append)["table5"]
+    assert not any(m.startswith("train:") for m in logged)
+    assert sum("taken from" in m for m in logged) == len(experiment_rows("table5", PROFILES["smoke"]))
+    assert [list(r["stats"]["mse"]) for r in res["rows"]] == [list(r["stats"]["mse"])
+                                                              for r in results["table5"]["rows"]]
+    first = json.loads((out / "rows" / "stmoe-stmoe-id-dynamic-mnist-noise0.26-s0.json").read_text())
+    assert first["machine"] in res["machines"] and first["profile_settings"]["name"] == "smoke"
+    # a record made with other profile settings is retrained, never mixed into the table
+    other = tmp_path / "other"
+    other.mkdir()
+    for src in (out / "rows").glob("*-s0.json"):
+        rec = json.loads(src.read_text())
+        rec["profile_settings"]["real_steps"] += 1
+        (other / src.name).write_text(json.dumps(rec))
+    again = []
+    reproduce("table5", "smoke", tmp_path / "t5b", rows_from=other, log=again.append)
+    assert any(m.startswith("train:") for m in again) and any("other profile settings" in m for m in again)
+    with pytest.raises(ReproduceError, match="--rows-from"):
+        reproduce("table5", "smoke", tmp_path / "t5c", rows_from=tmp_path / "missing", log=lambda m: None)

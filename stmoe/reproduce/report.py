@@ -68,6 +68,12 @@ def summarise(evaluated: list[dict]) -> list[dict]:
 COPY_LAST = "copy last frame"
 
 
+def _machines(meta: dict) -> str:
+    """This call's machine, or every machine whose rows the table holds (rows taken with --rows-from)."""
+    machines = meta.get("machines") or [meta["machine"]]
+    return machines[0] if len(machines) == 1 else "rows from " + " and ".join(machines)
+
+
 def markdown(name: str, prof: Profile, rows: list[dict], meta: dict) -> str:
     seeds = meta["seeds"]
     paper_hw = 128 * 128  # the paper's Dynamic MNIST frames
@@ -77,7 +83,7 @@ def markdown(name: str, prof: Profile, rows: list[dict], meta: dict) -> str:
              f"{prof.real_steps} optimiser steps on the real training set (batch {prof.batch_size}; an STMoE: half "
              f"gating, half global), plus {prof.syn_steps} steps per network trained on synthetic data (STMoE experts "
              f"and F^0, MIM w/ D^all's pre-training); {prof.n_train} real training sequences unless the row says "
-             f"otherwise; seeds: {seeds}; {meta['machine']}; {meta['date']}.", ""]
+             f"otherwise; seeds: {seeds}; {_machines(meta)}; {meta['date']}.", ""]
     has_bmse = any(r["stats"].get("bmse") and r["real"] == "radar" for r in rows) or name == "noise"
     head = ["row", "data", "recipe (chosen on validation)", "MSE / frame", "MSE / pixel ×1e3", "SSIM", "paper MSE",
             "paper MSE / pixel ×1e3", "paper SSIM"]
@@ -293,7 +299,9 @@ def write_report(out: Path, name: str, prof: Profile, evaluated: list[dict], met
     else:
         by_data: dict[str, list[dict]] = {}
         for r in rows:
-            if r["checkpoint"]:  # trained rows (not the copy-last reference)
+            # trained rows whose networks are in this folder (not the copy-last reference, not rows taken from
+            # another reproduction's records)
+            if r["checkpoint"] and (runner.out / r["checkpoint"]).is_file():
                 by_data.setdefault(r["real"], []).append(r)
         for real, group in by_data.items():
             fname = "predictions.png" if len(by_data) == 1 else f"predictions-{real}.png"

@@ -7,7 +7,8 @@ Folder layout of ``out`` (one experiment, or ``all`` of them sharing data and tr
     runs/local-<model>-noise<r>-s<seed>/{decoder, experts/expert-<k>}    local optimisation, shared by every row
     runs/synthetic-<model>-noise<r>-s<seed>/pretrain                     MIM w/ D^all's pre-training, shared
     runs/<row key>-s<seed>/{baseline | real | gating, global | end_to_end}
-    rows/<row key>-s<seed>.json    evaluation of one trained row (its existence = finished), shared by experiments
+    rows/<row key>-s<seed>.json    evaluation of one trained row (its existence = finished), shared by experiments;
+                                   it names the machine, date and profile settings it was made with
     <experiment>/results.json, table.md, *.png   the table, the paper's numbers beside ours, the figures
 
 Every stage folder holds checkpoints/last.pt and result.json: a finished stage is skipped, an interrupted one
@@ -381,7 +382,8 @@ def _check_out(out: Path, experiment: str, profile: str, resume: bool, settings:
 def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1, resume: bool = False,
               data_root: str | Path | None = None, jobs: int | None = None, steps_scale: float = 1.0,
               compile: bool = False, loader_workers: int = 0, checkpoint_minutes: float | None = None,
-              log: Callable[[str], None] = print, clips: Sequence[str] = (), rows: Sequence[str] = ()) -> dict[str, Any]:
+              log: Callable[[str], None] = print, clips: Sequence[str] = (), rows: Sequence[str] = (),
+              rows_from: str | Path | None = None) -> dict[str, Any]:
     """Run ``experiment`` (a key of EXPERIMENTS, or "all") at ``profile`` into ``out``; returns {experiment: results}.
 
     ``jobs`` worker processes train independent rows side by side (default: the profile's; rows that share a local
@@ -390,8 +392,13 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
     another budget): a short run of a big profile. ``compile``, ``loader_workers`` and ``checkpoint_minutes``
     (default 5 for the gpu and paper profiles, per epoch otherwise) change speed only.
 
+    ``rows_from``: a ``rows/`` folder of an earlier reproduction (or a copy of it, e.g. committed records) whose finished
+    (row, seed) evaluations are taken instead of retrained, when they were made with the same profile settings: a
+    reproduction too long for one machine's session continues on another (seeds 1.. need only seed 0's record, which
+    names its chosen recipe). Taken rows keep their own machine and date, and the table lists every machine.
+
     Raises ReproduceError (exit 2) for an unknown experiment or profile, seeds < 1, missing ../shared/data for the
-    data an experiment needs, or an --out that holds another reproduction.
+    data an experiment needs, an --out that holds another reproduction, or a ``rows_from`` that is not a folder.
     """
     from .report import write_report
 
@@ -410,6 +417,8 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
         raise ReproduceError(f"--steps-scale must be a number in (0, 100], got {steps_scale!r}")
     if isinstance(loader_workers, bool) or not isinstance(loader_workers, int) or not 0 <= loader_workers <= 64:
         raise ReproduceError(f"--loader-workers must be an integer in [0, 64], got {loader_workers!r}")
+    if rows_from is not None and not Path(rows_from).is_dir():
+        raise ReproduceError(f"--rows-from {rows_from}: no such folder (give the rows/ folder of a reproduction)")
     out = Path(out)
     root = Path(data_root) if data_root is not None else default_data_root()
     prof = PROFILES[profile]
@@ -443,7 +452,8 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
         for row in experiment_rows(name, prof, own):
             for seed in range(seeds):
                 if not (rows_dir / f"{row.key}-s{seed}.json").is_file():
-                    todo.setdefault((row.key, seed), row)
+                    if rows_from is None or not _take_row(Path(rows_from), rows_dir, row, seed, prof, log):
+                        todo.setdefault((row.key, seed), row)
     start = time.perf_counter()
     for row in todo.values():  # all data first: workers only read it
         runner.prepare(row)
@@ -463,8 +473,9 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
         # The evaluation is shared; the label and the paper's numbers are this experiment's.
         evaluated = [{**json.loads((rows_dir / f"{row.key}-s{seed}.json").read_text()), "row": row.label,
                       "paper": row.paper} for row in experiment_rows(name, prof, own) for seed in range(seeds)]
+        here = machine()
         meta = {"experiment": name, "description": EXPERIMENTS[name], "profile": asdict(prof), "seeds": seeds,
-                "machine": machine(), "jobs": jobs,
+                "machine": here, "machines": sorted({e.get("machine", here) for e in evaluated}), "jobs": jobs,
                 "date": time.strftime("%Y-%m-%d"), "seconds_this_call": round(time.perf_counter() - start, 1)}
         results[name] = write_report(out / name, name, prof, evaluated, meta, runner)
     return results
@@ -489,9 +500,31 @@ def _run_tasks(runner: RowRunner, tasks: list[tuple[Row, int]], log: Callable[[s
         rec["search"] = tried
         rec["selected_by"] = "validation MSE of the selected checkpoint" + ("" if seed == 0 else " (seed 0's choice)")
         rec["train_eval_seconds"] = round(time.perf_counter() - t0, 1)
+        rec.update(machine=machine(), date=time.strftime("%Y-%m-%d"), profile_settings=asdict(runner.p))
         atomic_write_text(path, json.dumps(rec, indent=2) + "\n")
         log(f"{row.label} ({row.real}, seed {seed}, {recipe.name}): MSE {rec['mean'].get('mse', float('nan')):.3f} "
             f"SSIM {rec['mean'].get('ssim', float('nan')):.4f} ({rec['train_eval_seconds']:.0f} s)")
+
+
+def _take_row(source: Path, rows_dir: Path, row: Row, seed: int, prof: Profile, log: Callable[[str], None]) -> bool:
+    """Copy the finished evaluation of (row, seed) from ``source`` into ``rows_dir`` if it was made with the same
+    profile settings; returns whether it was taken. A record of other settings (or of a version that did not record
+    them) is retrained, never mixed into the table."""
+    src = source / f"{row.key}-s{seed}.json"
+    if not src.is_file():
+        return False
+    try:
+        rec = json.loads(src.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ReproduceError(f"--rows-from: {src} is not a readable row record") from None
+    if not isinstance(rec, dict) or rec.get("key") != row.key or rec.get("seed") != seed:
+        raise ReproduceError(f"--rows-from: {src} does not hold row {row.key!r}, seed {seed}")
+    if rec.get("profile_settings") != json.loads(json.dumps(asdict(prof))):
+        log(f"{row.label} (seed {seed}): {src} was made with other profile settings; trained here instead")
+        return False
+    atomic_write_text(rows_dir / src.name, json.dumps(rec, indent=2) + "\n")
+    log(f"{row.label} (seed {seed}): taken from {src} ({rec.get('machine', '?')}, {rec.get('date', '?')})")
+    return True
 
 
 # Rough cost of a row in "one MIM trained for the budget" units, to balance the workers.
