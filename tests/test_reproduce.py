@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from stmoe.reproduce import ALL, PROFILES, ReproduceError, experiment_rows, reproduce
-from stmoe.reproduce.runner import default_data_root, time_split
+from stmoe.reproduce.runner import default_data_root, machine, time_split
 
 DATA = default_data_root()
 needs_data = pytest.mark.skipif(not (DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
@@ -262,3 +262,15 @@ def test_rows_taken_from_an_earlier_reproduction_are_not_retrained(smoke_all, tm
     assert any(m.startswith("train:") for m in again) and any("other profile settings" in m for m in again)
     with pytest.raises(ReproduceError, match="--rows-from"):
         reproduce("table5", "smoke", tmp_path / "t5c", rows_from=tmp_path / "missing", log=lambda m: None)
+
+
+def test_machine_names_what_decides_the_floats():
+    """Two VMs both called "AMD EPYC" gave different Table 1 numbers: the record names the CPU generation (family and
+    model) and torch's CPU kernel set, which decide the rounding, beside the versions."""
+    import torch
+
+    text = machine()
+    assert f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()} kernels)" in text
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "cpu family" in cpuinfo.read_text():
+        assert "(family " in text and " model " in text

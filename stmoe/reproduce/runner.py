@@ -582,23 +582,30 @@ def _run_parallel(out: Path, prof: Profile, root: Path, groups: list[list[tuple[
 
 
 def machine() -> str:
-    """CPU model, cores, GPU and the versions that decide the floats: numbers are reproducible to the last digit on
-    the same machine and versions (tests/test_selection.py), not across CPU models (other kernels, other rounding)."""
+    """CPU model (with family/model numbers), cores, GPU, torch's CPU kernel set and the versions that decide the
+    floats: numbers are reproducible to the last digit on the same machine and versions (tests/test_selection.py),
+    not across CPU models (other kernels, other rounding)."""
     import numba
     import numpy
     import torch
 
     cpu = platform.processor() or platform.machine()
+    info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    cpu = info.get("model name", cpu)
+    if "cpu family" in info:
+        # A VM's model name often hides the generation ("AMD EPYC" is Zen 2, 3 or 4); family/model do not, and torch's
+        # kernel set (AVX2 vs AVX512) is what changes the rounding.
+        cpu += f" (family {info['cpu family']} model {info.get('model', '?')})"
+    kernels = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()
     gpu = f"GPU {_cuda()}" if _cuda() else "no GPU"
-    return (f"{cpu}, {_cores()} cores, {gpu}; {platform.system()} {platform.machine()}, torch {torch.__version__}, "
-            f"numba {numba.__version__}, numpy {numpy.__version__}")
+    return (f"{cpu}, {_cores()} cores, {gpu}; {platform.system()} {platform.machine()}, torch {torch.__version__} "
+            f"({kernels} kernels), numba {numba.__version__}, numpy {numpy.__version__}")
 
 
 def _cores() -> int:
