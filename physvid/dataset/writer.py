@@ -31,14 +31,14 @@ from ..config import RenderConfig
 from ..errors import ConfigError, DatasetError, NotADatasetError
 from .budget import check_memory, check_size
 from .card import receiver_files_missing, write_receiver_files
-from .folder import (DISK_SAMPLE, attrs_identity, check_disk, clean_failed, complete, existing_plan,  # noqa: F401
-                     known_records, plan_frames, prepare_folder, shard_attrs, verified, write_plan)
-from .generation import NOISE_TOLERANCE, RenderSource, check_noise_reachable, render_config  # noqa: F401
+from .folder import (DISK_SAMPLE, attrs_identity, check_disk, clean_failed, complete, existing_plan, known_records,
+                     plan_frames, prepare_folder, shard_attrs, verified, write_plan)
+from .generation import NOISE_TOLERANCE, RenderSource, check_noise_reachable, render_config
 from .layout import COMPRESSIONS, MANIFEST, STATE_DIR, ShardSpec, atomic_write_text, dumps, read_json, shard_specs
 from .lock import lock_folder
 from .manifest import differences, identity, make_manifest, make_plan
-from .pool import STOP_GRACE, check_main_guard, run_tasks, stop_pool  # noqa: F401
-from .shard import BATCH, Source, io_error, remove_temp_files, write_h5, write_shard  # noqa: F401
+from .pool import STOP_GRACE, check_main_guard, run_tasks, stop_pool
+from .shard import BATCH, Source, io_error, remove_temp_files, write_h5, write_shard
 from .splits import parse_splits, split_ranges, splits_problem
 from .summary import Estimate, Summary, human_bytes
 
@@ -47,8 +47,10 @@ Progress = Callable[[int, int], None]  # (sequences just finished, total sequenc
 SHARD_SIZE = 1000  # the largest default shard (see default_shard_size)
 _check = Checks(ConfigError)
 
-# Names this module had before it was split by concern (issue 22; the imports above re-export the public ones),
-# for callers that import them from here.
+# Names this module had before it was split by concern (issue 22), for callers that still import them from here:
+# the imports above re-export them (listed so that pyflakes sees them used), two under their old private names.
+_OLD_NAMES = (DISK_SAMPLE, attrs_identity, shard_attrs, NOISE_TOLERANCE, check_noise_reachable, STOP_GRACE,
+              remove_temp_files)
 _stop_pool = stop_pool
 _write_h5 = write_h5
 
