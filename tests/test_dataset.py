@@ -115,6 +115,48 @@ def test_write_dataset_takes_any_source(tmp_path):
     assert not (tmp_path / "bad").exists()  # nothing partial left
 
 
+class Changes:
+    """A source whose parameters change dtype after the first batch (float64 -> float32)."""
+
+    def __call__(self, indices):
+        video = np.zeros((len(indices), 2, 1, 4, 4), np.uint8)
+        return video, {"x": np.asarray(indices, np.float64 if indices[0] == 0 else np.float32)}
+
+
+def test_the_schema_is_derived_once_per_shard_and_every_batch_still_checked(tmp_path, monkeypatch):
+    """Issue 22: deriving the schema for every 16-sequence batch cost 13 % of a rotation run; a batch whose layout
+    differs from the first's is still refused."""
+    from physvid.dataset import shard
+
+    calls = []
+    real = shard.schema_of
+    monkeypatch.setattr(shard, "schema_of", lambda *a: calls.append(1) or real(*a))
+    write_dataset(tmp_path / "clips", Clips(), 70, {}, shard_size=35, workers=1)
+    assert len(calls) == 2 + 1  # one per shard, and one for the free-space estimate's sample
+    with pytest.raises(DatasetError, match="changed shapes, dtypes or parameter names .sequences 16..31"):
+        write_dataset(tmp_path / "bad", Changes(), 40, {}, workers=1)
+
+
+class Pids:
+    """A source that records which process rendered each batch."""
+
+    def __init__(self, log: Path):
+        self.log = log
+
+    def __call__(self, indices):
+        with open(self.log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return np.zeros((len(indices), 2, 1, 4, 4), np.uint8), {"i": np.asarray(indices)}
+
+
+def test_a_job_of_one_shard_starts_no_worker_process(tmp_path):
+    """Issue 22: a worker costs ~1.7 CPU s to start (imports, kernels); a job that fits in one shard -- by default
+    every job up to 1,000 sequences -- is written by this process whatever --workers says."""
+    log = tmp_path / "pids"
+    write_dataset(tmp_path / "ds", Pids(log), 40, {}, workers=4)
+    assert set(log.read_text().split()) == {str(os.getpid())}
+
+
 def test_resume_keeps_verified_shards_and_is_byte_identical(tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
     generate(TINY, 9, ref, shard_size=3, workers=1)

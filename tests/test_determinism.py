@@ -55,9 +55,9 @@ def chunk_mismatches(path: Path) -> list[str]:
 def test_every_chunk_is_the_deterministic_encoding_of_its_data(tmp_path, monkeypatch, compression):
     """Chunks written through a filter whose output depends on anything but the data (h5py's LZF, isal, HDF5's fill
     of an edge chunk's padding) fail here, whatever the dataset: video, masks, property maps, params, index."""
-    from physvid.dataset import writer
+    from physvid.dataset import shard
 
-    monkeypatch.setattr(writer, "PARAM_CHUNK_BYTES", 64)  # several rows per params chunk, and a partial edge chunk
+    monkeypatch.setattr(shard, "PARAM_CHUNK_BYTES", 64)  # several rows per params chunk, and a partial edge chunk
     out = tmp_path / "ds"
     generate(CONFIG, 11, out, shard_size=7, workers=1, compression=compression)
     for shard in sorted(out.glob("shard-*.h5")):

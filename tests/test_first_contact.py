@@ -85,6 +85,32 @@ def test_a_program_read_from_a_pipe_is_named_not_blamed_on_memory(tmp_path):
     assert "memory" not in run.stdout + run.stderr and "Traceback" not in run.stderr
 
 
+GUARD_CASES = {  # program text -> whether check_main_guard accepts it
+    "check_main_guard()\n": False,
+    'if __name__ == "__main__":\n    pass\ncheck_main_guard()\n': False,  # a guard, but not around the call
+    '# if __name__ == "__main__": in a comment\ncheck_main_guard()\n': False,
+    'if __name__ == "__main__":\n    check_main_guard()\n': True,
+    "def main():\n    check_main_guard()\n\n\nif '__main__' == __name__:\n    main()\n": True,
+}
+
+
+@pytest.mark.parametrize("text", list(GUARD_CASES))
+def test_the_spawn_guard_is_read_from_the_programs_syntax_not_its_text(tmp_path, text):
+    """Issue 22: the check used to grep the script for "__main__", which a guard elsewhere (or a comment) satisfied
+    while the call itself stayed unguarded; now the running top-level statement must sit in the guard's body."""
+    import runpy
+
+    from physvid.errors import ConfigError
+
+    script = tmp_path / "prog.py"
+    script.write_text("from physvid.dataset.pool import check_main_guard\n" + text)
+    if GUARD_CASES[text]:
+        runpy.run_path(str(script), run_name="__main__")
+    else:
+        with pytest.raises(ConfigError, match="put the calls under `if __name__ == \"__main__\":`"):
+            runpy.run_path(str(script), run_name="__main__")
+
+
 def test_usage_errors_are_one_line_with_the_error_prefix(capsys):
     import pytest
 

@@ -507,7 +507,7 @@ def half_message(_):
 
 
 if __name__ == "__main__":
-    from physvid.dataset.writer import _stop_pool
+    from physvid.dataset.pool import stop_pool
 
     pool = ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"))
     futures = [pool.submit(half_message, i) for i in range(2)]
@@ -515,7 +515,7 @@ if __name__ == "__main__":
         time.sleep(0.05)
     time.sleep(1.0)
     start = time.monotonic()
-    _stop_pool(pool, grace=1.0)
+    stop_pool(pool, grace=1.0)
     print(f"stopped in {time.monotonic() - start:.1f} s", flush=True)
 """
 

@@ -84,7 +84,7 @@ def _sizes(manifest: dict[str, Any]) -> tuple[int, int]:
 
 def card_text(manifest: dict[str, Any]) -> str:
     """The dataset card (README.md): a function of the manifest only."""
-    from .writer import human_bytes
+    from .summary import human_bytes
 
     m = manifest
     n = int(m["total_sequences"])

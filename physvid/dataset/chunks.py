@@ -295,9 +295,9 @@ class ChunkWriter:
 
     __slots__ = ("dsid", "steps", "level", "tail", "min_match", "rows", "row_shape", "dtype", "length")
 
-    def __init__(self, dset, steps, min_match: int = MIN_MATCH):
+    def __init__(self, dset, steps, min_match: int = MIN_MATCH, level: int | None = None):
         self.dsid, self.steps = dset.id, steps
-        self.level = max(0, min(deflate_level(dset), 9))
+        self.level = max(0, min(deflate_level(dset), 9)) if level is None else level
         self.tail = (0,) * (dset.ndim - 1)
         self.min_match = min_match
         self.rows, self.row_shape, self.dtype = int(dset.chunks[0]), tuple(dset.shape[1:]), dset.dtype
@@ -307,6 +307,14 @@ class ChunkWriter:
     def of(cls, dset) -> "ChunkWriter | None":
         steps = row_pipeline(dset)
         return None if steps is None else cls(dset, steps)
+
+    def like(self, dset) -> "ChunkWriter | None":
+        """A writer for `dset`, a dataset created with the same dtype and filter options as this writer's, which
+        therefore has the same pipeline: reading it back from each dataset's property list cost ~0.8 ms per dataset,
+        40 ms per shard of the renderer's ~50 datasets. None where `dset` is not chunked by whole rows."""
+        if dset.dtype != self.dtype or dset.chunks is None or tuple(dset.chunks[1:]) != tuple(dset.shape[1:]):
+            return None
+        return type(self)(dset, self.steps, self.min_match, self.level)
 
     def encode(self, row: np.ndarray) -> tuple[bytes, int]:
         """(chunk bytes, HDF5 filter mask) of one whole chunk's data: LZF, an optional filter, is skipped (its mask

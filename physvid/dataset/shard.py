@@ -1,0 +1,256 @@
+"""One shard file: a source's sequences -> one HDF5 file, written whole or not at all, and its record.
+
+A *source* is a picklable callable `source(indices) -> (video uint8 [n, T, C, H, W], params)` where `params` maps a
+name to an array whose first axis is n; `masks` and `property_map` are stored at the top level, everything else under
+`params/` (docs/FORMAT.md).
+
+Why the bytes of a shard depend only on (source, shard size, compression): batches of BATCH sequences are written in
+index order, and every chunk is encoded by dataset/chunks.py (never by HDF5's own filters), then stored with
+`write_direct_chunk`.
+"""
+from __future__ import annotations
+
+import errno as errno_mod
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import DatasetError
+from ..files import atomic_path
+from .chunks import ChunkWriter
+from .generation import RenderSource
+from .layout import ShardSpec, atomic_write_text, dumps, filter_options, record_path, tmp_name
+from .schema import TOP_LEVEL, describe, h5_attributes  # TOP_LEVEL: stored beside `video`, one sequence per chunk
+
+Source = Callable[[np.ndarray], "tuple[np.ndarray, dict[str, np.ndarray]]"]
+
+# Sequences per source call. Fixed (never derived from the worker count) so that the write order, hence every byte of
+# a shard, is the same in every run.
+BATCH = 16
+PARAM_CHUNK_BYTES = 1 << 20
+CORE_BLOCK = 1 << 22  # growth step of the in-memory shard image
+_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def io_error(exc: OSError, path: Path) -> DatasetError:
+    """A one-line, actionable message for an operating-system failure while writing `path` (exit code 1)."""
+    code = exc.errno
+    if code is None:  # HDF5 reports the errno inside its message text
+        m = re.search(r"errno = (\d+)", str(exc))
+        code = int(m.group(1)) if m else None
+    resume = "finished shards are kept; re-run the same command to resume"
+    if code == errno_mod.ENOSPC:
+        msg = f"no space left on device while writing {path}; free some space or choose another --out ({resume})"
+    elif code == errno_mod.EFBIG:
+        msg = (f"file too large while writing {path} (a file-size limit was hit); lower --shard-size or lift the limit "
+               f"({resume})")
+    elif code == errno_mod.EDQUOT:
+        msg = f"disk quota exceeded while writing {path}; free some space or choose another --out ({resume})"
+    elif code in (errno_mod.EACCES, errno_mod.EPERM):
+        msg = f"permission denied while writing {path}; choose a writable --out"
+    elif code == errno_mod.EROFS:
+        msg = f"read-only file system while writing {path}; choose a writable --out"
+    else:
+        reason = exc.strerror or str(exc).splitlines()[0]
+        msg = f"cannot write {path}: {reason}"
+    return DatasetError(msg)
+
+
+# --------------------------------------------------------------------------- the schema
+def schema_of(video: np.ndarray, params: dict[str, np.ndarray], rendered: bool) -> dict[str, Any]:
+    """Per-sequence dtype and shape of every dataset (the leading sequence axis left out), as stored in the manifest,
+    with its axes (and labels, units, columns where known: schema.describe)."""
+    out: dict[str, Any] = {"video": {"dtype": str(video.dtype), "shape": list(video.shape[1:]),
+                                     **describe("video", video.ndim, rendered)},
+                           "index": {"dtype": "int64", "shape": [], **describe("index", 1, rendered)}}
+    for name in sorted(params):
+        arr = params[name]
+        key = name if name in TOP_LEVEL else f"params/{name}"
+        entry: dict[str, Any] = {"dtype": str(arr.dtype), "shape": list(arr.shape[1:])}
+        entry.update(describe(name, arr.ndim, rendered))
+        if key.startswith("params/"):
+            entry["fill_value"] = fill_value(arr.dtype)
+        out[key] = entry
+    return out
+
+
+def layout_of(video: np.ndarray, params: dict[str, np.ndarray]) -> tuple:
+    """What the schema is a function of (names, dtypes, per-sequence shapes): equal layouts give equal schemas, so a
+    shard derives its schema once and compares every later batch's layout with the first's. dtype objects, not their
+    names: str(dtype) for the renderer's ~50 parameters was 3 % of a rotation run (the keys are unique, so sorting never
+    compares dtypes)."""
+    return (video.dtype, video.shape[1:], *sorted((k, v.dtype, v.shape[1:]) for k, v in params.items()))
+
+
+def fill_value(dtype: np.dtype) -> Any:
+    """What pads per-object arrays past num_objects: NaN for floats (stored as the string "NaN" in JSON), -1 for ints."""
+    if np.issubdtype(dtype, np.floating):
+        return "NaN"
+    if np.issubdtype(dtype, np.signedinteger):
+        return -1
+    return None
+
+
+def as_arrays(result: Any, count: int, where: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A source's return value checked and converted: (video, params), bools stored as int8."""
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
+        raise DatasetError(f"the source must return (video, params dict), got {type(result).__name__} {where}")
+    video = np.asarray(result[0])
+    if video.dtype != np.uint8 or video.ndim != 5 or video.shape[0] != count:
+        raise DatasetError(f"the source must return video uint8 of shape ({count}, T, C, H, W), got {video.dtype} "
+                           f"{video.shape} {where}")
+    params = {}
+    for name, value in result[1].items():
+        arr = np.asarray(value)
+        if not _NAME.fullmatch(str(name)) or name in ("video", "index"):
+            raise DatasetError(f"parameter name {name!r} is not allowed (letters, digits and _; not video or index)")
+        if arr.ndim == 0 or arr.shape[0] != count or arr.dtype.kind not in "biuf":
+            raise DatasetError(f"parameter {name!r} must be a numeric array with {count} rows, got {arr.dtype} "
+                               f"{arr.shape} {where}")
+        params[name] = arr.astype(np.int8) if arr.dtype == np.bool_ else arr
+    return video, params
+
+
+# --------------------------------------------------------------------------- HDF5
+def _create_datasets(f, count: int, video: np.ndarray, params: dict[str, np.ndarray], opts: dict,
+                     rendered: bool) -> dict[str, Any]:
+    dsets = {"video": f.create_dataset("video", (count,) + video.shape[1:], np.uint8, chunks=(1,) + video.shape[1:],
+                                       **opts)}
+    dsets["video"].attrs.update(h5_attributes(describe("video", video.ndim, rendered)))
+    group = f.create_group("params")
+    for name in sorted(params):
+        arr = params[name]
+        shape = (count,) + arr.shape[1:]
+        if name in TOP_LEVEL:  # per-frame images: one sequence per chunk like the video
+            d = f.create_dataset(name, shape, arr.dtype, chunks=(1,) + arr.shape[1:], **opts)
+        else:
+            row = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
+            rows = int(min(count, max(1, PARAM_CHUNK_BYTES // row)))
+            d = group.create_dataset(name, shape, arr.dtype, chunks=(rows,) + arr.shape[1:], **opts)
+            fill = fill_value(arr.dtype)
+            if fill is not None:
+                d.attrs["fill_value"] = np.nan if fill == "NaN" else fill
+        d.attrs.update(h5_attributes(describe(name, arr.ndim, rendered)))
+        dsets[name] = d
+    return dsets
+
+
+def write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: Callable[[int], None] | None,
+             parent: int | None) -> dict[str, Any]:
+    """Fill an open h5py File with shard `spec`; returns the schema. Batches are written in index order.
+
+    `parent`: the pid of the process that started this worker; when it is gone (kill -9), stop at the next batch."""
+    opts = filter_options(plan["compression"])
+    attrs = {"format": plan["format"], "format_version": plan["format_version"],
+             "physvid_version": plan["physvid_version"], "source": plan["source"],
+             "config": dumps(plan["config"]).strip(), "total_sequences": plan["total_sequences"],
+             "shard_size": plan["shard_size"], "compression": plan["compression"], "shard": spec.shard,
+             "first_index": spec.first_index, "count": spec.count}
+    if plan["seed"] is not None:
+        attrs["seed"] = plan["seed"]
+    for k, v in attrs.items():
+        f.attrs[k] = v
+    dsets, schema, layout, table, direct = None, None, None, {}, {}
+    rendered = plan["source"] == RenderSource.name
+    stop = spec.first_index + spec.count
+    for a in range(spec.first_index, stop, BATCH):
+        if parent is not None and os.getppid() != parent:
+            raise SystemExit(3)  # the parent was killed (e.g. kill -9): stop, and let the caller remove the temp file
+        b = min(a + BATCH, stop)
+        where = f"(sequences {a}..{b - 1})"
+        try:
+            result = source(np.arange(a, b, dtype=np.int64))
+        except OSError as exc:
+            raise DatasetError(f"the source failed on sequences {a}..{b - 1}: {exc}") from None
+        video, params = as_arrays(result, b - a, where)
+        if dsets is None:
+            schema, layout = schema_of(video, params, rendered), layout_of(video, params)
+            dsets = _create_datasets(f, spec.count, video, params, opts, rendered)
+            # Every chunk of every dataset is encoded here (zlib deflate or numba LZF, numba fletcher32) and stored
+            # with write_direct_chunk, never through HDF5's filters: that is what makes the bytes a pure function of
+            # the data (dataset/chunks.py says which filters are not).
+            direct = _chunk_writers(dsets)
+            # Small per-sequence parameters are gathered and written once per shard: one HDF5 call per batch and
+            # parameter would cost as much as compressing the video.
+            table = {k: np.empty((spec.count,) + v.shape[1:], v.dtype) for k, v in params.items() if k not in TOP_LEVEL}
+        elif layout_of(video, params) != layout:
+            raise DatasetError(f"the source changed shapes, dtypes or parameter names {where}; every batch must match")
+        lo, hi = a - spec.first_index, b - spec.first_index
+        for name, arr in params.items():
+            if name not in TOP_LEVEL:
+                table[name][lo:hi] = arr
+        for name, arr in (("video", video), *((k, params[k]) for k in TOP_LEVEL if k in params)):
+            for r in range(hi - lo):
+                direct[name].write(lo + r, arr[r])
+        if report is not None:
+            report(b - a)
+    check = getattr(source, "check_shard", None)
+    if check is not None and table:
+        check(table, spec)
+    for name in sorted(table):
+        direct[name].write_all(table[name])
+    index = f.create_dataset("index", (spec.count,), np.int64, chunks=(min(spec.count, PARAM_CHUNK_BYTES // 8),),
+                             **opts)
+    index.attrs.update(h5_attributes(describe("index", 1, True)))
+    _chunk_writer(index).write_all(np.arange(spec.first_index, stop, dtype=np.int64))
+    return schema
+
+
+def _chunk_writer(dset, like: ChunkWriter | None = None) -> ChunkWriter:
+    writer = ChunkWriter.of(dset) if like is None else like.like(dset)
+    if writer is None:  # as_arrays admits only dtypes and layouts ChunkWriter encodes
+        raise DatasetError(f"internal error: dataset {dset.name} ({dset.dtype}, chunks {dset.chunks}) cannot be "
+                           "encoded deterministically")
+    return writer
+
+
+def _chunk_writers(dsets: dict[str, Any]) -> dict[str, ChunkWriter]:
+    """A ChunkWriter per dataset; the filter pipeline is read from the file once per dtype (every dataset of a shard
+    is created with the same filter options, and the pipeline depends on those and the dtype only)."""
+    first: dict[str, ChunkWriter] = {}
+    writers = {}
+    for name, d in dsets.items():
+        key = d.dtype.str
+        writers[name] = _chunk_writer(d, first.get(key))
+        first.setdefault(key, writers[name])
+    return writers
+
+
+# --------------------------------------------------------------------------- the file
+def remove_temp_files(out: Path, shard: int) -> None:
+    for stale in out.glob(f"shard-{shard:05d}.*.h5.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def write_shard(out: Path, spec: ShardSpec, source: Source, plan: dict[str, Any], *,
+                report: Callable[[int], None] | None = None, parent: int | None = None) -> dict[str, Any]:
+    """Write one shard atomically and record its checksum; returns the record {shard, datasets}."""
+    import h5py
+
+    final = out / spec.file
+    remove_temp_files(out, spec.shard)  # left by a killed run
+    try:
+        with atomic_path(final, tmp=out / tmp_name(spec.shard)) as tmp:
+            # HDF5 builds the shard in memory and Python writes it: a full disk is then a plain OSError here. (HDF5
+            # 2.0 crashes the process when its own flush fails at close.) The image is byte-identical to an on-disk
+            # write.
+            with h5py.File(f"{tmp.name}-image", "w", driver="core", backing_store=False, block_size=CORE_BLOCK,
+                           libver="earliest") as f:
+                schema = write_h5(f, spec, source, plan, report, parent)
+                f.flush()
+                image = f.id.get_file_image()
+            sha, size = hashlib.sha256(image).hexdigest(), len(image)
+            with open(tmp, "wb") as fh:
+                fh.write(image)
+            del image
+        entry = {"file": spec.file, "first_index": spec.first_index, "count": spec.count, "sha256": sha, "size": size}
+        record = {"shard": entry, "datasets": schema}
+        record_path(out, spec.shard).parent.mkdir(exist_ok=True)
+        atomic_write_text(record_path(out, spec.shard), dumps(record))
+        return record
+    except OSError as exc:
+        raise io_error(exc, final) from None
