@@ -32,19 +32,42 @@ def _offset(px, py, cx, cy, h, w, wrap):
     return rx, ry
 
 
-@njit(cache=True, no_cfunc_wrapper=True)
-def layer_value(sprite, cx, cy, ct, st, x, y, h, w, wrap):
-    """The sprite drawn at pose (cx, cy, θ) (ct, st = cos θ, sin θ) sampled at the continuous point (x, y), bilinear
-    with zeros outside (as raster.draw_sprite samples it at pixel centres); under wrap the largest of its copies."""
-    c = 0.5 * (sprite.shape[0] - 1)
+@njit(cache=True, no_cfunc_wrapper=True, inline="always")
+def _layer(sprites, support, poses, trig, t, k, x, y, h, w, wrap):
+    """Object k's layer in frame t at the continuous point (x, y): its sprite sprites[t, k] drawn at its pose (poses,
+    trig = cos θ, sin θ) sampled bilinearly with zeros outside (as raster.draw_sprite samples it at pixel centres),
+    and ≥ 0; under wrap the largest of its nine copies. support[t, k] = (first row, last row + 1, first column, last
+    column + 1) of the sprite's non-zero texels: a copy whose four texels all lie outside samples 0 and is skipped."""
+    c = 0.5 * (sprites.shape[2] - 1)
+    cx, cy, ct, st = poses[k, t, 0], poses[k, t, 1], trig[k, t, 0], trig[k, t, 1]
     best = 0.0
-    for sy in range(-1, 2):
-        for sx in range(-1, 2):
-            if (sx != 0 or sy != 0) and not wrap:
-                continue
+    copies = 1 if wrap else 0
+    for sy in range(-copies, copies + 1):
+        for sx in range(-copies, copies + 1):
             dx, dy = x - (cx + sx * w), y - (cy + sy * h)
-            best = max(best, bilinear(sprite, ct * dx - st * dy + c, st * dx + ct * dy + c))
+            u, v = ct * dx - st * dy + c, st * dx + ct * dy + c
+            # texels floor(u), floor(u) + 1 (and rows likewise) all outside the support: the sample is 0
+            if u < support[t, k, 2] - 1 or u >= support[t, k, 3] or v < support[t, k, 0] - 1 or v >= support[t, k, 1]:
+                continue
+            best = max(best, bilinear(sprites[t, k], u, v))
     return best
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _supports(sprites, support):
+    """support (T, n, 4): rows [r0, r1) and columns [c0, c1) that hold sprites[t, k]'s non-zero texels ((s, 0, s, 0)
+    when it has none)."""
+    nt, n, s = sprites.shape[0], sprites.shape[1], sprites.shape[2]
+    for t in range(nt):
+        for k in range(n):
+            r0, r1, c0, c1 = s, 0, s, 0
+            for i in range(s):
+                row = sprites[t, k, i]
+                for j in range(s):
+                    if row[j] != 0.0:
+                        r0, r1 = min(r0, i), i + 1
+                        c0, c1 = min(c0, j), max(c1, j + 1)
+            support[t, k, 0], support[t, k, 1], support[t, k, 2], support[t, k, 3] = r0, r1, c0, c1
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -54,21 +77,23 @@ def _near(poses, reach, t, j, x, y, h, w, wrap):
     return wrap or (abs(x - poses[j, t, 0]) <= r and abs(y - poses[j, t, 1]) <= r)
 
 
-@njit(cache=True, no_cfunc_wrapper=True)
-def covered(sprites, reach, cmax, poses, trig, t, k, x, y, h, w, wrap):
+@njit(cache=True, no_cfunc_wrapper=True, inline="always")
+def covered(sprites, support, reach, cmax, poses, trig, t, k, x, y, h, w, wrap):
     """Whether another object hides object k's layer at (x, y) in frame t: by the compositing rule the brightest layer
     (value × brightest colour channel) shows, and of equal ones the first drawn. trig (n, T, 2): cos θ, sin θ;
     reach (T, n): radius around each centre that holds every pixel the object touched (others are skipped)."""
     n = cmax.shape[0]
-    vk = -1.0  # computed when another object is near
+    vk = 0.0
+    known = False  # vk is computed when needed
     for j in range(n):
         if j == k or not _near(poses, reach, t, j, x, y, h, w, wrap):
             continue
-        if vk < 0.0:
-            vk = layer_value(sprites[t, k], poses[k, t, 0], poses[k, t, 1], trig[k, t, 0], trig[k, t, 1], x, y, h, w,
-                             wrap) * cmax[k]
-        vj = layer_value(sprites[t, j], poses[j, t, 0], poses[j, t, 1], trig[j, t, 0], trig[j, t, 1], x, y, h, w,
-                         wrap) * cmax[j]
+        vj = _layer(sprites, support, poses, trig, t, j, x, y, h, w, wrap) * cmax[j]
+        if vj == 0.0 and cmax[k] >= 0.0:
+            continue  # vk >= 0 (a layer is >= 0): neither test below can hold
+        if not known:
+            vk = _layer(sprites, support, poses, trig, t, k, x, y, h, w, wrap) * cmax[k]
+            known = True
         if vj > vk or (j < k and vj == vk and vj > 0.0):
             return True
     return False
@@ -94,49 +119,135 @@ def _boxes(poses, reach, f, j, h, w, wrap, out):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _pair(src, dst, sign, t, sprites, reach, cmax, poses, trig, shift, lab, wrap, boxes, flow, occ, mb):
+def _labels(owner, vmax, reach, poses, wrap, lab, rects, counts):
+    """lab (T, H, W): 1 + the object that shows at each pixel, 0 for background (lab zeroed by the caller); rects
+    (T, n, 9, 4): the boxes [y_lo, y_hi) × [x_lo, x_hi) of `_boxes` shrunk to the rows and columns that hold the
+    object's id in that frame (empty ones dropped), counts (T, n) how many. An object owns pixels only inside its
+    boxes (the draw stays within `reach` of each copy's centre, and owner is 0 where nothing was drawn), so only the
+    boxes are labelled and every later pass visits these rectangles only (¼ of the boxes' area on bench_flow's
+    workload, ~1/10 of the frame)."""
+    nt, h, w = lab.shape
+    n = counts.shape[1]
+    boxes = np.empty((9, 4), np.int64)
+    for f in range(nt):
+        for k in range(n):
+            own = k + 1
+            m = 0
+            for b in range(_boxes(poses, reach, f, k, h, w, wrap, boxes)):
+                y_lo, y_hi, x_lo, x_hi = h, 0, w, 0  # empty until a row holds the object
+                for y in range(boxes[b, 0], boxes[b, 1]):
+                    o_row, v_row, row = owner[f, y], vmax[f, y], lab[f, y]
+                    for x in range(boxes[b, 2], boxes[b, 3]):
+                        row[x] = o_row[x] if v_row[x] >= VISIBLE else 0
+                    first = boxes[b, 2]
+                    while first < boxes[b, 3] and row[first] != own:
+                        first += 1
+                    if first >= boxes[b, 3]:  # none here (or an empty box: an object off the frame's side)
+                        continue
+                    last = boxes[b, 3] - 1
+                    while row[last] != own:
+                        last -= 1
+                    y_lo, y_hi = min(y_lo, y), y + 1
+                    x_lo, x_hi = min(x_lo, first), max(x_hi, last + 1)
+                if y_lo < y_hi:  # found
+                    rects[f, k, m, 0], rects[f, k, m, 1], rects[f, k, m, 2], rects[f, k, m, 3] = y_lo, y_hi, x_lo, x_hi
+                    m += 1
+            counts[f, k] = m
+
+
+@njit(cache=True, no_cfunc_wrapper=True, inline="always")
+def _row_clear(k, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, reach, h, w):
+    """Whether every pixel of row y, columns [x_lo, x_hi), of object k (no wrap) moves to a point inside the frame
+    that no other object is near in frame dst: then none of them is occluded, without the per-pixel tests. The
+    points p + flow = c + d + M(Δθ)(p − c) of a row segment lie between those of its two ends; the 0.25 px margin
+    is far above the rounding (~1e-13 px) of the per-pixel arithmetic the tests would use."""
+    margin = 0.25
+    ry = float(y) - cy
+    ax, bx = float(x_lo) - cx, float(x_hi - 1) - cx
+    tx0, tx1 = cx + dx + (ca * ax + sa * ry), cx + dx + (ca * bx + sa * ry)
+    ty0, ty1 = cy + dy + (-sa * ax + ca * ry), cy + dy + (-sa * bx + ca * ry)
+    t_lo, t_hi = min(tx0, tx1) - margin, max(tx0, tx1) + margin
+    u_lo, u_hi = min(ty0, ty1) - margin, max(ty0, ty1) + margin
+    if t_lo < -0.5 or t_hi > w - 0.5 or u_lo < -0.5 or u_hi > h - 0.5:
+        return False
+    for j in range(poses.shape[0]):
+        r = reach[dst, j] + 1.5
+        if j != k and t_hi >= poses[j, dst, 0] - r and t_lo <= poses[j, dst, 0] + r and \
+                u_hi >= poses[j, dst, 1] - r and u_lo <= poses[j, dst, 1] + r:
+            return False
+    return True
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, inside,
+          flow, occ, mb):
     """Flow from frame src to frame dst on src's pixels, its occlusion and motion-boundary masks (flow and mb zeroed
     by the caller). shift[k, t]: the centre's unfolded displacement from frame t to t + 1; sign −1 goes backwards.
-    Only the pixels an object touches are visited (`_boxes`): everywhere else the background is static and visible in
-    both frames, and a motion boundary needs an object pixel beside it. boxes: (9, 4) scratch."""
+    Only the pixels an object owns are visited (`_labels`' rectangles): everywhere else the background is static and
+    visible in both frames, and a motion boundary needs an object pixel beside it. inside: (W,) uint8 scratch."""
     n = cmax.shape[0]
     h, w = lab.shape[1], lab.shape[2]
     here, there = lab[src], lab[dst]
     occ[:, :] = 0
     for j in range(n):  # background of src hidden where an object shows in dst (object pixels are set below)
-        for b in range(_boxes(poses, reach, dst, j, h, w, wrap, boxes)):
-            for y in range(boxes[b, 0], boxes[b, 1]):
-                for x in range(boxes[b, 2], boxes[b, 3]):
-                    if here[y, x] == 0 and there[y, x] > 0:
-                        occ[y, x] = 1
+        for b in range(counts[dst, j]):
+            for y in range(rects[dst, j, b, 0], rects[dst, j, b, 1]):
+                h_row, t_row, o_row = here[y], there[y], occ[y]
+                for x in range(rects[dst, j, b, 2], rects[dst, j, b, 3]):
+                    if h_row[x] == 0 and t_row[x] > 0:
+                        o_row[x] = 1
     for k in range(n):
+        own = k + 1
         turn = poses[k, dst, 2] - poses[k, src, 2]
         ca, sa = math.cos(turn), math.sin(turn)
         cx, cy = poses[k, src, 0], poses[k, src, 1]
-        for b in range(_boxes(poses, reach, src, k, h, w, wrap, boxes)):
-            for y in range(boxes[b, 0], boxes[b, 1]):
-                for x in range(boxes[b, 2], boxes[b, 3]):
-                    if here[y, x] != k + 1:
+        dx, dy = sign * shift[k, t, 0], sign * shift[k, t, 1]
+        for b in range(counts[src, k]):
+            x_lo, x_hi = rects[src, k, b, 2], rects[src, k, b, 3]
+            for y in range(rects[src, k, b, 0], rects[src, k, b, 1]):
+                h_row, o_row, u_row, v_row = here[y], occ[y], flow[0, y], flow[1, y]
+                if not wrap and _row_clear(k, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, reach, h, w):
+                    ry = float(y) - cy  # _offset without wrap
+                    for x in range(x_lo, x_hi):
+                        if h_row[x] == own:
+                            rx = float(x) - cx
+                            u_row[x] = dx + (ca * rx + sa * ry) - rx
+                            v_row[x] = dy + (-sa * rx + ca * ry) - ry
+                    continue  # occ is 0 there already
+                for x in range(x_lo, x_hi):
+                    if h_row[x] != own:
                         continue
                     rx, ry = _offset(float(x), float(y), cx, cy, h, w, wrap)
-                    fx = sign * shift[k, t, 0] + (ca * rx + sa * ry) - rx
-                    fy = sign * shift[k, t, 1] + (-sa * rx + ca * ry) - ry
-                    flow[0, y, x] = fx
-                    flow[1, y, x] = fy
+                    fx = dx + (ca * rx + sa * ry) - rx
+                    fy = dy + (-sa * rx + ca * ry) - ry
+                    u_row[x] = fx
+                    v_row[x] = fy
                     tx, ty = x + fx, y + fy
                     if tx < -0.5 or tx > w - 0.5 or ty < -0.5 or ty > h - 0.5:
-                        occ[y, x] = 1  # leaves the frame (under wrap too: it re-enters elsewhere, not at p + flow)
-                    else:
-                        occ[y, x] = 1 if covered(sprites, reach, cmax, poses, trig, dst, k, tx, ty, h, w, wrap) else 0
+                        o_row[x] = 1  # leaves the frame (under wrap too: it re-enters elsewhere, not at p + flow)
+                    elif covered(sprites, support, reach, cmax, poses, trig, dst, k, tx, ty, h, w, wrap):
+                        o_row[x] = 1
     for k in range(n):  # both pixels of a pair with different owners and flows; one of them is an object's
-        for b in range(_boxes(poses, reach, src, k, h, w, wrap, boxes)):
-            for y in range(boxes[b, 0], boxes[b, 1]):
-                for x in range(boxes[b, 2], boxes[b, 3]):
-                    if here[y, x] == k + 1:
+        own = k + 1
+        for b in range(counts[src, k]):
+            x_lo, x_hi = rects[src, k, b, 2], rects[src, k, b, 3]
+            for y in range(rects[src, k, b, 0], rects[src, k, b, 1]):
+                row = here[y]
+                # inside[x]: all 8 neighbours of (y, x) are the object's too (no boundary there); one vectorised pass
+                # over the row instead of a test per pixel
+                i_lo, i_hi = x_lo, x_lo
+                if 0 < y < h - 1:
+                    i_lo, i_hi = max(x_lo, 1), min(x_hi, w - 1)
+                    a, c = here[y - 1], here[y + 1]
+                    for x in range(i_lo, i_hi):
+                        inside[x] = (a[x - 1] == own) & (a[x] == own) & (a[x + 1] == own) & (row[x - 1] == own) & \
+                            (row[x + 1] == own) & (c[x - 1] == own) & (c[x] == own) & (c[x + 1] == own)
+                for x in range(x_lo, x_hi):
+                    if row[x] == own and not (i_lo <= x < i_hi and inside[x]):
                         _boundary(here, flow, mb, y, x)
 
 
-@njit(cache=True, no_cfunc_wrapper=True)
+@njit(cache=True, no_cfunc_wrapper=True, inline="always")
 def _boundary(lab, flow, mb, y, x):
     """Mark (y, x) and every 8-neighbour with another owner whose flow is more than BOUNDARY_JUMP away."""
     h, w = lab.shape
@@ -152,10 +263,9 @@ def _boundary(lab, flow, mb, y, x):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _appearance(t, lab, reach, poses, evolve, drift, bg_drift, wrap, table, boxes, app):
+def _appearance(t, lab, evolve, drift, bg_drift, table, rects, counts, app):
     """Appearance bits of frame t's pixels for the pair t → t+1, by the owners at t (a) and at t + 1 (b)."""
     n = evolve.shape[0]
-    h, w = lab.shape[1], lab.shape[2]
     for a in range(n + 1):
         for b in range(n + 1):
             bits = 0
@@ -169,9 +279,9 @@ def _appearance(t, lab, reach, poses, evolve, drift, bg_drift, wrap, table, boxe
     app[:, :] = table[0, 0]  # background in both frames; pixels an object touches at t or t + 1 below
     for j in range(n):
         for f in range(t, t + 2):
-            for b in range(_boxes(poses, reach, f, j, h, w, wrap, boxes)):
-                for y in range(boxes[b, 0], boxes[b, 1]):
-                    for x in range(boxes[b, 2], boxes[b, 3]):
+            for b in range(counts[f, j]):
+                for y in range(rects[f, j, b, 0], rects[f, j, b, 1]):
+                    for x in range(rects[f, j, b, 2], rects[f, j, b, 3]):
                         app[y, x] = table[lab[t, y, x], lab[t + 1, y, x]]
 
 
@@ -192,12 +302,14 @@ def motion_fields(sprites, reach, cmax, poses, shift, owner, vmax, evolve, drift
     """
     nt, h, w = owner.shape
     n = cmax.shape[0]
-    lab = np.empty((nt, h, w), np.int16)  # 1 + the object that shows at each pixel, 0 for background
-    for t in range(nt):
-        for y in range(h):
-            o_row, v_row, l_row = owner[t, y], vmax[t, y], lab[t, y]
-            for x in range(w):
-                l_row[x] = o_row[x] if v_row[x] >= VISIBLE else 0
+    lab = np.empty((nt, h, w), np.int16)
+    lab[:] = 0
+    rects = np.empty((nt, n, 9, 4), np.int64)
+    counts = np.empty((nt, n), np.int64)
+    _labels(owner, vmax, reach, poses, wrap, lab, rects, counts)
+    inside = np.empty(w, np.uint8)
+    support = np.empty((nt, n, 4), np.int64)
+    _supports(sprites, support)
     trig = np.empty((n, nt, 2), np.float64)
     for k in range(n):
         for t in range(nt):
@@ -205,10 +317,9 @@ def motion_fields(sprites, reach, cmax, poses, shift, owner, vmax, evolve, drift
     flows[:] = 0.0
     flags[2:4] = 0
     table = np.empty((n + 1, n + 1), np.uint8)
-    boxes = np.empty((9, 4), np.int64)
     for t in range(nt - 1):
-        _pair(t, t + 1, 1.0, t, sprites, reach, cmax, poses, trig, shift, lab, wrap, boxes, flows[0, t], flags[0, t],
-              flags[2, t])
-        _pair(t + 1, t, -1.0, t, sprites, reach, cmax, poses, trig, shift, lab, wrap, boxes, flows[1, t],
-              flags[1, t], flags[3, t])
-        _appearance(t, lab, reach, poses, evolve, drift, bg_drift, wrap, table, boxes, flags[4, t])
+        _pair(t, t + 1, 1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, inside,
+              flows[0, t], flags[0, t], flags[2, t])
+        _pair(t + 1, t, -1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, inside,
+              flows[1, t], flags[1, t], flags[3, t])
+        _appearance(t, lab, evolve, drift, bg_drift, table, rects, counts, flags[4, t])
