@@ -499,6 +499,13 @@ def evaluate(checkpoint, data, out, split, metrics, batch_size, output_frames, k
     click.echo(f"{res['count']} clips, {res['output_frames']} frames each: {line(res['mean'])}"
                + (f"  -> {out}" if out else ""))
     click.echo(f"copy last frame (reference): {line(res['copy_last_frame']['mean'])}")
+    if "flow_epe" in res:
+        e = res["flow_epe"]
+        click.echo(f"flow EPE of the predictions (Farneback vs exact flow): {e['mean']:.4g} px "
+                   f"(true frames {e['true_frames']:.4g} px)")
+    for name, e in res.get("field_epe", {}).items():
+        click.echo(f"ADDL field EPE ({name}, vs minus flow_backward): {e['mean']:.4g} px "
+                   f"(zero field {e['zero_field']:.4g} px)")
 
 
 @cli.command(epilog=examples(

@@ -262,6 +262,22 @@ def flow_endpoint_error(pred: Any, true_flow: Any, last_input: Any, config: Flow
     return out
 
 
+def field_endpoint_error(field: Any, true_field: Any) -> np.ndarray:
+    """Endpoint error (pixels) of a predicted displacement field against the exact one: (B, n), per frame the mean
+    over pixels of ‖w − w_true‖₂.
+
+    field, true_field (B, n, 2, H, W), channels (x along columns, y along rows) in pixels, on the same grid. For
+    ADDL's advection field (I_{t+1}(x) = I_t(x − w(x)), stmoe.models.addl.recording_fields) the exact field is minus
+    physvid's backward flow of the pair t → t+1 (x + flow_backward(x) is where x's content was at t). Raises
+    MetricsError on mismatched shapes."""
+    w, f = _to_numpy(field, "field"), _to_numpy(true_field, "true_field")
+    if w.ndim != 5 or w.shape[2] != 2 or w.shape != f.shape:
+        raise MetricsError(f"field_endpoint_error needs field and true_field of one shape (B, n, 2, H, W), got "
+                           f"{w.shape} and {f.shape}")
+    d = w.astype(np.float64) - f.astype(np.float64)
+    return np.hypot(d[:, :, 0], d[:, :, 1]).mean(axis=(-2, -1))
+
+
 def frame_mse(pred: Any, target: Any) -> Any:
     """The tables' ``mse`` per frame: the squared error summed over C, H, W, (B, n, C, H, W) -> (B, n). NumPy arrays
     or torch tensors (a tensor stays on its device, so validation reads it back once). The one definition that

@@ -165,3 +165,50 @@ def test_evaluate_scores_the_flow_of_predictions_against_physvid_s_exact_flow(tm
     assert len(epe["per_frame"]) == N and epe["units"] == "pixels"
     assert all(np.isfinite(v) and v >= 0 for v in epe["per_frame"]) and 0 < epe["true_frames"] < 5
     assert "flow_epe" not in evaluate(res.last_checkpoint, _clips(4))  # no flow in the data: no flow score
+    assert "field_epe" not in result  # no ADDL in a ConvLSTM
+
+
+def test_evaluate_scores_addl_s_own_field_against_the_exact_displacement(tmp_path, monkeypatch):
+    """ADDL predicts I_{t+1}(x) = I_t(x - w(x)), so its exact field is minus physvid's backward flow of the pair:
+    warping a noise-free translation clip's frame by it reproduces the next frame (by its opposite it does not);
+    evaluate scores a field set to it 0 px, and a zero field (a fresh ADDL: its head starts at zero) the mean true
+    motion, `zero_field`."""
+    import physvid
+    from physvid.dataset import generate
+    from stmoe.models.addl import ADDL, warp_bilinear
+
+    cfg = physvid.RenderConfig.from_dict({"property": "translation", "height": SIZE, "width": SIZE, "frames": L + N,
+                                          "seed": 2, "flow": True, "shape": {"size": [6.0, 9.0]},
+                                          "motion": {"speed": [1.0, 1.5]}})
+    generate(cfg, 8, tmp_path / "flow", workers=1)
+    doc = _config("addl", lr=1e-30).to_dict()  # a step that leaves the zero head at (numerically) zero
+    ds = ClipDataset(str(tmp_path / "flow"), TrainConfig.from_dict(doc).data, "all", (SIZE, SIZE), 1)
+    # the convention, from ADDL's own warp: frame t+1 from frame t and w = -flow_backward[t]
+    frames = ds[3].float() / 255.0  # (T, 1, H, W)
+    exact = -ds.flow(3, "backward")  # (T-1, 2, H, W)
+    t = L - 1
+
+    def miss(field):
+        return float(((warp_bilinear(frames[t:t + 1], field) - frames[t + 1:t + 2]) ** 2).sum())
+
+    assert exact[t].abs().max() > 0.5  # the objects move
+    assert miss(exact[t:t + 1]) < 0.25 * min(miss(-exact[t:t + 1]), miss(torch.zeros_like(exact[t:t + 1])))
+
+    torch.manual_seed(0)
+    model = stmoe.create_model("addl", **{k: v for k, v in _model_doc("addl").items() if k != "name"},
+                               input_frames=L)
+    res = Trainer(model, TrainConfig.from_dict(doc), tmp_path / "run", train_set=ds).fit()
+    zero = evaluate(res.last_checkpoint, str(tmp_path / "flow"), split="all")["field_epe"]
+    assert list(zero) == ["experts.0"]  # the one ADDL, by its path in the model
+    z = zero["experts.0"]
+    assert len(z["per_frame"]) == N and z["units"] == "pixels" and z["zero_field"] > 0.1
+    assert z["mean"] == pytest.approx(z["zero_field"], abs=1e-6)
+    # the exact field, in evaluate's order: clips in order, batches of data.batch_size, n steps each
+    bs = TrainConfig.from_dict(doc).data.batch_size
+    fields = [torch.stack([-ds.flow(j, "backward")[L - 1 + i] for j in range(a, min(a + bs, len(ds)))])
+              for a in range(0, len(ds), bs) for i in range(N)]
+    feed = iter(fields)
+    monkeypatch.setattr(ADDL, "motion_field", lambda self, window: next(feed))
+    right = evaluate(res.last_checkpoint, str(tmp_path / "flow"), split="all")["field_epe"]["experts.0"]
+    assert next(feed, None) is None  # every field was used
+    assert right["mean"] < 1e-6 and right["zero_field"] == z["zero_field"]

@@ -16,7 +16,9 @@ ADDL predicts "nothing moves", the last frame.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -190,3 +192,38 @@ class ADDL(Expert):
 
     def aux_losses(self, state: State) -> dict[str, Tensor]:
         return flow_regularisers(state["flow"])
+
+
+@contextmanager
+def recording_fields(model: nn.Module) -> Iterator[dict[str, list[Tensor]]]:
+    """Inside the block, every ADDL in ``model`` (a baseline's expert, or an expert of an STMoE) appends each motion
+    field it computes to ``record[name]``, name its path in the model (``"experts.0"``, ``"experts.1"``, ...).
+
+    Each entry is w (B, 2, H, W) float32 in pixels per frame at the model's full resolution (after depth-to-space of
+    the patched head), channels (w_x along columns, w_y along rows), with the convention of the warp: the predicted
+    frame is I_{t+1}(x) = I_t(x - w(x)), i.e. w(x) points from where the content of x came from in frame t to x and
+    lives on frame t+1's grid. A roll-out of n frames computes n fields (plus l - 1 with ``predict_observed``).
+    Each instance's ``motion_field`` is wrapped while inside the block (detached copies are recorded) and restored on
+    exit; the model is not changed otherwise."""
+    record: dict[str, list[Tensor]] = {}
+    wrapped: list[tuple[nn.Module, object]] = []
+
+    def recorder(compute, fields):
+        def motion_field(window: Tensor) -> Tensor:
+            w = compute(window)
+            fields.append(w.detach())
+            return w
+        return motion_field
+
+    try:
+        for name, module in model.named_modules():
+            if isinstance(module, ADDL):
+                wrapped.append((module, module.__dict__.get("motion_field")))
+                module.motion_field = recorder(module.motion_field, record.setdefault(name, []))
+        yield record
+    finally:
+        for module, own in wrapped:
+            if own is None:
+                del module.motion_field  # the class's method shows again
+            else:
+                module.motion_field = own

@@ -212,14 +212,19 @@ class ClipDataset(torch.utils.data.Dataset):
         h, w = self.size
         return torch.from_numpy(np.ascontiguousarray(pm[..., y0:y0 + h, x0:x0 + w]).astype(np.int64))
 
-    def flow(self, j: int) -> torch.Tensor | None:
-        """physvid's exact forward flow of clip j's frame pairs, (l + n - 1, 2, h, w) float32 in pixels, cropped like
-        the clip ([t] = flow from clip frame t to t + 1, docs/flow.md); None when the dataset was made without --flow."""
+    def flow(self, j: int, direction: str = "forward") -> torch.Tensor | None:
+        """physvid's exact flow of clip j's frame pairs, (l + n - 1, 2, h, w) float32 (u, v) in pixels, cropped like
+        the clip (docs/flow.md): direction "forward", [t] = from clip frame t to t + 1 on frame t's pixels;
+        "backward", [t] = from frame t + 1 back to t on frame t + 1's pixels. None when the dataset was made without
+        --flow."""
+        if direction not in ("forward", "backward"):
+            raise ValueError(f"flow direction must be 'forward' or 'backward', got {direction!r}")
         k, i, s = (int(v) for v in self.index[j])
         src = self.sources[k]
         if isinstance(src, np.ndarray) or not getattr(src, "manifest", {}).get("config", {}).get("flow"):
             return None
-        f = np.asarray(src.get(i, fields=("flow_forward",))["flow_forward"])[s:s + self.data.clip_length - 1]
+        name = f"flow_{direction}"
+        f = np.asarray(src.get(i, fields=(name,))[name])[s:s + self.data.clip_length - 1]
         y0, x0 = self._crop_origin(j, *f.shape[-2:])
         h, w = self.size
         return torch.from_numpy(np.ascontiguousarray(f[..., y0:y0 + h, x0:x0 + w]).astype(np.float32))

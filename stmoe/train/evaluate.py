@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ..data.errors import DataError
-from ..metrics import DEFAULT_METRICS, MetricAccumulator, MetricConfig
+from ..metrics import DEFAULT_METRICS, MetricAccumulator, MetricConfig, field_endpoint_error, flow_endpoint_error
+from ..models.addl import recording_fields
 from .checkpoint import checkpoint_config, load_model
 from .config import TrainConfig
 from .data import ClipDataset, crop_notes, split_clip, to_unit
@@ -95,6 +96,10 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
     # Endpoint error of the motion in the predictions against physvid's exact flow, when the data carry it (--flow):
     # the paper's Fig. 5(b) measured against the truth instead of Farneback on the true frames.
     epe = [] if idx and ds.flow(idx[0]) is not None else None
+    # ... and, for models with an ADDL (baseline or expert), the EPE of ADDL's own advection field against the exact
+    # displacement of each predicted frame pair, with the zero field ("nothing moves") as the reference.
+    fields_epe: dict[str, list[np.ndarray]] = {}
+    zero_epe: list[np.ndarray] = []
     offset = 0
     start = time.perf_counter()
     bar = None
@@ -106,7 +111,8 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
         bar = tqdm(total=len(loader), desc="evaluate", file=sys.stderr, unit="batch")
     for clip in loader:
         inputs, targets = split_clip(to_unit(clip.to(dev)), l)
-        output = model(inputs, n)
+        with recording_fields(model) as fields:
+            output = model(inputs, n)
         pred = output.pred.float().clamp(0.0, 1.0)
         acc.update(pred.cpu(), targets.cpu(), last_input=inputs[:, -1].cpu())
         copy_acc.update(inputs[:, -1:].expand_as(targets).float().cpu(), targets.cpu(), last_input=inputs[:, -1].cpu())
@@ -114,11 +120,18 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
             maps = torch.stack([ds.property_map(idx[offset + b]) for b in range(clip.shape[0])])[:, l:l + n]
             meter.update(output.weights.float().cpu(), maps)
         if epe is not None:
-            from ..metrics import flow_endpoint_error
-
             true = torch.stack([ds.flow(idx[offset + b]) for b in range(clip.shape[0])])[:, l - 1:l - 1 + n]
             epe.append((flow_endpoint_error(pred.cpu(), true, inputs[:, -1].cpu()),
                         flow_endpoint_error(targets.cpu(), true, inputs[:, -1].cpu())))
+            if fields:
+                # ADDL predicts frame t+1 as I_t(x - w(x)) on t+1's grid, and x + flow_backward(x) is where x's
+                # content was at t: the exact field is minus the backward flow of the pair (l-1+i, l+i).
+                back = torch.stack([ds.flow(idx[offset + b], "backward") for b in range(clip.shape[0])])
+                exact = -back[:, l - 1:l - 1 + n]
+                zero_epe.append(field_endpoint_error(torch.zeros_like(exact), exact))
+                for name, ws in fields.items():  # its last n fields are the n prediction steps'
+                    fields_epe.setdefault(name, []).append(
+                        field_endpoint_error(torch.stack(ws[-n:], 1).float().cpu(), exact))
         offset += clip.shape[0]
         if bar is not None:
             bar.update(1)
@@ -143,6 +156,14 @@ def evaluate(checkpoint: str | Path, data: Any, out: str | Path | None = None, *
                               "true_frames": float(truth_epe.mean()), "units": "pixels",
                               "note": "Farneback flow of the predicted (true_frames: the true) frames against "
                                       "physvid's exact flow; true_frames is Farneback's own error"}
+    if fields_epe:
+        zero = float(np.concatenate(zero_epe).mean())
+        result["field_epe"] = {
+            name: {"per_frame": e.mean(0).tolist(), "mean": float(e.mean()), "zero_field": zero, "units": "pixels",
+                   "note": "ADDL's advection field w (prediction I_{t+1}(x) = I_t(x - w(x))) of each predicted frame "
+                           "against the exact one, minus physvid's flow_backward of the pair t -> t+1; zero_field: "
+                           "the same for w = 0 (the mean true motion)"}
+            for name, e in ((name, np.concatenate(v)) for name, v in fields_epe.items())}
     if out is not None:
         _write_result(Path(out), result)
     return result
