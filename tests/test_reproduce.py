@@ -125,14 +125,57 @@ def test_a_killed_reproduction_resumes_and_gives_the_same_table(smoke_all, tmp_p
 
 
 @needs_data
-def test_worker_processes_give_the_same_numbers_as_one_process(smoke_all, tmp_path):
-    """--jobs 2 trains independent rows in two spawned processes (one CPU thread each): same table."""
+def test_worker_processes_give_the_same_numbers_as_one_process(smoke_all, tmp_path, capfd):
+    """--jobs 2 trains independent rows in two spawned processes (one CPU thread each): same table. The STMoE-Id rows
+    of every data size share one local stage: trained once, before them (workers log to stderr)."""
     logged = []
     res = reproduce("datasize", "smoke", tmp_path / "ds", jobs=2, log=logged.append)
     assert any("worker processes" in m for m in logged)
+    err = capfd.readouterr().err
+    assert err.count("train: runs/local-stmoe-id-noise0.26-s0/experts/expert-0") == 1
+    assert err.count("train: runs/synthetic-mim-noise0.26-s0/pretrain") == 1
     ours = {r["row"]: list(r["stats"]["mse"]) for r in res["datasize"]["rows"]}
     straight = {r["row"]: list(r["stats"]["mse"]) for r in smoke_all[1]["datasize"]["rows"]}
     assert ours == straight
+
+
+def test_rows_that_share_a_local_stage_train_side_by_side_after_it():
+    """The scheduler of --jobs: a shared stage runs before the rows that need it, those rows then run at the same
+    time (a barrier only both can pass), never more than `jobs` at once, and a failure stops new starts."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stmoe.reproduce.runner import _dispatch
+
+    log, lock, running = [], threading.Lock(), [0]
+    both = threading.Barrier(2, timeout=20)
+
+    def task(key):
+        with lock:
+            running[0] += 1
+            log.append(("start", key, running[0]))
+        if key in ("row-a", "row-b"):
+            both.wait()  # raises BrokenBarrierError unless the other row runs at the same time
+        if key == "boom":
+            raise ValueError("boom")
+        with lock:
+            running[0] -= 1
+            log.append(("end", key, running[0]))
+
+    plan = [("baseline", None, 1.0), ("row-a", "local", 6.0), ("row-b", "local", 6.0), ("local", None, 0.0)]
+    with ThreadPoolExecutor(4) as pool:
+        _dispatch(plan, 2, lambda key: pool.submit(task, key))
+    starts = [k for event, k, _ in log if event == "start"]
+    assert starts[0] == "local"  # needed by others: first, although listed last and the lightest
+    events = [e[:2] for e in log]
+    assert min(events.index(("start", "row-a")), events.index(("start", "row-b"))) > events.index(("end", "local"))
+    assert max(n for event, _, n in log if event == "start") <= 2
+    assert sorted(starts) == ["baseline", "local", "row-a", "row-b"]
+
+    log.clear()
+    with ThreadPoolExecutor(4) as pool, pytest.raises(ValueError, match="boom"):
+        _dispatch([("boom", None, 1.0), ("after", "boom", 1.0)], 2, lambda key: pool.submit(task, key))
+    assert [k for event, k, _ in log if event == "start"] == ["boom"]
 
 
 def test_a_worker_stops_when_its_parent_dies(tmp_path):

@@ -238,14 +238,53 @@ class RowRunner:
 
     @staticmethod
     def affinity(row: Row, seed: int) -> str:
-        """Rows with equal affinity share trained networks (the local stage) and must run in one process."""
+        """Rows with equal affinity share trained networks (the local stage, or MIM w/ D^all's pre-training): these
+        are trained once, before any of the rows that read them (``local``)."""
         if row.kind == "stmoe":
             return f"local-{row.model}-noise{row.noise:g}-s{seed}"
         if row.kind == "pretrained":
             return f"synthetic-{row.model}-noise{row.noise:g}-s{seed}"
         return f"{row.key}-s{seed}"
 
+    @staticmethod
+    def has_local(row: Row) -> bool:
+        """Whether ``row`` reads networks that other rows share (``affinity``)."""
+        return row.kind in ("stmoe", "pretrained")
+
     # ------------------------------------------------------------------ training
+    def _stage(self, folder: Path, fn: Callable[[], Path | None]) -> Path | None:
+        """The finished checkpoint in ``folder``, or ``fn()`` (which trains it; resumes an interrupted one)."""
+        from ..train import stages
+
+        done = stages.finished_checkpoint(folder)
+        if done is not None:
+            return done
+        self.log(f"train: {folder.relative_to(self.out)}")
+        return fn()
+
+    def local(self, row: Row, seed: int) -> tuple[Path | None, list[Path | None]]:
+        """Train (or find) the networks ``row`` shares with the rows of its ``affinity``; they do not depend on the
+        recipe. An STMoE: (F^0/H decoder or None, the experts F^k); MIM w/ D^all: (its pre-training on D^all, [])."""
+        from ..train import stages
+
+        cfg = self.config(row, seed)
+        local = self.out / "runs" / self.affinity(row, seed)
+        kw = {"resume": True}
+        if row.kind == "pretrained":  # the pre-training does not depend on the real data or its size
+            pre_cfg = cfg.replace({"stages.baseline.data.path": list(cfg.synthetic),
+                                   "stages.baseline.data.split": [0.9, 0.1, 0.0],
+                                   "stages.baseline.data.train_range": None, "stages.baseline.data.val_range": None,
+                                   "stages.baseline.data.test_range": None})
+            return self._stage(local / "pretrain", lambda: stages.train_baseline(pre_cfg, local / "pretrain", **kw)), []
+        decoder = None
+        if cfg.base.model.model_config.decoder != "identity":
+            decoder = self._stage(local / "decoder", lambda: stages.train_decoder(cfg, local / "decoder", **kw))
+        experts = [self._stage(local / "experts" / f"expert-{k}",
+                               lambda k=k: stages.train_expert(cfg, k, local / "experts" / f"expert-{k}",
+                                                               decoder_checkpoint=decoder, **kw))
+                   for k in range(cfg.num_experts)]
+        return decoder, experts
+
     def train(self, row: Row, seed: int, recipe: Recipe) -> Path:
         """The best (validation) checkpoint of ``row`` trained with ``seed`` and ``recipe``; finished stages are
         reused (the local stage and MIM w/ D^all's pre-training do not depend on the recipe: shared by all)."""
@@ -254,37 +293,17 @@ class RowRunner:
         cfg = self.config(row, seed, recipe)
         run = self.out / "runs" / f"{row.key}-{recipe.name}-s{seed}"
         kw = {"resume": True}
-
-        def stage(folder: Path, fn: Callable[[], Path | None]) -> Path | None:
-            done = stages.finished_checkpoint(folder)
-            if done is not None:
-                return done
-            self.log(f"train: {folder.relative_to(self.out)}")
-            return fn()
-
+        stage = self._stage
         if row.kind == "baseline":
             return stage(run / "baseline", lambda: stages.train_baseline(cfg, run / "baseline", **kw))
         if row.kind == "end_to_end":
             return stage(run / "end_to_end", lambda: stages.train_end_to_end(cfg, run / "end_to_end", **kw))
         if row.kind == "pretrained":  # MIM w/ D^all: pre-train on the synthetic D^k together, then the real data
-            pre_cfg = cfg.replace({"stages.baseline.data.path": list(cfg.synthetic),
-                                   "stages.baseline.data.split": [0.9, 0.1, 0.0],
-                                   "stages.baseline.data.train_range": None, "stages.baseline.data.val_range": None,
-                                   "stages.baseline.data.test_range": None})
-            # The pre-training does not depend on the real data or its size: one per (model, noise, seed), shared.
-            pre_dir = self.out / "runs" / self.affinity(row, seed) / "pretrain"
-            pre = stage(pre_dir, lambda: stages.train_baseline(pre_cfg, pre_dir, **kw))
+            pre, _ = self.local(row, seed)
             real_cfg = self.config(row.replace(kind="baseline"), seed, recipe)
             return stage(run / "real", lambda: self._finetune(real_cfg, pre, run / "real"))
         # stmoe: local optimisation (shared by every row with the same model, noise and seed), then global
-        local = self.out / "runs" / self.affinity(row, seed)
-        decoder = None
-        if cfg.base.model.model_config.decoder != "identity":
-            decoder = stage(local / "decoder", lambda: stages.train_decoder(cfg, local / "decoder", **kw))
-        experts = [stage(local / "experts" / f"expert-{k}",
-                         lambda k=k: stages.train_expert(cfg, k, local / "experts" / f"expert-{k}",
-                                                         decoder_checkpoint=decoder, **kw))
-                   for k in range(cfg.num_experts)]
+        decoder, experts = self.local(row, seed)
         if row.attention == "none":  # no gating network to train: the global stage starts from the experts
             return stage(run / "global", lambda: self._global_from_experts(cfg, experts, decoder, run / "global"))
         gating = stage(run / "gating", lambda: stages.train_gating(cfg, run / "gating", expert_checkpoints=experts,
@@ -386,8 +405,9 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
               rows_from: str | Path | None = None) -> dict[str, Any]:
     """Run ``experiment`` (a key of EXPERIMENTS, or "all") at ``profile`` into ``out``; returns {experiment: results}.
 
-    ``jobs`` worker processes train independent rows side by side (default: the profile's; rows that share a local
-    stage always run in one worker, one after the other; on one GPU they share it). ``steps_scale`` multiplies the
+    ``jobs`` worker processes train rows side by side (default: the profile's; on one GPU they share it): networks
+    that several rows share (an STMoE's local stage, MIM w/ D^all's pre-training) first, once each, then every row
+    as soon as what it reads is trained, the heaviest first. ``steps_scale`` multiplies the
     profile's optimiser steps (real_steps, syn_steps; recorded with the folder, so a folder is never extended with
     another budget): a short run of a big profile. ``compile``, ``loader_workers`` and ``checkpoint_minutes``
     (default 5 for the gpu and paper profiles, per epoch otherwise) change speed only.
@@ -460,15 +480,11 @@ def reproduce(experiment: str, profile: str, out: str | Path, *, seeds: int = 1,
     jobs = prof.jobs if jobs is None else jobs
     # Two passes: seed 0 searches every row's recipe on validation, then seeds 1.. train the recipes it chose.
     for first_pass in (True, False):
-        groups: dict[str, list[tuple[Row, int]]] = {}
-        for (_, seed), row in todo.items():  # rows sharing a local stage run in one worker, one after the other
-            if (seed == 0) == first_pass:
-                groups.setdefault(runner.affinity(row, seed), []).append((row, seed))
-        if jobs <= 1 or len(groups) <= 1:
-            for tasks in groups.values():
-                _run_tasks(runner, tasks, log)
-        elif groups:
-            _run_parallel(out, prof, root, list(groups.values()), jobs, log, options)
+        tasks = [(row, seed) for (_, seed), row in todo.items() if (seed == 0) == first_pass]
+        if jobs <= 1 or len(tasks) <= 1:
+            _run_tasks(runner, tasks, log)
+        else:
+            _run_parallel(out, prof, root, tasks, jobs, log, options)
     for name in names:
         # The evaluation is shared; the label and the paper's numbers are this experiment's.
         evaluated = [{**json.loads((rows_dir / f"{row.key}-s{seed}.json").read_text()), "row": row.label,
@@ -527,9 +543,13 @@ def _take_row(source: Path, rows_dir: Path, row: Row, seed: int, prof: Profile, 
     return True
 
 
-# Rough cost of a row in "one MIM trained for the budget" units, to balance the workers.
+# Rough cost of a row in "one MIM trained for the budget" units: the heaviest rows start first.
 _COST = {"stmoe": 6.0, "pretrained": 2.0, "end_to_end": 3.0}
 _BASELINE_COST = {"mim": 1.0, "predrnnpp": 1.0, "phydnet": 0.5}
+
+
+def _cost(row: Row) -> float:
+    return _COST.get(row.kind, _BASELINE_COST.get(row.model, 0.4))
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -546,39 +566,76 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _worker(out: str, prof: Profile, root: str, tasks: list[tuple[Row, int]], parent: int, options: dict) -> None:
+def _runner_in_worker(out: str, prof: Profile, root: str, options: dict) -> RowRunner:
     import sys
 
-    _exit_with_parent(parent)
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     data = Data(Path(out) / "data", prof, Path(root), log, load_clips(out))  # the run's --clips, from its folder
-    runner = RowRunner(Path(out), prof, data, log, options)
-    _run_tasks(runner, tasks, log)
+    return RowRunner(Path(out), prof, data, log, options)
 
 
-def _run_parallel(out: Path, prof: Profile, root: Path, groups: list[list[tuple[Row, int]]], jobs: int,
+def _local_in_worker(out: str, prof: Profile, root: str, task: tuple[Row, int], options: dict) -> None:
+    _runner_in_worker(out, prof, root, options).local(*task)
+
+
+def _row_in_worker(out: str, prof: Profile, root: str, task: tuple[Row, int], options: dict) -> None:
+    runner = _runner_in_worker(out, prof, root, options)
+    _run_tasks(runner, [task], runner.log)
+
+
+def _dispatch(tasks: Sequence[tuple[Any, Any, float]], jobs: int, submit: Callable[[Any], Any]) -> None:
+    """List scheduling of ``tasks`` = (key, the key of the task it needs finished first or None, cost) on at most
+    ``jobs`` at once; ``submit(key)`` starts one and returns its Future. Whenever a slot frees, the next ready task
+    starts: tasks that others need first, then the heaviest (ties: the given order). A failed task re-raises here
+    once the tasks already running have ended; nothing more is started."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    needed = {need for _, need, _ in tasks if need is not None}
+    waiting, running, done = list(tasks), {}, set()
+    while waiting or running:
+        ready = sorted((t for t in waiting if t[1] is None or t[1] in done), key=lambda t: (t[0] not in needed, -t[2]))
+        for task in ready[:max(0, jobs - len(running))]:
+            waiting.remove(task)
+            running[submit(task[0])] = task[0]
+        if not running:
+            raise ReproduceError(f"tasks wait for tasks that are not there: {[t[0] for t in waiting]}")
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            key = running.pop(future)
+            try:
+                future.result()
+            except BaseException:
+                wait(running)  # let the other workers end their rows (each writes its record atomically)
+                raise
+            done.add(key)
+
+
+def _run_parallel(out: Path, prof: Profile, root: Path, tasks: list[tuple[Row, int]], jobs: int,
                   log: Callable[[str], None], options: dict) -> None:
-    """Groups of rows over ``jobs`` worker processes (one CPU thread each), heaviest group first to the lightest bin."""
+    """(row, seed) pairs over ``jobs`` worker processes (one CPU thread each). Networks that several rows share (an
+    STMoE's local stage, MIM w/ D^all's pre-training) are trained first, once, each as a task of its own; every row
+    is then a task of its own, so rows that share a local stage train side by side (``_dispatch``)."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    def cost(group):
-        return sum(_COST.get(r.kind, _BASELINE_COST.get(r.model, 0.4)) for r, _ in group)
+    rows = {(row.key, seed): (row, seed) for row, seed in tasks}
+    shared = {RowRunner.affinity(row, seed): (row, seed) for row, seed in tasks if RowRunner.has_local(row)}
+    plan = [(aff, None, 0.0) for aff in shared]
+    plan += [(key, RowRunner.affinity(row, seed) if RowRunner.has_local(row) else None, _cost(row))
+             for key, (row, seed) in rows.items()]
+    workers = min(jobs, len(rows))
+    log(f"{len(rows)} rows on {workers} worker processes")
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        def submit(key):
+            if key in shared:
+                return pool.submit(_local_in_worker, str(out), prof, str(root), shared[key], options)
+            return pool.submit(_row_in_worker, str(out), prof, str(root), rows[key], options)
 
-    bins: list[list[tuple[Row, int]]] = [[] for _ in range(min(jobs, len(groups)))]
-    loads = [0.0] * len(bins)
-    for group in sorted(groups, key=cost, reverse=True):
-        i = loads.index(min(loads))
-        bins[i] += group
-        loads[i] += cost(group)
-    log(f"{sum(len(b) for b in bins)} rows on {len(bins)} worker processes")
-    with ProcessPoolExecutor(len(bins), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, str(out), prof, str(root), b, os.getpid(), options) for b in bins]
-        for f in futures:
-            f.result()  # re-raises a worker's error here
+        _dispatch(plan, workers, submit)
 
 
 def machine() -> str:
