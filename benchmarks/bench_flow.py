@@ -8,9 +8,9 @@ through caches and memory bandwidth, not as time the worker spent waiting for a 
 imports physvid from PATH and its flow-less render time is interleaved too: "flow off costs nothing measurable" is
 the ratio off / baseline (target: 1.00 within the run's noise).
 
-    python benchmarks/bench_flow.py                        # ~1 minute on 2 cores
+    python benchmarks/bench_flow.py                        # blocks of 16 (the writer's batch); ~1 minute on 2 cores
     python benchmarks/bench_flow.py --baseline /tmp/main   # + the version before the flow option
-    python benchmarks/bench_flow.py --block 16 --rounds 60 # the writer's batch (16 sequences per render call)
+    python benchmarks/bench_flow.py --block 200 --rounds 7 # large render calls (see docs/benchmarks.md: huge pages)
 """
 from __future__ import annotations
 
@@ -49,8 +49,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     ap.add_argument("--baseline", help="a physvid checkout to compare the flow-off render time with")
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--block", type=int, default=200, help="sequences per render call (the writer's batch is 16)")
+    ap.add_argument("--rounds", type=int, default=60)
+    ap.add_argument("--block", type=int, default=16,
+                    help="sequences per render call (default: the writer's batch; at 200 a fresh 155 MB flow output "
+                         "per call makes the kernel zero and compact huge pages, docs/benchmarks.md)")
     args = ap.parse_args()
     block, rounds = (20, 3) if args.quick else (args.block, args.rounds)
     ctx = mp.get_context("spawn")
