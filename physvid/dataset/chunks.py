@@ -264,11 +264,24 @@ def row_pipeline(dset) -> tuple[tuple[int, int], ...] | None:
 
     dtype = dset.dtype
     if (dset.chunks is None or dset.ndim < 1 or tuple(dset.chunks[1:]) != tuple(dset.shape[1:])
-            or dtype.kind not in "uif" or not dtype.isnative or dtype.itemsize > 8):
+            or not encodable(dtype)):
         return None
     plist = dset.id.get_create_plist()
     if plist.get_layout() != h5py.h5d.CHUNKED:
         return None
+    return pipeline_steps(plist, dtype)
+
+
+def encodable(dtype: np.dtype) -> bool:
+    """Whether ChunkWriter encodes and the reader's fast path decodes elements of `dtype`."""
+    return dtype.kind in "uif" and dtype.isnative and dtype.itemsize <= 8
+
+
+def pipeline_steps(plist, dtype: np.dtype) -> tuple[tuple[int, int], ...] | None:
+    """The (filter id, shuffle element size) steps of a dataset creation property list's filters in file order, for
+    elements of `dtype`; None when a filter is not one this module encodes. The shuffle's element size is HDF5's
+    cd_values[0], which HDF5 sets to the element size when the dataset is created (a list not yet used to create a
+    dataset has none: the element size then)."""
     steps = []
     for pos in range(plist.get_nfilters()):
         fid, _flags, cd, _name = plist.get_filter(pos)
@@ -278,9 +291,8 @@ def row_pipeline(dset) -> tuple[tuple[int, int], ...] | None:
     return tuple(steps)
 
 
-def deflate_level(dset) -> int:
-    """The deflate level recorded in `dset`'s filter pipeline (HDF5's cd_values[0]), or -1 without deflate."""
-    plist = dset.id.get_create_plist()
+def plist_deflate_level(plist) -> int:
+    """The deflate level recorded in a dataset creation property list (HDF5's cd_values[0]), or -1 without deflate."""
     for pos in range(plist.get_nfilters()):
         fid, _flags, cd, _name = plist.get_filter(pos)
         if fid == FILTER_DEFLATE:
@@ -288,46 +300,52 @@ def deflate_level(dset) -> int:
     return -1
 
 
+def deflate_level(dset) -> int:
+    """The deflate level recorded in `dset`'s filter pipeline (HDF5's cd_values[0]), or -1 without deflate."""
+    return plist_deflate_level(dset.id.get_create_plist())
+
+
 class ChunkWriter:
     """Writes chunks of a dataset chunked as (rows,) + row shape as finished chunks: the file's filters applied here in
     file order (shuffle, deflate or LZF, fletcher32), then `write_direct_chunk`. `ChunkWriter.of(dset)` is None when
-    the dataset's layout or filters are not ones this module encodes."""
+    the dataset's layout or filters are not ones this module encodes; a writer of a dataset just created (whose shape,
+    chunks and pipeline the caller knows) is made directly, without asking HDF5 for them."""
 
     __slots__ = ("dsid", "steps", "level", "tail", "min_match", "rows", "row_shape", "dtype", "length")
 
-    def __init__(self, dset, steps, min_match: int = MIN_MATCH, level: int | None = None):
-        self.dsid, self.steps = dset.id, steps
-        self.level = max(0, min(deflate_level(dset), 9)) if level is None else level
-        self.tail = (0,) * (dset.ndim - 1)
+    def __init__(self, dsid, steps: tuple[tuple[int, int], ...], *, length: int, rows: int,
+                 row_shape: tuple[int, ...], dtype: np.dtype, level: int, min_match: int = MIN_MATCH):
+        self.dsid, self.steps = dsid, steps
+        self.level = max(0, min(level, 9))
+        self.tail = (0,) * len(row_shape)
         self.min_match = min_match
-        self.rows, self.row_shape, self.dtype = int(dset.chunks[0]), tuple(dset.shape[1:]), dset.dtype
-        self.length = int(dset.shape[0])
+        self.rows, self.row_shape, self.dtype = int(rows), tuple(row_shape), np.dtype(dtype)
+        self.length = int(length)
 
     @classmethod
     def of(cls, dset) -> "ChunkWriter | None":
         steps = row_pipeline(dset)
-        return None if steps is None else cls(dset, steps)
-
-    def like(self, dset) -> "ChunkWriter | None":
-        """A writer for `dset`, a dataset created with the same dtype and filter options as this writer's, which
-        therefore has the same pipeline: reading it back from each dataset's property list cost ~0.8 ms per dataset,
-        40 ms per shard of the renderer's ~50 datasets. None where `dset` is not chunked by whole rows."""
-        if dset.dtype != self.dtype or dset.chunks is None or tuple(dset.chunks[1:]) != tuple(dset.shape[1:]):
+        if steps is None:
             return None
-        return type(self)(dset, self.steps, self.min_match, self.level)
+        return cls(dset.id, steps, length=dset.shape[0], rows=dset.chunks[0], row_shape=dset.shape[1:],
+                   dtype=dset.dtype, level=deflate_level(dset))
 
     def encode(self, row: np.ndarray) -> tuple[bytes, int]:
         """(chunk bytes, HDF5 filter mask) of one whole chunk's data: LZF, an optional filter, is skipped (its mask
-        bit set, as HDF5 does) when it cannot shrink the chunk."""
+        bit set, as HDF5 does) when it cannot shrink the chunk. Each step makes one buffer: the deflate stream is used
+        as zlib returns it, and fletcher32 is appended in the one copy that makes the chunk's bytes."""
         buf = np.ascontiguousarray(row).reshape(-1).view(np.uint8)
         mask = 0
         for pos, (fid, size) in enumerate(self.steps):
-            if fid == FILTER_SHUFFLE and size > 1 and buf.shape[0] >= size:
+            if fid == FILTER_SHUFFLE and size > 1 and len(buf) >= size:
+                buf = np.frombuffer(buf, np.uint8) if isinstance(buf, bytes) else buf
                 whole = buf.shape[0] // size * size  # HDF5 leaves a trailing partial element as it is
-                buf = np.concatenate([buf[:whole].reshape(-1, size).T.reshape(-1), buf[whole:]])
+                shuffled = buf[:whole].reshape(-1, size).T.reshape(-1)
+                buf = shuffled if whole == buf.shape[0] else np.concatenate([shuffled, buf[whole:]])
             elif fid == FILTER_DEFLATE:
-                buf = np.frombuffer(_deflater.compress(buf, self.level), np.uint8)
+                buf = _deflater.compress(buf, self.level)
             elif fid == FILTER_LZF:
+                buf = np.frombuffer(buf, np.uint8) if isinstance(buf, bytes) else buf
                 out = np.empty(max(buf.shape[0] - 1, 0), np.uint8)  # room for strictly smaller output only
                 size_out = lzf_compress(buf, out, self.min_match) if buf.shape[0] else 0
                 if size_out > 0:
@@ -335,12 +353,18 @@ class ChunkWriter:
                 else:
                     mask |= 1 << pos
             elif fid == FILTER_FLETCHER32:
-                buf = np.concatenate([buf, np.frombuffer(fletcher32(buf).to_bytes(4, "little"), np.uint8)])
-        return buf.tobytes(), mask
+                words = np.frombuffer(buf, np.uint8) if isinstance(buf, bytes) else buf
+                buf = b"".join((buf, fletcher32(words).to_bytes(4, "little")))
+        return (buf if isinstance(buf, bytes) else buf.tobytes()), mask
 
     def write(self, j: int, row: np.ndarray) -> None:
         """Row j of a one-row-per-chunk dataset."""
-        self.write_rows(j, np.asarray(row)[None])
+        if (self.rows == 1 and 0 <= j < self.length and isinstance(row, np.ndarray) and row.dtype == self.dtype
+                and row.shape == self.row_shape):
+            data, mask = self.encode(row)
+            self.dsid.write_direct_chunk((j,) + self.tail, data, filter_mask=mask)
+        else:  # write_rows checks the chunk, converts the data, and says what is wrong
+            self.write_rows(j, np.asarray(row)[None])
 
     def write_rows(self, j: int, block: np.ndarray) -> None:
         """The chunk that starts at row j (a multiple of the chunk's rows): `block` holds its rows inside the dataset.
