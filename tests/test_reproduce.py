@@ -66,6 +66,12 @@ def test_rows_share_trained_networks_across_experiments(smoke_all):
     t1 = {r["row"]: r for r in results["table1"]["rows"]}
     t5 = {r["row"]: r for r in results["table5"]["rows"]}
     assert t5["STMoE w/ local and global optimisation"]["checkpoint"] == t1["STMoE-Id"]["checkpoint"]
+    # datasize's rows at the profile's own size are table1's rows, trained once (smoke: 8 training sequences)
+    ds = {r["row"]: r for r in results["datasize"]["rows"]}
+    for model in ("STMoE-Id", "MIM", "MIM w/ D^all"):
+        assert ds[f"{model}, 8 seq."]["checkpoint"] == t1[model]["checkpoint"]
+        assert ds[f"{model}, 4 seq."]["checkpoint"] != t1[model]["checkpoint"]
+    assert not list((out / "rows").glob("*-n8-s0.json"))
     locals_ = sorted(p.name for p in (out / "runs").iterdir() if p.name.startswith("local-"))
     assert locals_ == ["local-stmoe-conv-noise0-s0", "local-stmoe-conv-noise0.26-s0", "local-stmoe-conv-noise0.7-s0",
                        "local-stmoe-id-noise0.26-s0"]
