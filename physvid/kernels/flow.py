@@ -17,6 +17,10 @@ from numba import njit
 from .raster import bilinear
 
 VISIBLE = 1.0 / 255.0  # as the property map: an object owns a pixel where its layer shows by at least one grey level
+# the least float32 >= VISIBLE: for a float32 value v, v >= VISIBLE32 in float32 is v >= VISIBLE in float64 (a float32
+# comparison vectorises, one that widens to float64 first does not)
+VISIBLE32 = float(np.float32(VISIBLE)) if float(np.float32(VISIBLE)) >= VISIBLE else \
+    float(np.nextafter(np.float32(VISIBLE), np.float32(1.0)))
 BOUNDARY_JUMP = 0.5  # pixels: neighbours of different owners whose flows differ by more are a motion boundary
 # Bits of the appearance-change map (schema.APPEARANCE_BITS); NOISE is set by physvid.render once noise is added.
 INTENSITY_CHANGE, TEXTURE_DRIFT, NOISE = 1, 2, 4
@@ -56,17 +60,27 @@ def _layer(sprites, support, poses, trig, t, k, x, y, h, w, wrap):
 @njit(cache=True, no_cfunc_wrapper=True)
 def _supports(sprites, support):
     """support (T, n, 4): rows [r0, r1) and columns [c0, c1) that hold sprites[t, k]'s non-zero texels ((s, 0, s, 0)
-    when it has none)."""
+    when it has none). Branch-free passes: which rows and which columns hold one, then their first and last."""
     nt, n, s = sprites.shape[0], sprites.shape[1], sprites.shape[2]
+    rows = np.empty(s, np.uint8)
+    cols = np.empty(s, np.uint8)
     for t in range(nt):
         for k in range(n):
-            r0, r1, c0, c1 = s, 0, s, 0
+            cols[:] = 0
             for i in range(s):
                 row = sprites[t, k, i]
+                any_ = np.uint8(0)
                 for j in range(s):
-                    if row[j] != 0.0:
-                        r0, r1 = min(r0, i), i + 1
-                        c0, c1 = min(c0, j), max(c1, j + 1)
+                    nz = np.uint8(row[j] != 0.0)
+                    cols[j] |= nz
+                    any_ |= nz
+                rows[i] = any_
+            r0, r1, c0, c1 = s, 0, s, 0
+            for i in range(s):
+                if rows[i]:
+                    r0, r1 = min(r0, i), i + 1
+                if cols[i]:
+                    c0, c1 = min(c0, i), i + 1
             support[t, k, 0], support[t, k, 1], support[t, k, 2], support[t, k, 3] = r0, r1, c0, c1
 
 
@@ -120,14 +134,19 @@ def _boxes(poses, reach, f, j, h, w, wrap, out):
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def _labels(owner, vmax, reach, poses, wrap, lab, rects, counts):
-    """lab (T, H, W): 1 + the object that shows at each pixel, 0 for background (lab zeroed by the caller); rects
-    (T, n, 9, 4): the boxes [y_lo, y_hi) × [x_lo, x_hi) of `_boxes` shrunk to the rows and columns that hold the
-    object's id in that frame (empty ones dropped), counts (T, n) how many. An object owns pixels only inside its
-    boxes (the draw stays within `reach` of each copy's centre, and owner is 0 where nothing was drawn), so only the
-    boxes are labelled and every later pass visits these rectangles only (¼ of the boxes' area on bench_flow's
-    workload, ~1/10 of the frame)."""
+    """lab (T, H, W): 1 + the object that shows at each pixel, 0 for background; rects (T, n, 9, 4): the boxes
+    [y_lo, y_hi) × [x_lo, x_hi) of `_boxes` shrunk to the rows and columns that hold the object's id in that frame
+    (empty ones dropped), counts (T, n) how many. An object owns pixels only inside its boxes (the draw stays within
+    `reach` of each copy's centre, and owner is 0 where nothing was drawn), so every later pass visits these
+    rectangles only (¼ of the boxes' area on bench_flow's workload, ~1/10 of the frame). owner, vmax and lab are
+    C-contiguous (the labels are one flat pass)."""
     nt, h, w = lab.shape
     n = counts.shape[1]
+    size = nt * h * w
+    o1, v1, l1 = owner.reshape(size), vmax.reshape(size), lab.reshape(size)
+    vis = np.float32(VISIBLE32)
+    for i in range(size):  # a product, not a conditional: vectorises
+        l1[i] = o1[i] * np.int16(v1[i] >= vis)
     boxes = np.empty((9, 4), np.int64)
     for f in range(nt):
         for k in range(n):
@@ -136,9 +155,7 @@ def _labels(owner, vmax, reach, poses, wrap, lab, rects, counts):
             for b in range(_boxes(poses, reach, f, k, h, w, wrap, boxes)):
                 y_lo, y_hi, x_lo, x_hi = h, 0, w, 0  # empty until a row holds the object
                 for y in range(boxes[b, 0], boxes[b, 1]):
-                    o_row, v_row, row = owner[f, y], vmax[f, y], lab[f, y]
-                    for x in range(boxes[b, 2], boxes[b, 3]):
-                        row[x] = o_row[x] if v_row[x] >= VISIBLE else 0
+                    row = lab[f, y]
                     first = boxes[b, 2]
                     while first < boxes[b, 3] and row[first] != own:
                         first += 1
@@ -153,6 +170,57 @@ def _labels(owner, vmax, reach, poses, wrap, lab, rects, counts):
                     rects[f, k, m, 0], rects[f, k, m, 1], rects[f, k, m, 2], rects[f, k, m, 3] = y_lo, y_hi, x_lo, x_hi
                     m += 1
             counts[f, k] = m
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _edge_pairs(lab, code, pairs):
+    """The pairs of 8-neighbours of the label image lab (H, W) whose owners differ, each once (a pixel and its east,
+    south-west, south or south-east neighbour), as flat indices into pairs (2, ≥ 4·H·W); returns how many. code (H·W,)
+    uint8 scratch: one flat branch-free pass marks the pixels with such a neighbour, then only the marked 8-byte words
+    are read. Only these pairs can be motion boundaries (a pair of equal owners never is)."""
+    h, w = lab.shape
+    size = h * w
+    l1 = lab.reshape(size)
+    m = max(size - w - 1, 0)  # all four neighbours inside the array (column wrap-arounds are dropped below)
+    if m > 0:  # slices, so that every index counts from 0: the pass vectorises
+        p, e, sw, so, se = l1[:m], l1[1:m + 1], l1[w - 1:m + w - 1], l1[w:m + w], l1[w + 1:m + w + 1]
+        for i in range(m):
+            c = p[i]
+            code[i] = (e[i] != c) * np.uint8(1) + (sw[i] != c) * np.uint8(2) + (so[i] != c) * np.uint8(4) + \
+                (se[i] != c) * np.uint8(8)
+    for i in range(m, size):
+        c = 0
+        if i + 1 < size:
+            c |= np.uint8(l1[i] != l1[i + 1])
+        if i + w - 1 < size:
+            c |= np.uint8(l1[i] != l1[i + w - 1]) << 1
+        if i + w < size:
+            c |= np.uint8(l1[i] != l1[i + w]) << 2
+        code[i] = c
+    count = 0
+    words = size // 8
+    c64 = code[:words * 8].view(np.uint64)
+    for q in range(words + 1):
+        if q < words and c64[q] == 0:
+            continue
+        for i in range(8 * q, min(8 * q + 8, size)):
+            c = code[i]
+            if c == 0:
+                continue
+            y, x = i // w, i % w
+            if c & 1 and x + 1 < w:
+                pairs[0, count], pairs[1, count] = i, i + 1
+                count += 1
+            if c & 2 and x > 0 and y + 1 < h:
+                pairs[0, count], pairs[1, count] = i, i + w - 1
+                count += 1
+            if c & 4 and y + 1 < h:
+                pairs[0, count], pairs[1, count] = i, i + w
+                count += 1
+            if c & 8 and x + 1 < w and y + 1 < h:
+                pairs[0, count], pairs[1, count] = i, i + w + 1
+                count += 1
+    return count
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
@@ -179,23 +247,21 @@ def _row_clear(k, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, reach, h, w
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, inside,
-          flow, occ, mb):
-    """Flow from frame src to frame dst on src's pixels, its occlusion and motion-boundary masks (flow and mb zeroed
-    by the caller). shift[k, t]: the centre's unfolded displacement from frame t to t + 1; sign −1 goes backwards.
-    Only the pixels an object owns are visited (`_labels`' rectangles): everywhere else the background is static and
-    visible in both frames, and a motion boundary needs an object pixel beside it. inside: (W,) uint8 scratch."""
+def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
+          need, pairs, n_pairs, flow, occ, mb):
+    """Flow from frame src to frame dst on src's pixels, its occlusion and motion-boundary masks. shift[k, t]: the
+    centre's unfolded displacement from frame t to t + 1; sign −1 goes backwards. Only the pixels an object owns are
+    visited (`_labels`' rectangles): everywhere else the background is static and visible in both frames; motion
+    boundaries are tested on src's n_pairs neighbour pairs of different owners (`_edge_pairs`). scratch (2, W)
+    float64 and need (W,) uint8: per-row work space."""
     n = cmax.shape[0]
     h, w = lab.shape[1], lab.shape[2]
-    here, there = lab[src], lab[dst]
-    occ[:, :] = 0
-    for j in range(n):  # background of src hidden where an object shows in dst (object pixels are set below)
-        for b in range(counts[dst, j]):
-            for y in range(rects[dst, j, b, 0], rects[dst, j, b, 1]):
-                h_row, t_row, o_row = here[y], there[y], occ[y]
-                for x in range(rects[dst, j, b, 2], rects[dst, j, b, 3]):
-                    if h_row[x] == 0 and t_row[x] > 0:
-                        o_row[x] = 1
+    size = h * w
+    flow[:] = 0.0
+    here1, there1, occ1 = lab[src].reshape(size), lab[dst].reshape(size), occ.reshape(size)
+    for i in range(size):  # background of src hidden where an object shows in dst (object pixels are set below)
+        occ1[i] = np.uint8(here1[i] == 0) & np.uint8(there1[i] > 0)
+    here = lab[src]
     for k in range(n):
         own = k + 1
         turn = poses[k, dst, 2] - poses[k, src, 2]
@@ -205,84 +271,118 @@ def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, 
         for b in range(counts[src, k]):
             x_lo, x_hi = rects[src, k, b, 2], rects[src, k, b, 3]
             for y in range(rects[src, k, b, 0], rects[src, k, b, 1]):
-                h_row, o_row, u_row, v_row = here[y], occ[y], flow[0, y], flow[1, y]
-                if not wrap and _row_clear(k, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, reach, h, w):
-                    ry = float(y) - cy  # _offset without wrap
-                    for x in range(x_lo, x_hi):
-                        if h_row[x] == own:
-                            rx = float(x) - cx
-                            u_row[x] = dx + (ca * rx + sa * ry) - rx
-                            v_row[x] = dy + (-sa * rx + ca * ry) - ry
-                    continue  # occ is 0 there already
-                for x in range(x_lo, x_hi):
-                    if h_row[x] != own:
-                        continue
-                    rx, ry = _offset(float(x), float(y), cx, cy, h, w, wrap)
+                if wrap:
+                    _row_wrap(k, own, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, sprites, support, reach, cmax,
+                              poses, trig, h, w, here[y], occ[y], flow[0, y], flow[1, y])
+                    continue
+                # row slices from the rectangle's first column: indices from 0 vectorise (see convolve_window)
+                h_row, u_row, v_row = here[y, x_lo:x_hi], flow[0, y, x_lo:x_hi], flow[1, y, x_lo:x_hi]
+                fxs, fys = scratch[0, :x_hi - x_lo], scratch[1, :x_hi - x_lo]
+                ry = float(y) - cy  # _offset without wrap
+                for i in range(x_hi - x_lo):  # every column, stored only where the object shows: no branch
+                    rx = float(x_lo + i) - cx
                     fx = dx + (ca * rx + sa * ry) - rx
                     fy = dy + (-sa * rx + ca * ry) - ry
-                    u_row[x] = fx
-                    v_row[x] = fy
-                    tx, ty = x + fx, y + fy
-                    if tx < -0.5 or tx > w - 0.5 or ty < -0.5 or ty > h - 0.5:
-                        o_row[x] = 1  # leaves the frame (under wrap too: it re-enters elsewhere, not at p + flow)
-                    elif covered(sprites, support, reach, cmax, poses, trig, dst, k, tx, ty, h, w, wrap):
-                        o_row[x] = 1
-    for k in range(n):  # both pixels of a pair with different owners and flows; one of them is an object's
-        own = k + 1
-        for b in range(counts[src, k]):
-            x_lo, x_hi = rects[src, k, b, 2], rects[src, k, b, 3]
-            for y in range(rects[src, k, b, 0], rects[src, k, b, 1]):
-                row = here[y]
-                # inside[x]: all 8 neighbours of (y, x) are the object's too (no boundary there); one vectorised pass
-                # over the row instead of a test per pixel
-                i_lo, i_hi = x_lo, x_lo
-                if 0 < y < h - 1:
-                    i_lo, i_hi = max(x_lo, 1), min(x_hi, w - 1)
-                    a, c = here[y - 1], here[y + 1]
-                    for x in range(i_lo, i_hi):
-                        inside[x] = (a[x - 1] == own) & (a[x] == own) & (a[x + 1] == own) & (row[x - 1] == own) & \
-                            (row[x + 1] == own) & (c[x - 1] == own) & (c[x] == own) & (c[x + 1] == own)
-                for x in range(x_lo, x_hi):
-                    if row[x] == own and not (i_lo <= x < i_hi and inside[x]):
-                        _boundary(here, flow, mb, y, x)
+                    fxs[i], fys[i] = fx, fy
+                    mine = h_row[i] == own
+                    u_row[i] = np.float32(fx) if mine else u_row[i]
+                    v_row[i] = np.float32(fy) if mine else v_row[i]
+                if _row_clear(k, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, reach, h, w):
+                    continue  # occ is 0 there already
+                _row_occlusion(k, own, dst, y, x_lo, x_hi, sprites, support, reach, cmax, poses, trig, h, w, h_row,
+                               occ[y, x_lo:x_hi], fxs, fys, need[:x_hi - x_lo])
+    u1, v1, m1 = flow[0].reshape(size), flow[1].reshape(size), mb.reshape(size)
+    m1[:] = 0
+    lim = BOUNDARY_JUMP * BOUNDARY_JUMP
+    p0, p1 = pairs[0], pairs[1]
+    for e in range(n_pairs):  # both pixels of a pair with different owners and flows more than BOUNDARY_JUMP apart
+        i, j = p0[e], p1[e]
+        du, dv = u1[i] - u1[j], v1[i] - v1[j]  # float32, as |a − b| = |b − a| exactly: the side changes nothing
+        if du * du + dv * dv > lim:
+            m1[i] = 1
+            m1[j] = 1
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
-def _boundary(lab, flow, mb, y, x):
-    """Mark (y, x) and every 8-neighbour with another owner whose flow is more than BOUNDARY_JUMP away."""
-    h, w = lab.shape
-    own = lab[y, x]
-    for dy in range(-1, 2):
-        for dx in range(-1, 2):
-            yy, xx = y + dy, x + dx
-            if 0 <= yy < h and 0 <= xx < w and lab[yy, xx] != own:
-                du, dv = flow[0, y, x] - flow[0, yy, xx], flow[1, y, x] - flow[1, yy, xx]
-                if du * du + dv * dv > BOUNDARY_JUMP * BOUNDARY_JUMP:
-                    mb[y, x] = 1
-                    mb[yy, xx] = 1
+def _row_occlusion(k, own, dst, y, x_lo, x_hi, sprites, support, reach, cmax, poses, trig, h, w, h_row, o_row, fxs,
+                   fys, need):
+    """Occlusion of object k's pixels of row y, columns [x_lo, x_hi) (no wrap; the row arrays start at x_lo), flows
+    fxs/fys: out of the frame, or `covered` in frame dst. `covered` runs only where another object j may show at
+    p + flow: within `_near` of it and inside its sprite's support as `_layer` maps the point (with a margin of 1e-6
+    texels over that test's rounding); everywhere else its answer is False (a layer with no texel there samples 0)."""
+    n = cmax.shape[0]
+    m = x_hi - x_lo
+    everywhere = np.uint8(cmax[k] < 0.0)  # a negative colour: vk < 0, `covered` decides everywhere
+    for i in range(m):
+        tx, ty = (x_lo + i) + fxs[i], y + fys[i]
+        out = np.uint8(tx < -0.5) | np.uint8(tx > w - 0.5) | np.uint8(ty < -0.5) | np.uint8(ty > h - 0.5)
+        mine = np.uint8(h_row[i] == own)
+        o_row[i] |= mine & out
+        need[i] = mine & (out ^ 1) & everywhere
+    c = 0.5 * (sprites.shape[2] - 1)
+    eps = 1e-6
+    for j in range(n):
+        if j == k:
+            continue
+        r = reach[dst, j] + 1.5
+        pjx, pjy, ct, st = poses[j, dst, 0], poses[j, dst, 1], trig[j, dst, 0], trig[j, dst, 1]
+        u_lo, u_hi = support[dst, j, 2] - 1 - eps, support[dst, j, 3] + eps
+        v_lo, v_hi = support[dst, j, 0] - 1 - eps, support[dst, j, 1] + eps
+        for i in range(m):
+            tx, ty = (x_lo + i) + fxs[i], y + fys[i]
+            ex, ey = tx - pjx, ty - pjy
+            u, v = ct * ex - st * ey + c, st * ex + ct * ey + c
+            near = np.uint8(abs(ex) <= r) & np.uint8(abs(ey) <= r) & np.uint8(u >= u_lo) & np.uint8(u < u_hi) & \
+                np.uint8(v >= v_lo) & np.uint8(v < v_hi)
+            out = np.uint8(tx < -0.5) | np.uint8(tx > w - 0.5) | np.uint8(ty < -0.5) | np.uint8(ty > h - 0.5)
+            need[i] |= near & (out ^ 1) & np.uint8(h_row[i] == own)
+    for i in range(m):
+        if need[i] and covered(sprites, support, reach, cmax, poses, trig, dst, k, (x_lo + i) + fxs[i], y + fys[i],
+                               h, w, False):
+            o_row[i] = 1
+
+
+@njit(cache=True, no_cfunc_wrapper=True, inline="always")
+def _row_wrap(k, own, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, sprites, support, reach, cmax, poses, trig, h, w,
+              h_row, o_row, u_row, v_row):
+    """Flow and occlusion of object k's pixels of row y, columns [x_lo, x_hi), under wrap: offsets to the nearest
+    drawn copy, and `covered` over every copy."""
+    for x in range(x_lo, x_hi):
+        if h_row[x] != own:
+            continue
+        rx, ry = _offset(float(x), float(y), cx, cy, h, w, True)
+        fx = dx + (ca * rx + sa * ry) - rx
+        fy = dy + (-sa * rx + ca * ry) - ry
+        u_row[x] = fx
+        v_row[x] = fy
+        tx, ty = x + fx, y + fy
+        if tx < -0.5 or tx > w - 0.5 or ty < -0.5 or ty > h - 0.5:
+            o_row[x] = 1  # leaves the frame (it re-enters elsewhere, not at p + flow)
+        elif covered(sprites, support, reach, cmax, poses, trig, dst, k, tx, ty, h, w, True):
+            o_row[x] = 1
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _appearance(t, lab, evolve, drift, bg_drift, table, rects, counts, app):
-    """Appearance bits of frame t's pixels for the pair t → t+1, by the owners at t (a) and at t + 1 (b)."""
+def _appearance(t, lab, evolve, drift, bg_drift, app):
+    """Appearance bits of frame t's pixels for the pair t → t+1, by the owners at t (a) and at t + 1 (b): an object
+    pixel (a > 0) has its own bits, a background pixel INTENSITY_CHANGE where a growing object shows at t + 1 (its
+    mass may spread there) and TEXTURE_DRIFT where the sine background drifts. One flat pass, the per-owner flags
+    as bit masks (bit a: owner a; owners ≤ 62, config allows 16)."""
     n = evolve.shape[0]
-    for a in range(n + 1):
-        for b in range(n + 1):
-            bits = 0
-            if a > 0:
-                bits |= INTENSITY_CHANGE if evolve[a - 1] else 0
-                bits |= TEXTURE_DRIFT if drift[a - 1, t] else 0
-            else:  # background: a growing object's mass may spread onto it; a sine background may drift
-                bits |= INTENSITY_CHANGE if b > 0 and evolve[b - 1] else 0
-                bits |= TEXTURE_DRIFT if bg_drift[t] else 0
-            table[a, b] = bits
-    app[:, :] = table[0, 0]  # background in both frames; pixels an object touches at t or t + 1 below
-    for j in range(n):
-        for f in range(t, t + 2):
-            for b in range(counts[f, j]):
-                for y in range(rects[f, j, b, 0], rects[f, j, b, 1]):
-                    for x in range(rects[f, j, b, 2], rects[f, j, b, 3]):
-                        app[y, x] = table[lab[t, y, x], lab[t + 1, y, x]]
+    grows, drifts = 0, 0
+    for k in range(n):
+        grows |= (1 << (k + 1)) if evolve[k] else 0
+        drifts |= (1 << (k + 1)) if drift[k, t] else 0
+    bg = TEXTURE_DRIFT if bg_drift[t] else 0
+    h, w = app.shape
+    size = h * w
+    a1, b1, out = lab[t].reshape(size), lab[t + 1].reshape(size), app.reshape(size)
+    g, d, z = np.int64(grows), np.int64(drifts), np.int64(bg)
+    for i in range(size):
+        a, b = np.int64(a1[i]), np.int64(b1[i])
+        obj = ((g >> a) & 1) * INTENSITY_CHANGE | ((d >> a) & 1) * TEXTURE_DRIFT
+        back = ((g >> b) & 1) * INTENSITY_CHANGE | z
+        out[i] = np.uint8(obj if a > 0 else back)
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -303,23 +403,25 @@ def motion_fields(sprites, reach, cmax, poses, shift, owner, vmax, evolve, drift
     nt, h, w = owner.shape
     n = cmax.shape[0]
     lab = np.empty((nt, h, w), np.int16)
-    lab[:] = 0
     rects = np.empty((nt, n, 9, 4), np.int64)
     counts = np.empty((nt, n), np.int64)
     _labels(owner, vmax, reach, poses, wrap, lab, rects, counts)
-    inside = np.empty(w, np.uint8)
+    scratch = np.empty((2, w), np.float64)
+    need = np.empty(w, np.uint8)
+    code = np.empty(h * w, np.uint8)
+    pairs = np.empty((2, 2, 4 * h * w), np.int32)  # frame t's and t + 1's (alternately)
     support = np.empty((nt, n, 4), np.int64)
     _supports(sprites, support)
     trig = np.empty((n, nt, 2), np.float64)
     for k in range(n):
         for t in range(nt):
             trig[k, t, 0], trig[k, t, 1] = math.cos(poses[k, t, 2]), math.sin(poses[k, t, 2])
-    flows[:] = 0.0
-    flags[2:4] = 0
-    table = np.empty((n + 1, n + 1), np.uint8)
+    n_next = _edge_pairs(lab[0], code, pairs[0])
     for t in range(nt - 1):
-        _pair(t, t + 1, 1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, inside,
-              flows[0, t], flags[0, t], flags[2, t])
-        _pair(t + 1, t, -1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, inside,
-              flows[1, t], flags[1, t], flags[3, t])
-        _appearance(t, lab, evolve, drift, bg_drift, table, rects, counts, flags[4, t])
+        n_here = n_next
+        n_next = _edge_pairs(lab[t + 1], code, pairs[(t + 1) % 2])
+        _pair(t, t + 1, 1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
+              need, pairs[t % 2], n_here, flows[0, t], flags[0, t], flags[2, t])
+        _pair(t + 1, t, -1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
+              need, pairs[(t + 1) % 2], n_next, flows[1, t], flags[1, t], flags[3, t])
+        _appearance(t, lab, evolve, drift, bg_drift, flags[4, t])
