@@ -305,15 +305,15 @@ def test_verify_names_the_bad_shard(tmp_path):
 def test_failed_shard_leaves_no_temp_file_and_finished_shards_resume(tmp_path, monkeypatch):
     from physvid.dataset import chunks
 
-    real_write = chunks.ChunkWriter.write  # the video's chunks are encoded by physvid and stored directly
+    real_write = chunks.ChunkWriter.write_batch  # the video's chunks are encoded by physvid and stored directly
     fail_from = {"index": 0}
 
-    def disk_full(self, j, row):  # HDF5 failing to write a chunk, as on a full disk
+    def disk_full(self, j, rows):  # HDF5 failing to write a chunk, as on a full disk
         if h5py.Dataset(self.dsid).file.attrs["first_index"] >= fail_from["index"]:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, j, row)
+        return real_write(self, j, rows)
 
-    monkeypatch.setattr(chunks.ChunkWriter, "write", disk_full)
+    monkeypatch.setattr(chunks.ChunkWriter, "write_batch", disk_full)
     fresh = tmp_path / "fresh"
     with pytest.raises(DatasetError, match="no space left on device while writing .*shard-00000.h5"):
         write_dataset(fresh, Clips(), 4, {}, shard_size=2, workers=1)
@@ -324,7 +324,7 @@ def test_failed_shard_leaves_no_temp_file_and_finished_shards_resume(tmp_path, m
     with pytest.raises(DatasetError, match="no space left"):
         write_dataset(part, Clips(), 6, {}, shard_size=2, workers=1)
     assert sorted(p.name for p in part.iterdir() if not p.name.startswith(".")) == ["shard-00000.h5", "shard-00001.h5"]
-    monkeypatch.setattr(chunks.ChunkWriter, "write", real_write)
+    monkeypatch.setattr(chunks.ChunkWriter, "write_batch", real_write)
     summary = write_dataset(part, Clips(), 6, {}, shard_size=2, workers=1)
     assert (summary.shards_kept, summary.shards_written) == (2, 1) and verify_dataset(part).ok
 
