@@ -138,6 +138,34 @@ def test_the_schema_is_derived_once_per_shard_and_every_batch_still_checked(tmp_
         write_dataset(tmp_path / "bad", Changes(), 40, {}, workers=1)
 
 
+class Reshuffled(Clips):
+    """Clips' data, every other batch as plain lists in another order (as_arrays' slow path) -- and, with `short`, a
+    later batch with a row missing."""
+
+    def __init__(self, short: bool = False):
+        self.short = short
+
+    def __call__(self, indices):
+        video, params = super().__call__(indices)
+        if self.short and indices[0] == 32:
+            params["label"] = params["label"][1:]
+        if indices[0] % 32 == 16:
+            params = {k: params[k].tolist() for k in reversed(params)}
+        return video, params
+
+
+def test_batches_like_the_first_skip_the_checks_and_write_the_same_bytes(tmp_path):
+    """Issue 22: a batch whose arrays have the first batch's names, dtypes and shapes skips as_arrays' checks; the
+    bools are still stored as int8, other batches still go through the checks, and the files are the same bytes."""
+    write_dataset(tmp_path / "a", Clips(), 70, {}, shard_size=40, workers=1)
+    write_dataset(tmp_path / "b", Reshuffled(), 70, {}, shard_size=40, workers=1, source_name=Clips.name)
+    for name in ("shard-00000.h5", "shard-00001.h5"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert open_dataset(tmp_path / "b").params["flag"].dtype == np.int8
+    with pytest.raises(DatasetError, match=r"'label' must be .* with 8 rows, got int64 \(7,\) \(sequences 32..39\)"):
+        write_dataset(tmp_path / "c", Reshuffled(short=True), 70, {}, shard_size=40, workers=1)
+
+
 @pytest.mark.parametrize("compression", ["gzip", "lzf", "none"])
 def test_low_level_datasets_and_attributes_are_h5py_high_level_byte_for_byte(compression):
     """Issue 22: a shard's datasets and attributes are made through h5py's low-level API (h5py's high level cost
@@ -277,15 +305,15 @@ def test_verify_names_the_bad_shard(tmp_path):
 def test_failed_shard_leaves_no_temp_file_and_finished_shards_resume(tmp_path, monkeypatch):
     from physvid.dataset import chunks
 
-    real_write = chunks.ChunkWriter.write  # the video's chunks are encoded by physvid and stored directly
+    real_write = chunks.ChunkWriter.write_batch  # the video's chunks are encoded by physvid and stored directly
     fail_from = {"index": 0}
 
-    def disk_full(self, j, row):  # HDF5 failing to write a chunk, as on a full disk
+    def disk_full(self, j, rows):  # HDF5 failing to write a chunk, as on a full disk
         if h5py.Dataset(self.dsid).file.attrs["first_index"] >= fail_from["index"]:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, j, row)
+        return real_write(self, j, rows)
 
-    monkeypatch.setattr(chunks.ChunkWriter, "write", disk_full)
+    monkeypatch.setattr(chunks.ChunkWriter, "write_batch", disk_full)
     fresh = tmp_path / "fresh"
     with pytest.raises(DatasetError, match="no space left on device while writing .*shard-00000.h5"):
         write_dataset(fresh, Clips(), 4, {}, shard_size=2, workers=1)
@@ -296,7 +324,7 @@ def test_failed_shard_leaves_no_temp_file_and_finished_shards_resume(tmp_path, m
     with pytest.raises(DatasetError, match="no space left"):
         write_dataset(part, Clips(), 6, {}, shard_size=2, workers=1)
     assert sorted(p.name for p in part.iterdir() if not p.name.startswith(".")) == ["shard-00000.h5", "shard-00001.h5"]
-    monkeypatch.setattr(chunks.ChunkWriter, "write", real_write)
+    monkeypatch.setattr(chunks.ChunkWriter, "write_batch", real_write)
     summary = write_dataset(part, Clips(), 6, {}, shard_size=2, workers=1)
     assert (summary.shards_kept, summary.shards_written) == (2, 1) and verify_dataset(part).ok
 

@@ -277,6 +277,51 @@ def test_chunk_writer_output_is_what_hdf5_reads(tmp_path, monkeypatch, deflater,
             np.testing.assert_array_equal(reader.read(j), data[j])
 
 
+@pytest.mark.parametrize("dtype,shuffle,compression,fletcher32", [
+    (np.uint8, True, "gzip", True), (np.int16, True, "gzip", True), (np.float64, True, "gzip", True),
+    (np.float32, False, "gzip", True), (np.int64, True, "gzip", False), (np.uint8, True, "lzf", True),
+    (np.float32, True, None, True)])
+def test_batch_encoding_is_row_by_row_byte_for_byte(tmp_path, dtype, shuffle, compression, fletcher32):
+    """Issue 22: write_batch encodes a batch's rows step by step over the batch (shuffle as one transpose) and writes
+    them after; every chunk, and the whole file, must be the bytes `write` makes row by row."""
+    from physvid.dataset import chunks
+
+    rng = np.random.default_rng(3)
+    data = (rng.random((7, 2, 1, 5, 3)) * 100).astype(dtype)
+    data[2] = 0
+    images = []
+    for batched in (False, True):
+        with h5py.File(tmp_path / f"b{batched}.h5", "w", libver="earliest") as f:
+            d = f.create_dataset("v", data.shape, dtype, chunks=(1,) + data.shape[1:], compression=compression,
+                                 compression_opts=1 if compression == "gzip" else None, shuffle=shuffle,
+                                 fletcher32=fletcher32)
+            writer = chunks.ChunkWriter.of(d)
+            if batched:
+                assert [writer.encode(row) for row in data[:4]] == writer.encode_batch(data[:4])
+                writer.write_batch(0, data[:4])
+                writer.write_batch(4, data[4:])
+            else:
+                for j in range(len(data)):
+                    writer.write(j, data[j])
+        images.append((tmp_path / f"b{batched}.h5").read_bytes())
+        with h5py.File(tmp_path / f"b{batched}.h5", "r") as f:
+            np.testing.assert_array_equal(f["v"][...], data)
+    assert images[0] == images[1]
+
+
+def test_batch_plan_names_the_pipelines_encoded_batch_wise():
+    from physvid.dataset.chunks import (FILTER_DEFLATE, FILTER_FLETCHER32, FILTER_LZF, FILTER_SHUFFLE,
+                                        batch_plan)
+
+    assert batch_plan(((FILTER_SHUFFLE, 8), (FILTER_DEFLATE, 8), (FILTER_FLETCHER32, 8))) == 8
+    assert batch_plan(((FILTER_DEFLATE, 1), (FILTER_FLETCHER32, 1))) == 1
+    assert batch_plan(((FILTER_DEFLATE, 1),)) == 1
+    assert batch_plan(((FILTER_SHUFFLE, 2), (FILTER_LZF, 2), (FILTER_FLETCHER32, 2))) is None
+    assert batch_plan(((FILTER_FLETCHER32, 1),)) is None
+    assert batch_plan(((FILTER_DEFLATE, 1), (FILTER_SHUFFLE, 2))) is None
+    assert batch_plan(()) is None
+
+
 # ---------------------------------------------------------------------------------------------- LZF codec
 def lzf_decompress_twin(src: bytes, capacity: int) -> bytes | int:
     """liblzf's decoder spelled out token by token on Python bytes: the decoded bytes, or the LZF_* error code the

@@ -305,13 +305,26 @@ def deflate_level(dset) -> int:
     return plist_deflate_level(dset.id.get_create_plist())
 
 
+def batch_plan(steps: tuple[tuple[int, int], ...]) -> int | None:
+    """The shuffle's element size (1: no shuffle) of a pipeline that `ChunkWriter.encode_batch` runs batch-wise: an
+    optional shuffle, deflate, an optional fletcher32, in that order; None for any other pipeline."""
+    ids = [fid for fid, _size in steps]
+    if ids and ids[-1] == FILTER_FLETCHER32:
+        ids.pop()
+    shuffle = 1
+    if ids and ids[0] == FILTER_SHUFFLE:
+        shuffle = max(steps[0][1], 1)
+        ids.pop(0)
+    return shuffle if ids == [FILTER_DEFLATE] else None
+
+
 class ChunkWriter:
     """Writes chunks of a dataset chunked as (rows,) + row shape as finished chunks: the file's filters applied here in
     file order (shuffle, deflate or LZF, fletcher32), then `write_direct_chunk`. `ChunkWriter.of(dset)` is None when
     the dataset's layout or filters are not ones this module encodes; a writer of a dataset just created (whose shape,
     chunks and pipeline the caller knows) is made directly, without asking HDF5 for them."""
 
-    __slots__ = ("dsid", "steps", "level", "tail", "min_match", "rows", "row_shape", "dtype", "length")
+    __slots__ = ("dsid", "steps", "level", "tail", "min_match", "rows", "row_shape", "dtype", "length", "batched")
 
     def __init__(self, dsid, steps: tuple[tuple[int, int], ...], *, length: int, rows: int,
                  row_shape: tuple[int, ...], dtype: np.dtype, level: int, min_match: int = MIN_MATCH):
@@ -321,6 +334,7 @@ class ChunkWriter:
         self.min_match = min_match
         self.rows, self.row_shape, self.dtype = int(rows), tuple(row_shape), np.dtype(dtype)
         self.length = int(length)
+        self.batched = batch_plan(steps)
 
     @classmethod
     def of(cls, dset) -> "ChunkWriter | None":
@@ -365,6 +379,40 @@ class ChunkWriter:
             self.dsid.write_direct_chunk((j,) + self.tail, data, filter_mask=mask)
         else:  # write_rows checks the chunk, converts the data, and says what is wrong
             self.write_rows(j, np.asarray(row)[None])
+
+    def write_batch(self, j: int, block: np.ndarray) -> None:
+        """Rows j, j + 1, ... of a one-row-per-chunk dataset from `block` (the rows stacked on its first axis): the
+        chunks `write` makes row by row, written in the same order, but each filter step runs over the batch's rows in
+        one loop and every row is compressed before the first is written (≈ 15-35 µs less per chunk than row by row,
+        docs/benchmarks.md)."""
+        if not (self.rows == 1 and isinstance(block, np.ndarray) and block.ndim == len(self.row_shape) + 1
+                and block.dtype == self.dtype and block.shape[1:] == self.row_shape
+                and 0 <= j and j + block.shape[0] <= self.length):
+            for r in range(len(block)):  # write checks each row and says what is wrong
+                self.write(j + r, block[r])
+            return
+        write, tail = self.dsid.write_direct_chunk, self.tail
+        for r, (data, mask) in enumerate(self.encode_batch(block)):
+            write((j + r,) + tail, data, filter_mask=mask)
+
+    def encode_batch(self, block: np.ndarray) -> list[tuple[bytes, int]]:
+        """[encode(row) for row in block], the same bytes: the shuffle is one transpose of the whole batch, then
+        deflate and fletcher32 row by row without the per-step dispatch (pipelines of shuffle, deflate, fletcher32;
+        any other pipeline row by row through `encode`)."""
+        k = block.shape[0]
+        shuffle = self.batched
+        if k == 0:
+            return []
+        rows = np.ascontiguousarray(block).reshape(k, -1).view(np.uint8)
+        if shuffle is None or (shuffle > 1 and (rows.shape[1] % shuffle or rows.shape[1] < shuffle)):
+            return [self.encode(row) for row in block]
+        if shuffle > 1:  # HDF5's shuffle of each row: its elements' byte 0s, then their byte 1s, ...
+            rows = rows.reshape(k, -1, shuffle).transpose(0, 2, 1).reshape(k, -1)
+        compress, level = _deflater.compress, self.level
+        packed = [compress(row, level) for row in rows]
+        if self.steps[-1][0] == FILTER_FLETCHER32:
+            return [(b"".join((p, fletcher32(np.frombuffer(p, np.uint8)).to_bytes(4, "little"))), 0) for p in packed]
+        return [(p, 0) for p in packed]
 
     def write_rows(self, j: int, block: np.ndarray) -> None:
         """The chunk that starts at row j (a multiple of the chunk's rows): `block` holds its rows inside the dataset.
