@@ -224,18 +224,19 @@ def _edge_pairs(lab, code, pairs):
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
-def _row_clear(k, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, reach, h, w):
-    """Whether every pixel of row y, columns [x_lo, x_hi), of object k (no wrap) moves to a point inside the frame
-    that no other object is near in frame dst: then none of them is occluded, without the per-pixel tests. The
-    points p + flow = c + d + M(Δθ)(p − c) of a row segment lie between those of its two ends; the 0.25 px margin
-    is far above the rounding (~1e-13 px) of the per-pixel arithmetic the tests would use."""
+def _rect_clear(k, dst, y_lo, y_hi, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, reach, h, w):
+    """Whether every pixel of the rectangle [y_lo, y_hi) × [x_lo, x_hi) of object k (no wrap) moves to a point inside
+    the frame that no other object is near in frame dst: then none of them is occluded, without the per-pixel tests.
+    The points p + flow = c + d + M(Δθ)(p − c) are an affine image of the rectangle: they lie within the box of its
+    four corners' images; the 0.25 px margin is far above the rounding (~1e-13 px) of the per-pixel arithmetic the
+    tests would use."""
     margin = 0.25
-    ry = float(y) - cy
-    ax, bx = float(x_lo) - cx, float(x_hi - 1) - cx
-    tx0, tx1 = cx + dx + (ca * ax + sa * ry), cx + dx + (ca * bx + sa * ry)
-    ty0, ty1 = cy + dy + (-sa * ax + ca * ry), cy + dy + (-sa * bx + ca * ry)
-    t_lo, t_hi = min(tx0, tx1) - margin, max(tx0, tx1) + margin
-    u_lo, u_hi = min(ty0, ty1) - margin, max(ty0, ty1) + margin
+    t_lo, t_hi, u_lo, u_hi = math.inf, -math.inf, math.inf, -math.inf
+    for ry in (float(y_lo) - cy, float(y_hi - 1) - cy):
+        for rx in (float(x_lo) - cx, float(x_hi - 1) - cx):
+            tx, ty = cx + dx + (ca * rx + sa * ry), cy + dy + (-sa * rx + ca * ry)
+            t_lo, t_hi, u_lo, u_hi = min(t_lo, tx), max(t_hi, tx), min(u_lo, ty), max(u_hi, ty)
+    t_lo, t_hi, u_lo, u_hi = t_lo - margin, t_hi + margin, u_lo - margin, u_hi + margin
     if t_lo < -0.5 or t_hi > w - 0.5 or u_lo < -0.5 or u_hi > h - 0.5:
         return False
     for j in range(poses.shape[0]):
@@ -252,8 +253,8 @@ def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, 
     """Flow from frame src to frame dst on src's pixels, its occlusion and motion-boundary masks. shift[k, t]: the
     centre's unfolded displacement from frame t to t + 1; sign −1 goes backwards. Only the pixels an object owns are
     visited (`_labels`' rectangles): everywhere else the background is static and visible in both frames; motion
-    boundaries are tested on src's n_pairs neighbour pairs of different owners (`_edge_pairs`). scratch (2, W)
-    float64 and need (W,) uint8: per-row work space."""
+    boundaries are tested on src's n_pairs neighbour pairs of different owners (`_edge_pairs`). scratch (2, H·W)
+    float64 and need (2, H·W) uint8: work space for one rectangle."""
     n = cmax.shape[0]
     h, w = lab.shape[1], lab.shape[2]
     size = h * w
@@ -269,28 +270,44 @@ def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, 
         cx, cy = poses[k, src, 0], poses[k, src, 1]
         dx, dy = sign * shift[k, t, 0], sign * shift[k, t, 1]
         for b in range(counts[src, k]):
-            x_lo, x_hi = rects[src, k, b, 2], rects[src, k, b, 3]
-            for y in range(rects[src, k, b, 0], rects[src, k, b, 1]):
-                if wrap:
+            y_lo, y_hi, x_lo, x_hi = rects[src, k, b, 0], rects[src, k, b, 1], rects[src, k, b, 2], rects[src, k, b, 3]
+            if wrap:
+                for y in range(y_lo, y_hi):
                     _row_wrap(k, own, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, sprites, support, reach, cmax,
                               poses, trig, h, w, here[y], occ[y], flow[0, y], flow[1, y])
-                    continue
-                # row slices from the rectangle's first column: indices from 0 vectorise (see convolve_window)
+                continue
+            m = x_hi - x_lo
+            if _rect_clear(k, dst, y_lo, y_hi, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, reach, h, w):
+                for y in range(y_lo, y_hi):  # the flows only: occ is 0 there already
+                    # row slices from the rectangle's first column: indices from 0 vectorise (see convolve_window)
+                    h_row, u_row, v_row = here[y, x_lo:x_hi], flow[0, y, x_lo:x_hi], flow[1, y, x_lo:x_hi]
+                    ry = float(y) - cy  # _offset without wrap
+                    for i in range(m):  # every column, stored only where the object shows: no branch
+                        rx = float(x_lo + i) - cx
+                        fx = dx + (ca * rx + sa * ry) - rx
+                        fy = dy + (-sa * rx + ca * ry) - ry
+                        mine = h_row[i] == own
+                        u_row[i] = np.float32(fx) if mine else u_row[i]
+                        v_row[i] = np.float32(fy) if mine else v_row[i]
+                continue
+            cells = m * (y_hi - y_lo)
+            txs, tys, mines = scratch[0, :cells], scratch[1, :cells], need[1, :cells]
+            for y in range(y_lo, y_hi):  # the flows, and each pixel's target and owner for the occlusion tests
+                q = (y - y_lo) * m
                 h_row, u_row, v_row = here[y, x_lo:x_hi], flow[0, y, x_lo:x_hi], flow[1, y, x_lo:x_hi]
-                fxs, fys = scratch[0, :x_hi - x_lo], scratch[1, :x_hi - x_lo]
-                ry = float(y) - cy  # _offset without wrap
-                for i in range(x_hi - x_lo):  # every column, stored only where the object shows: no branch
+                tx_row, ty_row, m_row = txs[q:q + m], tys[q:q + m], mines[q:q + m]
+                ry = float(y) - cy
+                for i in range(m):
                     rx = float(x_lo + i) - cx
                     fx = dx + (ca * rx + sa * ry) - rx
                     fy = dy + (-sa * rx + ca * ry) - ry
-                    fxs[i], fys[i] = fx, fy
+                    tx_row[i], ty_row[i] = (x_lo + i) + fx, y + fy  # the target p + flow
                     mine = h_row[i] == own
+                    m_row[i] = np.uint8(mine)
                     u_row[i] = np.float32(fx) if mine else u_row[i]
                     v_row[i] = np.float32(fy) if mine else v_row[i]
-                if _row_clear(k, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, reach, h, w):
-                    continue  # occ is 0 there already
-                _row_occlusion(k, own, dst, y, x_lo, x_hi, sprites, support, reach, cmax, poses, trig, h, w, h_row,
-                               occ[y, x_lo:x_hi], fxs, fys, need[:x_hi - x_lo])
+            _rect_occlusion(k, dst, y_lo, y_hi, x_lo, x_hi, sprites, support, reach, cmax, poses, trig, h, w, occ,
+                            txs, tys, mines, need[0, :cells])
     u1, v1, m1 = flow[0].reshape(size), flow[1].reshape(size), mb.reshape(size)
     m1[:] = 0
     lim = BOUNDARY_JUMP * BOUNDARY_JUMP
@@ -304,21 +321,23 @@ def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, 
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
-def _row_occlusion(k, own, dst, y, x_lo, x_hi, sprites, support, reach, cmax, poses, trig, h, w, h_row, o_row, fxs,
-                   fys, need):
-    """Occlusion of object k's pixels of row y, columns [x_lo, x_hi) (no wrap; the row arrays start at x_lo), flows
-    fxs/fys: out of the frame, or `covered` in frame dst. `covered` runs only where another object j may show at
-    p + flow: within `_near` of it and inside its sprite's support as `_layer` maps the point (with a margin of 1e-6
-    texels over that test's rounding); everywhere else its answer is False (a layer with no texel there samples 0)."""
+def _rect_occlusion(k, dst, y_lo, y_hi, x_lo, x_hi, sprites, support, reach, cmax, poses, trig, h, w, occ, txs, tys,
+                    mines, need):
+    """Occlusion of object k's pixels of the rectangle [y_lo, y_hi) × [x_lo, x_hi) (no wrap): txs, tys its pixels'
+    targets p + flow and mines whether k owns them, row after row (flat, so that the passes vectorise over the whole
+    rectangle rather than over its short rows): out of the frame, or `covered` in frame dst. `covered` runs only where
+    another object j may show at p + flow: within `_near` of it and inside its sprite's support as `_layer` maps the
+    point (with a margin of 1e-6 texels over that test's rounding); everywhere else its answer is False (a layer with
+    no texel there samples 0). need: bit 0 out of the frame, bit 1 `covered` to run."""
     n = cmax.shape[0]
     m = x_hi - x_lo
+    cells = txs.shape[0]
     everywhere = np.uint8(cmax[k] < 0.0)  # a negative colour: vk < 0, `covered` decides everywhere
-    for i in range(m):
-        tx, ty = (x_lo + i) + fxs[i], y + fys[i]
+    for q in range(cells):
+        tx, ty = txs[q], tys[q]
         out = np.uint8(tx < -0.5) | np.uint8(tx > w - 0.5) | np.uint8(ty < -0.5) | np.uint8(ty > h - 0.5)
-        mine = np.uint8(h_row[i] == own)
-        o_row[i] |= mine & out
-        need[i] = mine & (out ^ 1) & everywhere
+        mine = mines[q]
+        need[q] = (mine & out) | ((mine & (out ^ 1) & everywhere) << 1)
     c = 0.5 * (sprites.shape[2] - 1)
     eps = 1e-6
     for j in range(n):
@@ -328,18 +347,21 @@ def _row_occlusion(k, own, dst, y, x_lo, x_hi, sprites, support, reach, cmax, po
         pjx, pjy, ct, st = poses[j, dst, 0], poses[j, dst, 1], trig[j, dst, 0], trig[j, dst, 1]
         u_lo, u_hi = support[dst, j, 2] - 1 - eps, support[dst, j, 3] + eps
         v_lo, v_hi = support[dst, j, 0] - 1 - eps, support[dst, j, 1] + eps
-        for i in range(m):
-            tx, ty = (x_lo + i) + fxs[i], y + fys[i]
+        for q in range(cells):
+            tx, ty = txs[q], tys[q]
             ex, ey = tx - pjx, ty - pjy
             u, v = ct * ex - st * ey + c, st * ex + ct * ey + c
             near = np.uint8(abs(ex) <= r) & np.uint8(abs(ey) <= r) & np.uint8(u >= u_lo) & np.uint8(u < u_hi) & \
                 np.uint8(v >= v_lo) & np.uint8(v < v_hi)
             out = np.uint8(tx < -0.5) | np.uint8(tx > w - 0.5) | np.uint8(ty < -0.5) | np.uint8(ty > h - 0.5)
-            need[i] |= near & (out ^ 1) & np.uint8(h_row[i] == own)
-    for i in range(m):
-        if need[i] and covered(sprites, support, reach, cmax, poses, trig, dst, k, (x_lo + i) + fxs[i], y + fys[i],
-                               h, w, False):
-            o_row[i] = 1
+            need[q] |= (near & (out ^ 1) & mines[q]) << 1
+    for q in range(cells):
+        d = need[q]
+        if d == 0:
+            continue
+        y, x = y_lo + q // m, x_lo + q % m
+        if d & 1 or covered(sprites, support, reach, cmax, poses, trig, dst, k, txs[q], tys[q], h, w, False):
+            occ[y, x] = 1
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
@@ -406,8 +428,8 @@ def motion_fields(sprites, reach, cmax, poses, shift, owner, vmax, evolve, drift
     rects = np.empty((nt, n, 9, 4), np.int64)
     counts = np.empty((nt, n), np.int64)
     _labels(owner, vmax, reach, poses, wrap, lab, rects, counts)
-    scratch = np.empty((2, w), np.float64)
-    need = np.empty(w, np.uint8)
+    scratch = np.empty((2, h * w), np.float64)
+    need = np.empty((2, h * w), np.uint8)
     code = np.empty(h * w, np.uint8)
     pairs = np.empty((2, 2, 4 * h * w), np.int32)  # frame t's and t + 1's (alternately)
     support = np.empty((nt, n, 4), np.int64)
