@@ -48,6 +48,10 @@ def test_every_experiment_writes_its_table_and_figures(smoke_all, name):
         for value in r.paper.values():  # the paper's numbers stand beside ours
             assert f"{value:g}" in table or f"{value:.3f}" in table
     assert "profile `smoke`" in table.lower() or "Profile `smoke`" in table
+    search = table.split("Recipe search (seed 0)")[1]
+    if len({r.real for r in rows}) > 1:  # `real`: one search line per row and data set, so the set is named
+        for r in rows:
+            assert f"| {r.label} | {r.real} |" in search
     for fig in res["figures"]:
         assert (out / name / fig).stat().st_size > 1000
     assert res["figures"], f"{name} drew no figure"

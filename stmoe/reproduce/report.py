@@ -110,14 +110,19 @@ def markdown(name: str, prof: Profile, rows: list[dict], meta: dict) -> str:
     searched = [r for r in rows if r.get("search")]
     if searched:
         names = list(dict.fromkeys(t["recipe"] for r in searched for t in r["search"]))
-        lines += ["", f"Recipe search (seed 0): validation MSE / frame of each candidate's selected checkpoint; the "
-                  f"lowest is kept (**bold**) and trained for every seed. The test split is read once, after the choice.",
-                  "", "| row | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += ["", "Recipe search (seed 0): validation MSE / frame of each candidate's selected checkpoint; the "
+                  "lowest is kept (**bold**) and trained for every seed. The test split is read once, after the choice.",
+                  ""]
+        # `real` repeats a row name once per data set: name the set then, or the rows cannot be told apart.
+        by_data = len({r["real"] for r in searched}) > 1
+        first = "| row | data | " if by_data else "| row | "
+        lines += [first + " | ".join(names) + " |", "|---|" + "---|" * (len(names) + by_data)]
         for r in searched:
             got = {t["recipe"]: t["val_mse"] for t in r["search"]}
             best = r["recipe"]["name"] if r.get("recipe") else None
             cells = [("**{:.3f}**" if n == best else "{:.3f}").format(got[n]) if n in got else "—" for n in names]
-            lines.append(f"| {r['row']} | " + " | ".join(cells) + " |")
+            label = f"{r['row']} | {r['real']}" if by_data else r["row"]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if name == "real":
         from .spec import REAL_SKIPPED
 
