@@ -124,18 +124,36 @@ class Changes:
         return video, {"x": np.asarray(indices, np.float64 if indices[0] == 0 else np.float32)}
 
 
-def test_the_schema_is_derived_once_per_shard_and_every_batch_still_checked(tmp_path, monkeypatch):
-    """Issue 22: deriving the schema for every 16-sequence batch cost 13 % of a rotation run; a batch whose layout
-    differs from the first's is still refused."""
+def test_the_schema_is_derived_once_per_layout_and_every_batch_still_checked(tmp_path, monkeypatch):
+    """Issue 22: deriving the schema for every 16-sequence batch cost 13 % of a rotation run; it is derived once per
+    layout and process (the free-space estimate's sample and both shards share it), every shard's record still holds
+    it, and a batch whose layout differs from the first's is still refused."""
     from physvid.dataset import shard
 
     calls = []
     real = shard.schema_of
     monkeypatch.setattr(shard, "schema_of", lambda *a: calls.append(1) or real(*a))
-    write_dataset(tmp_path / "clips", Clips(), 70, {}, shard_size=35, workers=1)
-    assert len(calls) == 2 + 1  # one per shard, and one for the free-space estimate's sample
+    shard._shared_maker.cache_clear()  # a maker shared with earlier tests would know this layout already
+    write_dataset(tmp_path / "clips", Clips(), 70, {}, shard_size=35, workers=1, finalize=False)
+    assert len(calls) == 1
+    records = [json.loads((tmp_path / "clips" / ".physvid" / f"shard-0000{i}.json").read_text()) for i in (0, 1)]
+    assert records[0]["datasets"] == records[1]["datasets"] == real(*shard.as_arrays(Clips()(np.arange(2)), 2, ""), False)
     with pytest.raises(DatasetError, match="changed shapes, dtypes or parameter names .sequences 16..31"):
         write_dataset(tmp_path / "bad", Changes(), 40, {}, workers=1)
+
+
+def test_a_record_is_written_from_its_schema_text_as_dumps_writes_it():
+    """Issue 22: a shard's record is spliced from the schema's JSON text, derived once per layout; the text must be
+    the one `dumps` writes for the whole record (escapes, nesting, lists and the final newline included)."""
+    from physvid.dataset.layout import dumps
+    from physvid.dataset.shard import record_text
+
+    entry = {"file": "shard-00003.h5", "first_index": 750, "count": 250, "sha256": "0f" * 32, "size": 123456}
+    schemas = [{"video": {"dtype": "uint8", "shape": [10, 1, 64, 64], "axes": "N,T,C,H,W"}},
+               {"params/x": {"dtype": "float64", "shape": [], "fill_value": "NaN", "labels": {"1": "a \"b\"\nc"},
+                             "columns": ["u", "v"], "empty": [], "nested": {"k": [1, {"z": None}]}}}]
+    for schema in schemas:
+        assert record_text(entry, dumps(schema)) == dumps({"shard": entry, "datasets": schema})
 
 
 class Reshuffled(Clips):
