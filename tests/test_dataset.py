@@ -156,6 +156,33 @@ def test_a_record_is_written_from_its_schema_text_as_dumps_writes_it():
         assert record_text(entry, dumps(schema)) == dumps({"shard": entry, "datasets": schema})
 
 
+class FreshClips(Clips):
+    """Clips that promise new arrays on every call (as the renderer does), logging each call and progress report."""
+
+    fresh_arrays = True
+
+    def __init__(self, log: list):
+        self.log = log
+
+    def __call__(self, indices):
+        self.log.append(("call", int(indices[0])))
+        return super().__call__(indices)
+
+
+def test_a_fresh_array_source_is_called_ahead_of_the_writes_and_gives_the_same_bytes(tmp_path):
+    """Issue 22: a source with `fresh_arrays` (the renderer) is called for several batches before they are written
+    (its code stays in the caches); the shards are the bytes a source called batch by batch writes."""
+    log: list = []
+    write_dataset(tmp_path / "a", Clips(), 70, {}, shard_size=40, workers=1)
+    write_dataset(tmp_path / "b", FreshClips(log), 70, {}, shard_size=40, workers=1, source_name=Clips.name,
+                  progress=lambda k, total: log.append(("done", k)))
+    for name in ("shard-00000.h5", "shard-00001.h5"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    first_done = next(n for n, (kind, k) in enumerate(log) if kind == "done" and k > 0)
+    # the free-space estimate's sample, then all three batches of shard 0 before the first is written
+    assert [i for kind, i in log[:first_done] if kind == "call"] == [0, 0, 16, 32]
+
+
 class Reshuffled(Clips):
     """Clips' data, every other batch as plain lists in another order (as_arrays' slow path) -- and, with `short`, a
     later batch with a row missing."""

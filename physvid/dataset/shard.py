@@ -2,7 +2,8 @@
 
 A *source* is a picklable callable `source(indices) -> (video uint8 [n, T, C, H, W], params)` where `params` maps a
 name to an array whose first axis is n; `masks` and `property_map` are stored at the top level, everything else under
-`params/` (docs/FORMAT.md).
+`params/` (docs/FORMAT.md). A source whose every call returns new arrays and keeps no reference to them may say so
+with `fresh_arrays = True`: the writer then calls it for several batches before writing them (write_h5).
 
 Why the bytes of a shard depend only on (source, shard size, compression): batches of BATCH sequences are written in
 index order, and every chunk is encoded by dataset/chunks.py (never by HDF5's own filters), then stored with
@@ -33,6 +34,8 @@ Source = Callable[[np.ndarray], "tuple[np.ndarray, dict[str, np.ndarray]]"]
 # Sequences per source call. Fixed (never derived from the worker count) so that the write order, hence every byte of
 # a shard, is the same in every run.
 BATCH = 16
+# Bytes of a fresh-array source's batches held before the first of them is written (write_h5); budget.py counts them.
+AHEAD_BYTES = 1 << 24
 PARAM_CHUNK_BYTES = 1 << 20
 CORE_BLOCK = 1 << 22  # growth step of the in-memory shard image
 _NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -444,31 +447,45 @@ def _fill(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: Call
     checked = BatchCheck()
     rendered = plan["source"] == RenderSource.name
     stop = spec.first_index + spec.count
-    for a in range(spec.first_index, stop, BATCH):
-        if parent is not None and os.getppid() != parent:
-            raise SystemExit(3)  # the parent was killed (e.g. kill -9): stop, and let the caller remove the temp file
-        b = min(a + BATCH, stop)
-        try:
-            result = source(np.arange(a, b, dtype=np.int64))
-        except OSError as exc:
-            raise DatasetError(f"the source failed on sequences {a}..{b - 1}: {exc}") from None
-        video, params = checked(result, b - a, f"(sequences {a}..{b - 1})")
-        if layout is None:
-            layout = checked.layout
-            schema = maker.schema(layout, video, params, rendered)
-            direct = _create_datasets(f, spec.count, video, params, maker, rendered, layout)
-            # Small per-sequence parameters are gathered and written once per shard: one HDF5 call per batch and
-            # parameter would cost as much as compressing the video.
-            fills = [(k, np.empty((spec.count,) + v.shape[1:], v.dtype)) for k, v in params.items()
-                     if k not in TOP_LEVEL]
-            rows = [(direct[k].write_batch, k) for k in ("video", *TOP_LEVEL) if k == "video" or k in params]
-        lo, hi = a - spec.first_index, b - spec.first_index
-        for name, table in fills:
-            table[lo:hi] = params[name]
-        for write, name in rows:
-            write(lo, video if name == "video" else params[name])
-        if report is not None:
-            report(b - a)
+    # A source that returns new arrays on every call and keeps none (`fresh_arrays`, e.g. the renderer) is called for
+    # up to AHEAD_BYTES of batches before they are written: rendering batch after batch keeps the renderer's code and
+    # data in the caches (a noise-free shard's CPU time -2.5 %, docs/benchmarks.md). Any other source may reuse its
+    # buffers, so each of its batches is written before the next call.
+    ahead = AHEAD_BYTES if getattr(source, "fresh_arrays", False) is True else 0
+    a = spec.first_index
+    while a < stop:
+        got, held = [], 0
+        while a < stop and (not got or held < ahead):
+            if parent is not None and os.getppid() != parent:
+                raise SystemExit(3)  # the parent was killed (e.g. kill -9): stop, and let the caller remove the temp file
+            b = min(a + BATCH, stop)
+            try:
+                result = source(np.arange(a, b, dtype=np.int64))
+            except OSError as exc:
+                raise DatasetError(f"the source failed on sequences {a}..{b - 1}: {exc}") from None
+            video, params = checked(result, b - a, f"(sequences {a}..{b - 1})")
+            got.append((a, b, video, params))
+            held += video.nbytes + sum(v.nbytes for v in params.values())
+            a = b
+        del result
+        for lo, hi, video, params in got:
+            if layout is None:
+                layout = checked.layout
+                schema = maker.schema(layout, video, params, rendered)
+                direct = _create_datasets(f, spec.count, video, params, maker, rendered, layout)
+                # Small per-sequence parameters are gathered and written once per shard: one HDF5 call per batch
+                # and parameter would cost as much as compressing the video.
+                fills = [(k, np.empty((spec.count,) + v.shape[1:], v.dtype)) for k, v in params.items()
+                         if k not in TOP_LEVEL]
+                rows = [(direct[k].write_batch, k) for k in ("video", *TOP_LEVEL) if k == "video" or k in params]
+            for write, name in rows:
+                write(lo - spec.first_index, video if name == "video" else params[name])
+            if report is not None:
+                report(hi - lo)
+        first, last = got[0][0] - spec.first_index, got[-1][1] - spec.first_index
+        for name, table in fills:  # the held batches' rows in one call per parameter
+            np.concatenate([batch[3][name] for batch in got], out=table[first:last])
+        del got
     table = dict(fills)
     check = getattr(source, "check_shard", None)
     if check is not None and table:
