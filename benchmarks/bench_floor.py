@@ -9,7 +9,8 @@ cannot avoid, each step alone and timed on its own:
                   + write_direct_chunk of every chunk into an in-memory HDF5 file (its open, flush, image and close)
                   + writing the image to a file + sha256 of it                  (the issue's definition)
   format floor  = floor + creating the shard's datasets and attributes (HDF5's H5Dcreate/H5Acreate, made through the
-                  checkout's own low-level calls: types and property lists once per shard) + fletcher32 of every
+                  checkout's own low-level calls and its writer's maker: types, property lists and the layout's plan
+                  once per process where the checkout shares them, else once per shard) + fletcher32 of every
                   chunk + fsync of the shard file     (what the file format and the crash safety require as well)
 
 The floor writes the chunks in the writer's order into a file made like the writer's, so its image is the writer's
@@ -163,7 +164,9 @@ def floor(config, n: int, folder: Path) -> dict:
                        libver="earliest") as f:
             t["direct_write"] += clock() - t0  # the in-memory file's open and close count as writing into it
             t0 = clock()
-            maker = sh._Maker("gzip")
+            # the writer's own maker: the shared one where the checkout has it (types, property lists and each
+            # layout's plan once per process), else one per shard as that checkout's writer made it
+            maker = sh.shard_maker("gzip") if hasattr(sh, "shard_maker") else sh._Maker("gzip")
             maker.attrs(f["/"].id, root)
             writers = sh._create_datasets(f, spec.count, video, params, maker, True)
             t["create"] += clock() - t0

@@ -124,18 +124,63 @@ class Changes:
         return video, {"x": np.asarray(indices, np.float64 if indices[0] == 0 else np.float32)}
 
 
-def test_the_schema_is_derived_once_per_shard_and_every_batch_still_checked(tmp_path, monkeypatch):
-    """Issue 22: deriving the schema for every 16-sequence batch cost 13 % of a rotation run; a batch whose layout
-    differs from the first's is still refused."""
+def test_the_schema_is_derived_once_per_layout_and_every_batch_still_checked(tmp_path, monkeypatch):
+    """Issue 22: deriving the schema for every 16-sequence batch cost 13 % of a rotation run; it is derived once per
+    layout and process (the free-space estimate's sample and both shards share it), every shard's record still holds
+    it, and a batch whose layout differs from the first's is still refused."""
     from physvid.dataset import shard
 
     calls = []
     real = shard.schema_of
     monkeypatch.setattr(shard, "schema_of", lambda *a: calls.append(1) or real(*a))
-    write_dataset(tmp_path / "clips", Clips(), 70, {}, shard_size=35, workers=1)
-    assert len(calls) == 2 + 1  # one per shard, and one for the free-space estimate's sample
+    shard._shared_maker.cache_clear()  # a maker shared with earlier tests would know this layout already
+    write_dataset(tmp_path / "clips", Clips(), 70, {}, shard_size=35, workers=1, finalize=False)
+    assert len(calls) == 1
+    records = [json.loads((tmp_path / "clips" / ".physvid" / f"shard-0000{i}.json").read_text()) for i in (0, 1)]
+    assert records[0]["datasets"] == records[1]["datasets"] == real(*shard.as_arrays(Clips()(np.arange(2)), 2, ""), False)
     with pytest.raises(DatasetError, match="changed shapes, dtypes or parameter names .sequences 16..31"):
         write_dataset(tmp_path / "bad", Changes(), 40, {}, workers=1)
+
+
+def test_a_record_is_written_from_its_schema_text_as_dumps_writes_it():
+    """Issue 22: a shard's record is spliced from the schema's JSON text, derived once per layout; the text must be
+    the one `dumps` writes for the whole record (escapes, nesting, lists and the final newline included)."""
+    from physvid.dataset.layout import dumps
+    from physvid.dataset.shard import record_text
+
+    entry = {"file": "shard-00003.h5", "first_index": 750, "count": 250, "sha256": "0f" * 32, "size": 123456}
+    schemas = [{"video": {"dtype": "uint8", "shape": [10, 1, 64, 64], "axes": "N,T,C,H,W"}},
+               {"params/x": {"dtype": "float64", "shape": [], "fill_value": "NaN", "labels": {"1": "a \"b\"\nc"},
+                             "columns": ["u", "v"], "empty": [], "nested": {"k": [1, {"z": None}]}}}]
+    for schema in schemas:
+        assert record_text(entry, dumps(schema)) == dumps({"shard": entry, "datasets": schema})
+
+
+class FreshClips(Clips):
+    """Clips that promise new arrays on every call (as the renderer does), logging each call and progress report."""
+
+    fresh_arrays = True
+
+    def __init__(self, log: list):
+        self.log = log
+
+    def __call__(self, indices):
+        self.log.append(("call", int(indices[0])))
+        return super().__call__(indices)
+
+
+def test_a_fresh_array_source_is_called_ahead_of_the_writes_and_gives_the_same_bytes(tmp_path):
+    """Issue 22: a source with `fresh_arrays` (the renderer) is called for several batches before they are written
+    (its code stays in the caches); the shards are the bytes a source called batch by batch writes."""
+    log: list = []
+    write_dataset(tmp_path / "a", Clips(), 70, {}, shard_size=40, workers=1)
+    write_dataset(tmp_path / "b", FreshClips(log), 70, {}, shard_size=40, workers=1, source_name=Clips.name,
+                  progress=lambda k, total: log.append(("done", k)))
+    for name in ("shard-00000.h5", "shard-00001.h5"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    first_done = next(n for n, (kind, k) in enumerate(log) if kind == "done" and k > 0)
+    # the free-space estimate's sample, then all three batches of shard 0 before the first is written
+    assert [i for kind, i in log[:first_done] if kind == "call"] == [0, 0, 16, 32]
 
 
 class Reshuffled(Clips):

@@ -3,7 +3,8 @@
 
 The estimate is an upper bound of the large buffers, per worker process: the shard image built in memory (HDF5 core
 file, then one copy to write it), one render batch (float32 clean frames, noise, owners, masks), the intensity sprites
-(an object's side plus room for its kernel to spread over every frame) and the Perlin noise bank.
+(an object's side plus room for its kernel to spread over every frame), the Perlin noise bank and the rendered batches
+held before they are written (shard.AHEAD_BYTES).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def machine_memory() -> int:
 def memory_per_worker(config: RenderConfig, shard_size: int, batch: int) -> int:
     """Upper bound of the bytes one worker holds while writing a shard of `shard_size` sequences of `config`."""
     from ..render import bank_shape
+    from .shard import AHEAD_BYTES
 
     t, c, h, w = config.frames, config.channels, config.height, config.width
     objects = config.max_objects
@@ -58,7 +60,8 @@ def memory_per_worker(config: RenderConfig, shard_size: int, batch: int) -> int:
     side = int(math.ceil(config.shape.size[1])) + 3 + 2 * margin
     sprites = objects * side * side * 4 * (2 + (t if config.flow else 0))  # + each frame's sprites for the flow
     bank = 4 * math.prod(bank_shape(config)) if config.noise.perlin > 0 else 0
-    return shard + batch * (per_sequence + sprites) + bank
+    held = min(AHEAD_BYTES + batch * stored, shard_size * stored)  # batches rendered ahead of writing (shard.py)
+    return shard + batch * (per_sequence + sprites) + bank + held
 
 
 def human(n: float) -> str:

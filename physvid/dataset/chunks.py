@@ -344,6 +344,15 @@ class ChunkWriter:
         return cls(dset.id, steps, length=dset.shape[0], rows=dset.chunks[0], row_shape=dset.shape[1:],
                    dtype=dset.dtype, level=deflate_level(dset))
 
+    def with_id(self, dsid) -> "ChunkWriter":
+        """A writer like this one (the same shape, chunks, dtype and pipeline) for the dataset `dsid`: what a shard's
+        plan hands each new dataset, without deriving it all again."""
+        new = object.__new__(type(self))
+        for name in ChunkWriter.__slots__:
+            setattr(new, name, getattr(self, name))
+        new.dsid = dsid
+        return new
+
     def encode(self, row: np.ndarray) -> tuple[bytes, int]:
         """(chunk bytes, HDF5 filter mask) of one whole chunk's data: LZF, an optional filter, is skipped (its mask
         bit set, as HDF5 does) when it cannot shrink the chunk. Each step makes one buffer: the deflate stream is used

@@ -21,6 +21,7 @@ class RenderSource:
     """The physvid renderer as a dataset source (picklable, so spawned workers can call it)."""
 
     name = "physvid.render"
+    fresh_arrays = True  # every call returns new arrays and keeps none: shard.py may hold several batches
 
     def __init__(self, config: RenderConfig):
         self.config = config

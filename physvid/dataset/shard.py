@@ -2,7 +2,8 @@
 
 A *source* is a picklable callable `source(indices) -> (video uint8 [n, T, C, H, W], params)` where `params` maps a
 name to an array whose first axis is n; `masks` and `property_map` are stored at the top level, everything else under
-`params/` (docs/FORMAT.md).
+`params/` (docs/FORMAT.md). A source whose every call returns new arrays and keeps no reference to them may say so
+with `fresh_arrays = True`: the writer then calls it for several batches before writing them (write_h5).
 
 Why the bytes of a shard depend only on (source, shard size, compression): batches of BATCH sequences are written in
 index order, and every chunk is encoded by dataset/chunks.py (never by HDF5's own filters), then stored with
@@ -11,11 +12,13 @@ index order, and every chunk is encoded by dataset/chunks.py (never by HDF5's ow
 from __future__ import annotations
 
 import errno as errno_mod
+import functools
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -31,6 +34,8 @@ Source = Callable[[np.ndarray], "tuple[np.ndarray, dict[str, np.ndarray]]"]
 # Sequences per source call. Fixed (never derived from the worker count) so that the write order, hence every byte of
 # a shard, is the same in every run.
 BATCH = 16
+# Bytes of a fresh-array source's batches held before the first of them is written (write_h5); budget.py counts them.
+AHEAD_BYTES = 1 << 24
 PARAM_CHUNK_BYTES = 1 << 20
 CORE_BLOCK = 1 << 22  # growth step of the in-memory shard image
 _NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -119,16 +124,24 @@ class BatchCheck:
     """`as_arrays` for every batch of a shard, and the check that each batch has the first one's layout. A batch of
     plain ndarrays with the first batch's parameter names in the same order, its dtypes and per-sequence shapes, and
     `count` rows each would pass as_arrays' checks exactly as the first did, so it skips them (≈ 0.1 ms of a
-    16-sequence batch of the renderer's ~50 parameters); anything else goes through as_arrays."""
+    16-sequence batch of the renderer's ~50 parameters); anything else goes through as_arrays. That comparison is one
+    list of (type, dtype, shape) per batch against the one expected for its row count (≈ 15 µs for ~50 parameters;
+    the tuple `raw_layout` builds cost ≈ 90 µs a batch)."""
 
     def __init__(self) -> None:
         self.raw: tuple | None = None  # the first batch's raw_layout
         self.layout: tuple | None = None  # the first batch's layout_of, after as_arrays
         self.bools: frozenset[str] = frozenset()  # parameters stored as int8
+        self.expected: dict[int, tuple[list, list]] = {}  # row count -> (parameter names, [(type, dtype, shape)])
 
     def __call__(self, result: Any, count: int, where: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if self.raw is not None and self._like_first(result, count):
+            video, params = result
+            if self.bools:
+                params = {k: v.astype(np.int8) if k in self.bools else v for k, v in params.items()}
+            return video, params
         raw = raw_layout(result, count)
-        if raw is not None and raw == self.raw:
+        if raw is not None and raw == self.raw:  # _like_first's own answer, for a batch it could not judge
             video, params = result
             if self.bools:
                 params = {k: v.astype(np.int8) if k in self.bools else v for k, v in params.items()}
@@ -141,6 +154,23 @@ class BatchCheck:
         elif layout != self.layout:
             raise DatasetError(f"the source changed shapes, dtypes or parameter names {where}; every batch must match")
         return video, params
+
+    def _like_first(self, result: Any, count: int) -> bool:
+        """Whether raw_layout(result, count) == self.raw, answered without building that tuple."""
+        if type(result) is not tuple or len(result) != 2 or type(result[1]) is not dict:
+            return False
+        want = self.expected.get(count)
+        if want is None:
+            raw = self.raw
+            items = [(np.ndarray, raw[0], (count,) + raw[1])]
+            items += [(np.ndarray, dtype, (count,) + shape) for _name, dtype, shape in raw[2:]]
+            want = self.expected[count] = ([name for name, _dtype, _shape in raw[2:]], items)
+        video, params = result
+        try:
+            got = [(type(v), v.dtype, v.shape) for v in (video, *params.values())]
+        except AttributeError:  # not an array
+            return False
+        return got == want[1] and list(params) == want[0]
 
 
 def raw_layout(result: Any, count: int) -> tuple | None:
@@ -161,27 +191,37 @@ def raw_layout(result: Any, count: int) -> tuple | None:
 
 # --------------------------------------------------------------------------- HDF5
 class _Maker:
-    """The datasets and attributes of one shard, made through h5py's low-level API: the very calls h5py's
+    """The datasets and attributes of a shard, made through h5py's low-level API: the very calls h5py's
     `create_dataset(..., **filter_options(...))` and `attrs[name] = value` make (the same property list settings, types
     and dataspaces in the same order, so the same bytes; tests/test_dataset.py compares whole files with h5py's
-    high-level path), with the types, property lists and scalar dataspace made once per shard instead of per call.
-    Through h5py's high level, a shard's ~50 datasets and ~120 attributes cost about as much as compressing its
-    noise-free video (≈ 0.5 ms per attribute, mostly making the same HDF5 types again). Also the chunk writers: their
-    pipeline follows from the filter options and the dtype, so it is read from the property list once per dtype, not
-    from the file for every dataset."""
+    high-level path). Through h5py's high level, a shard's ~50 datasets and ~120 attributes cost about as much as
+    compressing its noise-free video (≈ 0.5 ms per attribute, mostly making the same HDF5 types again).
 
-    def __init__(self, compression: str):
+    One maker serves every shard a process writes (`shard_maker`): the HDF5 types, property lists and dataspaces
+    belong to no file, so they are made once per process; so is everything that follows from a shard's layout
+    (`plan`: each dataset's name, shape, chunks, attribute values and chunk writer), which used to be derived again for
+    every shard (≈ 2.5 of the ≈ 6 ms it took to create a `readme` shard's 52 datasets). The chunk writers' pipeline
+    follows from the filter options and the dtype, so it is read from the property list once per dtype, not from the
+    file for every dataset."""
+
+    LAYOUTS = 16  # plans kept (one per layout and shard size; a run has one or two)
+
+    def __init__(self, compression: str, track_order: Any = "config"):
         import h5py
         from h5py import h5s
 
         self.h5py = h5py
         self.opts = filter_options(compression)
-        self.track_order = h5py.get_config().track_order  # what h5py's create_dataset applies when given none
+        # what h5py's create_dataset applies when given none
+        self.track_order = h5py.get_config().track_order if track_order == "config" else track_order
         self.scalar = h5s.create_simple(())
         self.attr_types: dict[type, tuple[Any, Any]] = {}
         self.dtypes: dict[np.dtype, Any] = {}
         self.plists: dict[tuple[int, ...], Any] = {}
+        self.spaces: dict[tuple[int, ...], Any] = {}
         self.pipelines: dict[np.dtype, tuple[tuple, int]] = {}
+        self.plans: dict[tuple, "_Plan"] = {}
+        self.schemas: dict[tuple, str] = {}
 
     def _plist(self, chunks: tuple[int, ...]):
         """h5py's filters.fill_dcpl + make_new_dset settings for filter_options (chunks, shuffle, deflate or LZF,
@@ -207,17 +247,18 @@ class _Maker:
             self.plists[chunks] = plist
         return plist
 
-    def dataset(self, parent, name: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...],
-                attrs: dict[str, Any]) -> ChunkWriter:
-        """Create dataset `name` under the group id `parent` with its attributes; its chunk writer."""
-        h5d, h5s, h5t = self.h5py.h5d, self.h5py.h5s, self.h5py.h5t
+    def prepare(self, name: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...],
+                attrs: dict[str, Any]) -> "_Dataset":
+        """Everything `create` needs to make dataset `name` with its attributes: types, property list, dataspace,
+        the attributes' values as arrays, and a chunk writer to copy."""
         dtype = np.dtype(dtype)
         tid = self.dtypes.get(dtype)
         if tid is None:
-            tid = self.dtypes[dtype] = h5t.py_create(dtype, logical=1)
+            tid = self.dtypes[dtype] = self.h5py.h5t.py_create(dtype, logical=1)
         plist = self._plist(chunks)
-        dsid = h5d.create(parent, name.encode(), tid, h5s.create_simple(shape, None), dcpl=plist)
-        self.attrs(dsid, attrs)
+        space = self.spaces.get(shape)
+        if space is None:
+            space = self.spaces[shape] = self.h5py.h5s.create_simple(shape, None)
         pipeline = self.pipelines.get(dtype)
         if pipeline is None:
             steps = pipeline_steps(plist, dtype) if encodable(dtype) else None
@@ -225,13 +266,25 @@ class _Maker:
                 raise DatasetError(f"internal error: dataset {name} ({dtype}, chunks {chunks}) cannot be encoded "
                                    "deterministically")
             pipeline = self.pipelines[dtype] = (steps, plist_deflate_level(plist))
-        return ChunkWriter(dsid, pipeline[0], length=shape[0], rows=chunks[0], row_shape=shape[1:], dtype=dtype,
-                           level=pipeline[1])
+        writer = ChunkWriter(None, pipeline[0], length=shape[0], rows=chunks[0], row_shape=shape[1:], dtype=dtype,
+                             level=pipeline[1])
+        return _Dataset(name.encode(), tid, space, plist, self.prepare_attrs(attrs), writer)
 
-    def attrs(self, oid, attrs: dict[str, Any]) -> None:
-        """`obj.attrs[name] = value` for each item in order: str, float and int64 scalars as h5py stores them (a
-        variable-length UTF-8 string, float64, int64); any other value through h5py itself."""
-        h5a, h5t = self.h5py.h5a, self.h5py.h5t
+    def create(self, parent, spec: "_Dataset") -> ChunkWriter:
+        """Create the prepared dataset under the group id `parent` with its attributes; its chunk writer."""
+        dsid = self.h5py.h5d.create(parent, spec.name, spec.tid, spec.space, dcpl=spec.plist)
+        self.write_attrs(dsid, spec.attrs)
+        return spec.writer.with_id(dsid)
+
+    def dataset(self, parent, name: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...],
+                attrs: dict[str, Any]) -> ChunkWriter:
+        """Create dataset `name` under the group id `parent` with its attributes; its chunk writer."""
+        return self.create(parent, self.prepare(name, shape, dtype, chunks, attrs))
+
+    def prepare_attrs(self, attrs: dict[str, Any]) -> tuple:
+        """(name, (file type, memory type), value as an array) of each item, for `write_attrs`; (name, None, value)
+        for a value h5py itself writes."""
+        out = []
         for name, value in attrs.items():
             kind = type(value)
             if kind is str:
@@ -241,17 +294,86 @@ class _Maker:
             elif kind is int and -(1 << 63) <= value < (1 << 63):
                 data = np.array(value, np.int64)
             else:
-                self.h5py.AttributeManager(_Handle(oid))[name] = value
+                out.append((name, None, value))
                 continue
             types = self.attr_types.get(kind)
             if types is None:  # as attrs.create: the file type from the logical dtype, the memory type bit for bit
                 dtype = self.h5py.string_dtype() if kind is str else data.dtype
+                h5t = self.h5py.h5t
                 types = self.attr_types[kind] = (h5t.py_create(dtype, logical=True), h5t.py_create(dtype))
-            attr = h5a.create(oid, name.encode(), types[0], self.scalar)
+            out.append((name.encode(), types, data))
+        return tuple(out)
+
+    def write_attrs(self, oid, prepared: tuple) -> None:
+        h5a = self.h5py.h5a
+        for name, types, data in prepared:
+            if types is None:
+                self.h5py.AttributeManager(_Handle(oid))[name] = data
+                continue
+            attr = h5a.create(oid, name, types[0], self.scalar)
             try:
                 attr.write(data, mtype=types[1])
             finally:
                 attr.close()
+
+    def attrs(self, oid, attrs: dict[str, Any]) -> None:
+        """`obj.attrs[name] = value` for each item in order: str, float and int64 scalars as h5py stores them (a
+        variable-length UTF-8 string, float64, int64); any other value through h5py itself."""
+        self.write_attrs(oid, self.prepare_attrs(attrs))
+
+    def plan(self, layout: tuple, count: int, video: np.ndarray, params: dict[str, np.ndarray],
+             rendered: bool) -> "_Plan":
+        """The datasets of a shard of `count` sequences whose batches have `layout` (layout_of(video, params))."""
+        key = (layout, count, rendered)
+        plan = self.plans.get(key)
+        if plan is None:
+            if len(self.plans) >= self.LAYOUTS:
+                self.plans.clear()
+            plan = self.plans[key] = _plan(self, count, video, params, rendered)
+        return plan
+
+    def schema(self, layout: tuple, video: np.ndarray, params: dict[str, np.ndarray], rendered: bool) -> str:
+        """schema_of(video, params, rendered) as the records' JSON text (`dumps`), once per layout."""
+        key = (layout, rendered)
+        text = self.schemas.get(key)
+        if text is None:
+            if len(self.schemas) >= self.LAYOUTS:
+                self.schemas.clear()
+            text = self.schemas[key] = dumps(schema_of(video, params, rendered))
+        return text
+
+
+class _Dataset(NamedTuple):
+    """A dataset `_Maker.create` makes: its name (bytes), type, dataspace, creation property list, prepared
+    attributes and a chunk writer (with no dataset yet) to copy."""
+
+    name: bytes
+    tid: Any
+    space: Any
+    plist: Any
+    attrs: tuple
+    writer: ChunkWriter
+
+
+class _Plan(NamedTuple):
+    """A shard's datasets in the order they are made: `top` (under the root, before the `params` group), `rest`
+    ((in the params group?, dataset) in h5py's former order) and `index` (made last)."""
+
+    top: _Dataset
+    rest: tuple[tuple[bool, _Dataset], ...]
+    index: _Dataset
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_maker(compression: str, track_order: Any) -> _Maker:
+    return _Maker(compression, track_order)
+
+
+def shard_maker(compression: str) -> _Maker:
+    """The maker of this process for `compression` (and h5py's current track_order setting)."""
+    import h5py
+
+    return _shared_maker(compression, h5py.get_config().track_order)
 
 
 class _Handle:
@@ -263,30 +385,41 @@ class _Handle:
         self.id = oid
 
 
-def _create_datasets(f, count: int, video: np.ndarray, params: dict[str, np.ndarray], maker: _Maker,
-                     rendered: bool) -> dict[str, ChunkWriter]:
-    """Every dataset of the shard but `index`, in the order h5py's path created them; their chunk writers. Every chunk
-    of every dataset is encoded by dataset/chunks.py and stored with write_direct_chunk, never through HDF5's filters:
-    that is what makes the bytes a pure function of the data (dataset/chunks.py says which filters are not)."""
-    root = f.id
-    shape = (count,) + video.shape[1:]
-    writers = {"video": maker.dataset(root, "video", shape, np.uint8, (1,) + video.shape[1:],
-                                      h5_attributes(describe("video", video.ndim, rendered)))}
-    group = f.create_group("params").id
+def _plan(maker: _Maker, count: int, video: np.ndarray, params: dict[str, np.ndarray], rendered: bool) -> _Plan:
+    """Every dataset of a shard, prepared in the order h5py's path created them (see _create_datasets)."""
+    top = maker.prepare("video", (count,) + video.shape[1:], np.uint8, (1,) + video.shape[1:],
+                        h5_attributes(describe("video", video.ndim, rendered)))
+    rest = []
     for name in sorted(params):
         arr = params[name]
         shape = (count,) + arr.shape[1:]
         attrs: dict[str, Any] = {}
         if name in TOP_LEVEL:  # per-frame images: one sequence per chunk like the video
-            parent, chunks = root, (1,) + arr.shape[1:]
+            in_group, chunks = False, (1,) + arr.shape[1:]
         else:
             row = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
-            parent, chunks = group, (int(min(count, max(1, PARAM_CHUNK_BYTES // row))),) + arr.shape[1:]
+            in_group, chunks = True, (int(min(count, max(1, PARAM_CHUNK_BYTES // row))),) + arr.shape[1:]
             fill = fill_value(arr.dtype)
             if fill is not None:
                 attrs["fill_value"] = np.nan if fill == "NaN" else fill
         attrs.update(h5_attributes(describe(name, arr.ndim, rendered)))
-        writers[name] = maker.dataset(parent, name, shape, arr.dtype, chunks, attrs)
+        rest.append((in_group, maker.prepare(name, shape, arr.dtype, chunks, attrs)))
+    index = maker.prepare("index", (count,), np.dtype(np.int64), (min(count, PARAM_CHUNK_BYTES // 8),),
+                          h5_attributes(describe("index", 1, True)))
+    return _Plan(top, tuple(rest), index)
+
+
+def _create_datasets(f, count: int, video: np.ndarray, params: dict[str, np.ndarray], maker: _Maker,
+                     rendered: bool, layout: tuple | None = None) -> dict[str, ChunkWriter]:
+    """Every dataset of the shard but `index`, in the order h5py's path created them; their chunk writers. Every chunk
+    of every dataset is encoded by dataset/chunks.py and stored with write_direct_chunk, never through HDF5's filters:
+    that is what makes the bytes a pure function of the data (dataset/chunks.py says which filters are not)."""
+    plan = maker.plan(layout_of(video, params) if layout is None else layout, count, video, params, rendered)
+    root = f.id
+    writers = {"video": maker.create(root, plan.top)}
+    group = f.create_group("params").id
+    for in_group, spec in plan.rest:
+        writers[spec.name.decode()] = maker.create(group if in_group else root, spec)
     return writers
 
 
@@ -295,7 +428,13 @@ def write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: C
     """Fill an open h5py File with shard `spec`; returns the schema. Batches are written in index order.
 
     `parent`: the pid of the process that started this worker; when it is gone (kill -9), stop at the next batch."""
-    maker = _Maker(plan["compression"])
+    return _fill(f, spec, source, plan, report, parent)[0]
+
+
+def _fill(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: Callable[[int], None] | None,
+          parent: int | None) -> tuple[dict[str, Any], str]:
+    """write_h5, and the schema's JSON text (`dumps`)."""
+    maker = shard_maker(plan["compression"])
     attrs = {"format": plan["format"], "format_version": plan["format_version"],
              "physvid_version": plan["physvid_version"], "source": plan["source"],
              "config": dumps(plan["config"]).strip(), "total_sequences": plan["total_sequences"],
@@ -304,43 +443,66 @@ def write_h5(f, spec: ShardSpec, source: Source, plan: dict[str, Any], report: C
     if plan["seed"] is not None:
         attrs["seed"] = plan["seed"]
     maker.attrs(f["/"].id, attrs)
-    schema, table, direct = None, {}, None
+    schema, direct, layout, fills = "", {}, None, []
     checked = BatchCheck()
     rendered = plan["source"] == RenderSource.name
     stop = spec.first_index + spec.count
-    for a in range(spec.first_index, stop, BATCH):
-        if parent is not None and os.getppid() != parent:
-            raise SystemExit(3)  # the parent was killed (e.g. kill -9): stop, and let the caller remove the temp file
-        b = min(a + BATCH, stop)
-        where = f"(sequences {a}..{b - 1})"
-        try:
-            result = source(np.arange(a, b, dtype=np.int64))
-        except OSError as exc:
-            raise DatasetError(f"the source failed on sequences {a}..{b - 1}: {exc}") from None
-        video, params = checked(result, b - a, where)
-        if direct is None:
-            schema = schema_of(video, params, rendered)
-            direct = _create_datasets(f, spec.count, video, params, maker, rendered)
-            # Small per-sequence parameters are gathered and written once per shard: one HDF5 call per batch and
-            # parameter would cost as much as compressing the video.
-            table = {k: np.empty((spec.count,) + v.shape[1:], v.dtype) for k, v in params.items() if k not in TOP_LEVEL}
-        lo, hi = a - spec.first_index, b - spec.first_index
-        for name, arr in params.items():
-            if name not in TOP_LEVEL:
-                table[name][lo:hi] = arr
-        for name, arr in (("video", video), *((k, params[k]) for k in TOP_LEVEL if k in params)):
-            direct[name].write_batch(lo, arr)
-        if report is not None:
-            report(b - a)
+    # A source that returns new arrays on every call and keeps none (`fresh_arrays`, e.g. the renderer) is called for
+    # up to AHEAD_BYTES of batches before they are written: rendering batch after batch keeps the renderer's code and
+    # data in the caches (a noise-free shard's CPU time -2.5 %, docs/benchmarks.md). Any other source may reuse its
+    # buffers, so each of its batches is written before the next call.
+    ahead = AHEAD_BYTES if getattr(source, "fresh_arrays", False) is True else 0
+    a = spec.first_index
+    while a < stop:
+        got, held = [], 0
+        while a < stop and (not got or held < ahead):
+            if parent is not None and os.getppid() != parent:
+                raise SystemExit(3)  # the parent was killed (e.g. kill -9): stop, and let the caller remove the temp file
+            b = min(a + BATCH, stop)
+            try:
+                result = source(np.arange(a, b, dtype=np.int64))
+            except OSError as exc:
+                raise DatasetError(f"the source failed on sequences {a}..{b - 1}: {exc}") from None
+            video, params = checked(result, b - a, f"(sequences {a}..{b - 1})")
+            got.append((a, b, video, params))
+            held += video.nbytes + sum(v.nbytes for v in params.values())
+            a = b
+        del result
+        for lo, hi, video, params in got:
+            if layout is None:
+                layout = checked.layout
+                schema = maker.schema(layout, video, params, rendered)
+                direct = _create_datasets(f, spec.count, video, params, maker, rendered, layout)
+                # Small per-sequence parameters are gathered and written once per shard: one HDF5 call per batch
+                # and parameter would cost as much as compressing the video.
+                fills = [(k, np.empty((spec.count,) + v.shape[1:], v.dtype)) for k, v in params.items()
+                         if k not in TOP_LEVEL]
+                rows = [(direct[k].write_batch, k) for k in ("video", *TOP_LEVEL) if k == "video" or k in params]
+            for write, name in rows:
+                write(lo - spec.first_index, video if name == "video" else params[name])
+            if report is not None:
+                report(hi - lo)
+        first, last = got[0][0] - spec.first_index, got[-1][1] - spec.first_index
+        for name, table in fills:  # the held batches' rows in one call per parameter
+            np.concatenate([batch[3][name] for batch in got], out=table[first:last])
+        del got
+    table = dict(fills)
     check = getattr(source, "check_shard", None)
     if check is not None and table:
         check(table, spec)
     for name in sorted(table):
         direct[name].write_all(table[name])
-    index = maker.dataset(f.id, "index", (spec.count,), np.dtype(np.int64), (min(spec.count, PARAM_CHUNK_BYTES // 8),),
-                          h5_attributes(describe("index", 1, True)))
+    index = maker.create(f.id, maker.plan(layout, spec.count, video, params, rendered).index)
     index.write_all(np.arange(spec.first_index, stop, dtype=np.int64))
-    return schema
+    return json.loads(schema), schema
+
+
+def record_text(entry: dict[str, Any], schema_text: str) -> str:
+    """dumps({"shard": entry, "datasets": schema}) from dumps(schema): json.dumps with an indent writes a nested
+    value as it writes it alone, each line but the first indented once more (no string holds a raw newline)."""
+    inner = (dumps(entry).rstrip("\n"), schema_text.rstrip("\n"))
+    return ('{\n  "shard": ' + inner[0].replace("\n", "\n  ") + ',\n  "datasets": ' + inner[1].replace("\n", "\n  ")
+            + "\n}\n")
 
 
 # --------------------------------------------------------------------------- the file
@@ -363,7 +525,7 @@ def write_shard(out: Path, spec: ShardSpec, source: Source, plan: dict[str, Any]
             # write.
             with h5py.File(f"{tmp.name}-image", "w", driver="core", backing_store=False, block_size=CORE_BLOCK,
                            libver="earliest") as f:
-                schema = write_h5(f, spec, source, plan, report, parent)
+                schema, schema_text = _fill(f, spec, source, plan, report, parent)
                 f.flush()
                 image = f.id.get_file_image()
             sha, size = hashlib.sha256(image).hexdigest(), len(image)
@@ -373,7 +535,7 @@ def write_shard(out: Path, spec: ShardSpec, source: Source, plan: dict[str, Any]
         entry = {"file": spec.file, "first_index": spec.first_index, "count": spec.count, "sha256": sha, "size": size}
         record = {"shard": entry, "datasets": schema}
         record_path(out, spec.shard).parent.mkdir(exist_ok=True)
-        atomic_write_text(record_path(out, spec.shard), dumps(record))
+        atomic_write_text(record_path(out, spec.shard), record_text(entry, schema_text))
         return record
     except OSError as exc:
         raise io_error(exc, final) from None
