@@ -452,6 +452,20 @@ def _appearance(t, lab, evolve, drift, bg_drift, app):
     h, w = app.shape
     size = h * w
     a1, b1, out = lab[t].reshape(size), lab[t + 1].reshape(size), app.reshape(size)
+    if n <= 4:  # few owners: one compare-and-or pass per owner and bit (narrow lanes, no variable shifts), same bits
+        z8 = np.uint8(bg)
+        for i in range(size):
+            out[i] = np.uint8(a1[i] == 0) * z8
+        for k in range(n):
+            own = np.int16(k + 1)
+            mine = np.uint8(INTENSITY_CHANGE if evolve[k] else 0) | np.uint8(TEXTURE_DRIFT if drift[k, t] else 0)
+            if mine:  # object k's own pixels
+                for i in range(size):
+                    out[i] |= np.uint8(a1[i] == own) * mine
+            if evolve[k]:  # background pixels where growing object k shows at t + 1
+                for i in range(size):
+                    out[i] |= (np.uint8(a1[i] == 0) & np.uint8(b1[i] == own)) * np.uint8(INTENSITY_CHANGE)
+        return
     g, d, z = np.int64(grows), np.int64(drifts), np.int64(bg)
     for i in range(size):
         a, b = np.int64(a1[i]), np.int64(b1[i])
