@@ -22,8 +22,8 @@ VISIBLE = 1.0 / 255.0  # as the property map: an object owns a pixel where its l
 VISIBLE32 = float(np.float32(VISIBLE)) if float(np.float32(VISIBLE)) >= VISIBLE else \
     float(np.nextafter(np.float32(VISIBLE), np.float32(1.0)))
 BOUNDARY_JUMP = 0.5  # pixels: neighbours of different owners whose flows differ by more are a motion boundary
-# Bits of the appearance-change map (schema.APPEARANCE_BITS); NOISE is set once noise is added (pipeline.render_batch_noisy,
-# physvid.render.render_sequence).
+# Bits of the appearance-change map (schema.APPEARANCE_BITS); NOISE is set once noise is added
+# (pipeline.render_batch_noisy, physvid.render.render_sequence).
 INTENSITY_CHANGE, TEXTURE_DRIFT, NOISE = 1, 2, 4
 
 
