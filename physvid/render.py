@@ -426,11 +426,9 @@ def _flow_arrays(config: RenderConfig, lead: tuple | None) -> tuple[np.ndarray, 
     return (np.empty(lead + (2, T - 1, 2, H, W), np.float32), np.empty(lead + (5, T - 1, H, W), np.uint8))
 
 
-def _flow_params(flows: np.ndarray, flags: np.ndarray, noise_scale=None) -> dict:
-    """The kernel's packed outputs as the FLOW_FIELDS datasets (views); the NOISE bit of `appearance_change` is set
-    on every pixel of the sequences whose noise_scale > 0."""
-    if noise_scale is not None:
-        flags[..., 4, :, :, :][np.asarray(noise_scale) > 0] |= NOISE
+def _flow_params(flows: np.ndarray, flags: np.ndarray) -> dict:
+    """The kernel's packed outputs as the FLOW_FIELDS datasets (views). The NOISE bit of `appearance_change` is the
+    caller's (render_batch_noisy sets it in the batch; render_sequence after its noise)."""
     out = {name: flows[..., j, :, :, :, :] for j, name in enumerate(FLOW_FIELDS[:2])}
     out.update({name: flags[..., j, :, :, :] for j, name in enumerate(FLOW_FIELDS[2:])})
     return out
@@ -687,7 +685,7 @@ def _render_batch(config: RenderConfig, indices: list[int]) -> tuple[np.ndarray,
     if pmap is not None:
         params["property_map"] = pmap
     if config.flow:
-        params.update(_flow_params(flows, flags, params["noise_scale"]))
+        params.update(_flow_params(flows, flags))  # the kernel set the NOISE bits
     return video, params
 
 

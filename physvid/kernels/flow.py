@@ -22,7 +22,8 @@ VISIBLE = 1.0 / 255.0  # as the property map: an object owns a pixel where its l
 VISIBLE32 = float(np.float32(VISIBLE)) if float(np.float32(VISIBLE)) >= VISIBLE else \
     float(np.nextafter(np.float32(VISIBLE), np.float32(1.0)))
 BOUNDARY_JUMP = 0.5  # pixels: neighbours of different owners whose flows differ by more are a motion boundary
-# Bits of the appearance-change map (schema.APPEARANCE_BITS); NOISE is set by physvid.render once noise is added.
+# Bits of the appearance-change map (schema.APPEARANCE_BITS); NOISE is set once noise is added
+# (pipeline.render_batch_noisy, physvid.render.render_sequence).
 INTENSITY_CHANGE, TEXTURE_DRIFT, NOISE = 1, 2, 4
 
 
@@ -111,6 +112,59 @@ def covered(sprites, support, reach, cmax, poses, trig, t, k, x, y, h, w, wrap):
         if vj > vk or (j < k and vj == vk and vj > 0.0):
             return True
     return False
+
+
+@njit(cache=True, no_cfunc_wrapper=True, inline="always")
+def _layer_flat(sprites, support, poses, trig, t, k, x, y):
+    """`_layer` without wrap (one copy), branch-free: the same arithmetic in the same order, so the same value. A
+    point outside the support is moved to the sprite's centre and its sample replaced by 0 (as `_layer` skips it);
+    a texel outside the sprite reads as 0 and adds (weight ≥ 0) × 0 = +0, which leaves the (≥ +0) sum unchanged where
+    raster.bilinear does not add it."""
+    s_h, s_w = sprites.shape[2], sprites.shape[3]
+    c = 0.5 * (s_w - 1)
+    cx, cy, ct, st = poses[k, t, 0], poses[k, t, 1], trig[k, t, 0], trig[k, t, 1]
+    dx, dy = x - (cx + 0.0), y - (cy + 0.0)  # `_layer`'s x − (cx + sx·w) with sx = 0
+    u, v = ct * dx - st * dy + c, st * dx + ct * dy + c
+    inside = (u >= support[t, k, 2] - 1) & (u < support[t, k, 3]) & (v >= support[t, k, 0] - 1) & \
+        (v < support[t, k, 1])
+    u = u if inside else c
+    v = v if inside else c
+    x0f = math.floor(u)
+    y0f = math.floor(v)
+    fx, fy = u - x0f, v - y0f
+    x0, y0 = int(x0f), int(y0f)
+    in_y0, in_y1, in_x0, in_x1 = (0 <= y0) & (y0 < s_h), (0 <= y0 + 1) & (y0 + 1 < s_h), (0 <= x0) & (x0 < s_w), \
+        (0 <= x0 + 1) & (x0 + 1 < s_w)
+    ya, yb = min(max(y0, 0), s_h - 1), min(max(y0 + 1, 0), s_h - 1)
+    xa, xb = min(max(x0, 0), s_w - 1), min(max(x0 + 1, 0), s_w - 1)
+    t00 = sprites[t, k, ya, xa] if in_y0 & in_x0 else np.float32(0.0)
+    t01 = sprites[t, k, ya, xb] if in_y0 & in_x1 else np.float32(0.0)
+    t10 = sprites[t, k, yb, xa] if in_y1 & in_x0 else np.float32(0.0)
+    t11 = sprites[t, k, yb, xb] if in_y1 & in_x1 else np.float32(0.0)
+    val = 0.0
+    val += (1 - fx) * (1 - fy) * t00
+    val += fx * (1 - fy) * t01
+    val += (1 - fx) * fy * t10
+    val += fx * fy * t11
+    best = 0.0
+    return max(best, val if inside else 0.0)
+
+
+@njit(cache=True, no_cfunc_wrapper=True, inline="always")
+def _covered_flat(sprites, support, reach, cmax, poses, trig, t, k, x, y):
+    """`covered` without wrap, branch-free (its outcome is data-dependent): every layer is sampled, and a layer j that
+    is not near, or samples 0 (when cmax[k] ≥ 0), cannot pass the test, as `covered` skips it. Same answer."""
+    n = cmax.shape[0]
+    vk = _layer_flat(sprites, support, poses, trig, t, k, x, y) * cmax[k]
+    hidden = False
+    for j in range(n):
+        if j == k:
+            continue
+        r = reach[t, j] + 1.5
+        near = (abs(x - poses[j, t, 0]) <= r) & (abs(y - poses[j, t, 1]) <= r)
+        vj = _layer_flat(sprites, support, poses, trig, t, j, x, y) * cmax[j]
+        hidden |= near & ((vj > vk) | ((j < k) & (vj == vk) & (vj > 0.0)))
+    return hidden
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -249,12 +303,12 @@ def _rect_clear(k, dst, y_lo, y_hi, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, r
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
-          need, pairs, n_pairs, flow, occ, mb):
+          need, todo, pairs, n_pairs, flow, occ, mb):
     """Flow from frame src to frame dst on src's pixels, its occlusion and motion-boundary masks. shift[k, t]: the
     centre's unfolded displacement from frame t to t + 1; sign −1 goes backwards. Only the pixels an object owns are
     visited (`_labels`' rectangles): everywhere else the background is static and visible in both frames; motion
     boundaries are tested on src's n_pairs neighbour pairs of different owners (`_edge_pairs`). scratch (2, H·W)
-    float64 and need (2, H·W) uint8: work space for one rectangle."""
+    float64, need (2, H·W) uint8 and todo (2, H·W + 1) int64: work space for one rectangle."""
     n = cmax.shape[0]
     h, w = lab.shape[1], lab.shape[2]
     size = h * w
@@ -307,7 +361,7 @@ def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, 
                     u_row[i] = np.float32(fx) if mine else u_row[i]
                     v_row[i] = np.float32(fy) if mine else v_row[i]
             _rect_occlusion(k, dst, y_lo, y_hi, x_lo, x_hi, sprites, support, reach, cmax, poses, trig, h, w, occ,
-                            txs, tys, mines, need[0, :cells])
+                            txs, tys, mines, need[0, :cells], todo[0], todo[1])
     u1, v1, m1 = flow[0].reshape(size), flow[1].reshape(size), mb.reshape(size)
     m1[:] = 0
     lim = BOUNDARY_JUMP * BOUNDARY_JUMP
@@ -322,7 +376,7 @@ def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
 def _rect_occlusion(k, dst, y_lo, y_hi, x_lo, x_hi, sprites, support, reach, cmax, poses, trig, h, w, occ, txs, tys,
-                    mines, need):
+                    mines, need, todo, where):
     """Occlusion of object k's pixels of the rectangle [y_lo, y_hi) × [x_lo, x_hi) (no wrap): txs, tys its pixels'
     targets p + flow and mines whether k owns them, row after row (flat, so that the passes vectorise over the whole
     rectangle rather than over its short rows): out of the frame, or `covered` in frame dst. `covered` runs only where
@@ -360,7 +414,7 @@ def _rect_occlusion(k, dst, y_lo, y_hi, x_lo, x_hi, sprites, support, reach, cma
         if d == 0:
             continue
         y, x = y_lo + q // m, x_lo + q % m
-        if d & 1 or covered(sprites, support, reach, cmax, poses, trig, dst, k, txs[q], tys[q], h, w, False):
+        if d & 1 or _covered_flat(sprites, support, reach, cmax, poses, trig, dst, k, txs[q], tys[q]):
             occ[y, x] = 1
 
 
@@ -399,6 +453,20 @@ def _appearance(t, lab, evolve, drift, bg_drift, app):
     h, w = app.shape
     size = h * w
     a1, b1, out = lab[t].reshape(size), lab[t + 1].reshape(size), app.reshape(size)
+    if n <= 4:  # few owners: one compare-and-or pass per owner and bit (narrow lanes, no variable shifts), same bits
+        z8 = np.uint8(bg)
+        for i in range(size):
+            out[i] = np.uint8(a1[i] == 0) * z8
+        for k in range(n):
+            own = np.int16(k + 1)
+            mine = np.uint8(INTENSITY_CHANGE if evolve[k] else 0) | np.uint8(TEXTURE_DRIFT if drift[k, t] else 0)
+            if mine:  # object k's own pixels
+                for i in range(size):
+                    out[i] |= np.uint8(a1[i] == own) * mine
+            if evolve[k]:  # background pixels where growing object k shows at t + 1
+                for i in range(size):
+                    out[i] |= (np.uint8(a1[i] == 0) & np.uint8(b1[i] == own)) * np.uint8(INTENSITY_CHANGE)
+        return
     g, d, z = np.int64(grows), np.int64(drifts), np.int64(bg)
     for i in range(size):
         a, b = np.int64(a1[i]), np.int64(b1[i])
@@ -430,6 +498,7 @@ def motion_fields(sprites, reach, cmax, poses, shift, owner, vmax, evolve, drift
     _labels(owner, vmax, reach, poses, wrap, lab, rects, counts)
     scratch = np.empty((2, h * w), np.float64)
     need = np.empty((2, h * w), np.uint8)
+    todo = np.empty((2, h * w + 1), np.int64)
     code = np.empty(h * w, np.uint8)
     pairs = np.empty((2, 2, 4 * h * w), np.int32)  # frame t's and t + 1's (alternately)
     support = np.empty((nt, n, 4), np.int64)
@@ -443,7 +512,7 @@ def motion_fields(sprites, reach, cmax, poses, shift, owner, vmax, evolve, drift
         n_here = n_next
         n_next = _edge_pairs(lab[t + 1], code, pairs[(t + 1) % 2])
         _pair(t, t + 1, 1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
-              need, pairs[t % 2], n_here, flows[0, t], flags[0, t], flags[2, t])
+              need, todo, pairs[t % 2], n_here, flows[0, t], flags[0, t], flags[2, t])
         _pair(t + 1, t, -1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
-              need, pairs[(t + 1) % 2], n_next, flows[1, t], flags[1, t], flags[3, t])
+              need, todo, pairs[(t + 1) % 2], n_next, flows[1, t], flags[1, t], flags[3, t])
         _appearance(t, lab, evolve, drift, bg_drift, flags[4, t])

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .flow import motion_fields
+from .flow import NOISE, motion_fields
 from .motion import integrate_poses
 from .noise import mix_noise, noise_scale_quantise, perlin_window, quantise
 from .raster import compose_sequence, resample_sprite, shape_sprite
@@ -272,7 +272,8 @@ def render_batch_noisy(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg,
                        digits, bank, gtable, utable, video, pf, pi, verts, ps, masks, pmap, want_masks, want_map, flows,
                        flags, want_flow):
     """`render_batch` with noise (ratio > 0): draw, add noise at the calibrated scale, quantise. Per row b, also the
-    noise key keys[b] and uniforms noise_u[b]."""
+    noise key keys[b] and uniforms noise_u[b]. With want_flow, the NOISE bit of the appearance map (flags[b, 4]) is
+    set on every pixel of the rows whose noise scale is > 0."""
     nb, nt, nc, h, w = video.shape
     clean = np.empty((nt, nc, h, w), np.float32)
     noise = np.empty((nt, nc, h, w), np.float32)
@@ -285,3 +286,7 @@ def render_batch_noisy(roles, shapes, counts, blocks, seq_u, keys, noise_u, cfg,
         # The ratio is met on the stored bytes, after clipping and quantisation (docs/noise.md).
         s, achieved = noise_scale_quantise(clean, noise, ratio, video[b])
         ps[b, S_NOISE_SCALE], ps[b, S_NOISE_RATIO] = s, achieved
+        if want_flow and s > 0:  # noise changes every pixel's appearance: the NOISE bit (docs/flow.md)
+            app = flags[b, 4].reshape(flags.shape[2] * flags.shape[3] * flags.shape[4])
+            for i in range(app.size):
+                app[i] |= np.uint8(NOISE)
