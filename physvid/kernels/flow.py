@@ -146,8 +146,7 @@ def _layer_flat(sprites, support, poses, trig, t, k, x, y):
     val += fx * (1 - fy) * t01
     val += (1 - fx) * fy * t10
     val += fx * fy * t11
-    best = 0.0
-    return max(best, val if inside else 0.0)
+    return max(0.0, val if inside else 0.0)
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
@@ -303,12 +302,12 @@ def _rect_clear(k, dst, y_lo, y_hi, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, r
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
-          need, todo, pairs, n_pairs, flow, occ, mb):
+          need, pairs, n_pairs, flow, occ, mb):
     """Flow from frame src to frame dst on src's pixels, its occlusion and motion-boundary masks. shift[k, t]: the
     centre's unfolded displacement from frame t to t + 1; sign −1 goes backwards. Only the pixels an object owns are
     visited (`_labels`' rectangles): everywhere else the background is static and visible in both frames; motion
     boundaries are tested on src's n_pairs neighbour pairs of different owners (`_edge_pairs`). scratch (2, H·W)
-    float64, need (2, H·W) uint8 and todo (2, H·W + 1) int64: work space for one rectangle."""
+    float64 and need (2, H·W) uint8: work space for one rectangle."""
     n = cmax.shape[0]
     h, w = lab.shape[1], lab.shape[2]
     size = h * w
@@ -361,7 +360,7 @@ def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, 
                     u_row[i] = np.float32(fx) if mine else u_row[i]
                     v_row[i] = np.float32(fy) if mine else v_row[i]
             _rect_occlusion(k, dst, y_lo, y_hi, x_lo, x_hi, sprites, support, reach, cmax, poses, trig, h, w, occ,
-                            txs, tys, mines, need[0, :cells], todo[0], todo[1])
+                            txs, tys, mines, need[0, :cells])
     u1, v1, m1 = flow[0].reshape(size), flow[1].reshape(size), mb.reshape(size)
     m1[:] = 0
     lim = BOUNDARY_JUMP * BOUNDARY_JUMP
@@ -376,7 +375,7 @@ def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
 def _rect_occlusion(k, dst, y_lo, y_hi, x_lo, x_hi, sprites, support, reach, cmax, poses, trig, h, w, occ, txs, tys,
-                    mines, need, todo, where):
+                    mines, need):
     """Occlusion of object k's pixels of the rectangle [y_lo, y_hi) × [x_lo, x_hi) (no wrap): txs, tys its pixels'
     targets p + flow and mines whether k owns them, row after row (flat, so that the passes vectorise over the whole
     rectangle rather than over its short rows): out of the frame, or `covered` in frame dst. `covered` runs only where
@@ -498,7 +497,6 @@ def motion_fields(sprites, reach, cmax, poses, shift, owner, vmax, evolve, drift
     _labels(owner, vmax, reach, poses, wrap, lab, rects, counts)
     scratch = np.empty((2, h * w), np.float64)
     need = np.empty((2, h * w), np.uint8)
-    todo = np.empty((2, h * w + 1), np.int64)
     code = np.empty(h * w, np.uint8)
     pairs = np.empty((2, 2, 4 * h * w), np.int32)  # frame t's and t + 1's (alternately)
     support = np.empty((nt, n, 4), np.int64)
@@ -512,7 +510,7 @@ def motion_fields(sprites, reach, cmax, poses, shift, owner, vmax, evolve, drift
         n_here = n_next
         n_next = _edge_pairs(lab[t + 1], code, pairs[(t + 1) % 2])
         _pair(t, t + 1, 1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
-              need, todo, pairs[t % 2], n_here, flows[0, t], flags[0, t], flags[2, t])
+              need, pairs[t % 2], n_here, flows[0, t], flags[0, t], flags[2, t])
         _pair(t + 1, t, -1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
-              need, todo, pairs[(t + 1) % 2], n_next, flows[1, t], flags[1, t], flags[3, t])
+              need, pairs[(t + 1) % 2], n_next, flows[1, t], flags[1, t], flags[3, t])
         _appearance(t, lab, evolve, drift, bg_drift, flags[4, t])
