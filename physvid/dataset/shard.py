@@ -135,17 +135,15 @@ class BatchCheck:
         self.expected: dict[int, tuple[list, list]] = {}  # row count -> (parameter names, [(type, dtype, shape)])
 
     def __call__(self, result: Any, count: int, where: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        if self.raw is not None and self._like_first(result, count):
-            video, params = result
-            if self.bools:
-                params = {k: v.astype(np.int8) if k in self.bools else v for k, v in params.items()}
-            return video, params
-        raw = raw_layout(result, count)
-        if raw is not None and raw == self.raw:  # _like_first's own answer, for a batch it could not judge
-            video, params = result
-            if self.bools:
-                params = {k: v.astype(np.int8) if k in self.bools else v for k, v in params.items()}
-            return video, params
+        raw = None
+        if self.raw is not None:
+            if self._like_first(result, count):
+                return self._as_first(result)
+            raw = raw_layout(result, count)
+            if raw == self.raw:  # _like_first's own answer, for a batch it could not judge
+                return self._as_first(result)
+        elif self.layout is None:
+            raw = raw_layout(result, count)
         video, params = as_arrays(result, count, where)
         layout = layout_of(video, params)
         if self.layout is None:
@@ -153,6 +151,13 @@ class BatchCheck:
             self.bools = frozenset(k for k, v in result[1].items() if np.asarray(v).dtype == np.bool_)
         elif layout != self.layout:
             raise DatasetError(f"the source changed shapes, dtypes or parameter names {where}; every batch must match")
+        return video, params
+
+    def _as_first(self, result: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """A batch laid out as the first, as as_arrays returned that one (booleans stored as int8)."""
+        video, params = result
+        if self.bools:
+            params = {k: v.astype(np.int8) if k in self.bools else v for k, v in params.items()}
         return video, params
 
     def _like_first(self, result: Any, count: int) -> bool:
