@@ -65,14 +65,15 @@ def _supports(sprites, support):
     nt, n, s = sprites.shape[0], sprites.shape[1], sprites.shape[2]
     rows = np.empty(s, np.uint8)
     cols = np.empty(s, np.uint8)
-    for t in range(nt):
+    flat = sprites.reshape(sprites.size)  # C-contiguous (motion_fields' callers allocate it): unsigned flat indices
+    for t in range(nt):                   # below, no row views (no reference counting per row)
         for k in range(n):
             cols[:] = 0
             for i in range(s):
-                row = sprites[t, k, i]
+                base = np.uint64(((t * n + k) * s + i) * s)
                 any_ = np.uint8(0)
-                for j in range(s):
-                    nz = np.uint8(row[j] != 0.0)
+                for j in range(np.uint64(s)):
+                    nz = np.uint8(flat[base + j] != 0.0)
                     cols[j] |= nz
                     any_ |= nz
                 rows[i] = any_
@@ -192,7 +193,7 @@ def _labels(owner, vmax, reach, poses, wrap, lab, rects, counts):
     (empty ones dropped), counts (T, n) how many. An object owns pixels only inside its boxes (the draw stays within
     `reach` of each copy's centre, and owner is 0 where nothing was drawn), so every later pass visits these
     rectangles only (¼ of the boxes' area on bench_flow's workload, ~1/10 of the frame). owner, vmax and lab are
-    C-contiguous (the labels are one flat pass)."""
+    C-contiguous (the labels are one flat pass; a box is one flat pass per row)."""
     nt, h, w = lab.shape
     n = counts.shape[1]
     size = nt * h * w
@@ -201,79 +202,114 @@ def _labels(owner, vmax, reach, poses, wrap, lab, rects, counts):
     for i in range(size):  # a product, not a conditional: vectorises
         l1[i] = o1[i] * np.int16(v1[i] >= vis)
     boxes = np.empty((9, 4), np.int64)
+    cols = np.empty(w, np.uint8)  # which columns of a box hold the object
     for f in range(nt):
         for k in range(n):
-            own = k + 1
+            own = np.int16(k + 1)
             m = 0
             for b in range(_boxes(poses, reach, f, k, h, w, wrap, boxes)):
-                y_lo, y_hi, x_lo, x_hi = h, 0, w, 0  # empty until a row holds the object
+                x0, ncol = boxes[b, 2], boxes[b, 3] - boxes[b, 2]
+                if ncol <= 0:  # an empty box: an object off the frame's side
+                    continue
+                cols[:ncol] = 0
+                y_lo, y_hi = h, 0  # empty until a row holds the object
                 for y in range(boxes[b, 0], boxes[b, 1]):
-                    row = lab[f, y]
-                    first = boxes[b, 2]
-                    while first < boxes[b, 3] and row[first] != own:
+                    # one flat pass per row (unsigned indices: no wrap-around code, it vectorises): whether the row
+                    # holds the object, and in which columns
+                    base, hit = np.uint64((f * h + y) * w + x0), np.uint8(0)
+                    for j in range(np.uint64(ncol)):
+                        mine = np.uint8(l1[base + j] == own)
+                        cols[j] |= mine
+                        hit |= mine
+                    if hit:
+                        y_lo, y_hi = min(y_lo, y), y + 1
+                if y_lo < y_hi:  # found: its first and last column
+                    first, last = 0, ncol - 1
+                    while cols[first] == 0:
                         first += 1
-                    if first >= boxes[b, 3]:  # none here (or an empty box: an object off the frame's side)
-                        continue
-                    last = boxes[b, 3] - 1
-                    while row[last] != own:
+                    while cols[last] == 0:
                         last -= 1
-                    y_lo, y_hi = min(y_lo, y), y + 1
-                    x_lo, x_hi = min(x_lo, first), max(x_hi, last + 1)
-                if y_lo < y_hi:  # found
-                    rects[f, k, m, 0], rects[f, k, m, 1], rects[f, k, m, 2], rects[f, k, m, 3] = y_lo, y_hi, x_lo, x_hi
+                    rects[f, k, m, 0], rects[f, k, m, 1] = y_lo, y_hi
+                    rects[f, k, m, 2], rects[f, k, m, 3] = x0 + first, x0 + last + 1
                     m += 1
             counts[f, k] = m
 
 
+@njit(cache=True, no_cfunc_wrapper=True, inline="always")
+def _jump(l1, u1, v1, i, j, lim):
+    """1 where pixels i and j have different owners and flows more than BOUNDARY_JUMP apart (float32, as
+    |a − b| = |b − a| exactly: the order of the pair changes nothing)."""
+    du, dv = u1[i] - u1[j], v1[i] - v1[j]
+    return np.uint8(l1[i] != l1[j]) & np.uint8(du * du + dv * dv > lim)
+
+
 @njit(cache=True, no_cfunc_wrapper=True)
-def _edge_pairs(lab, code, pairs):
-    """The pairs of 8-neighbours of the label image lab (H, W) whose owners differ, each once (a pixel and its east,
-    south-west, south or south-east neighbour), as flat indices into pairs (2, ≥ 4·H·W); returns how many. code (H·W,)
-    uint8 scratch: one flat branch-free pass marks the pixels with such a neighbour, then only the marked 8-byte words
-    are read. Only these pairs can be motion boundaries (a pair of equal owners never is)."""
-    h, w = lab.shape
+def _boundaries(src, rects, counts, l1, u1, v1, east, west, h, w, rows, bands, bits, m1):
+    """Motion boundaries m1 (H·W,) of frame src (labels l1, flows u1, v1, all flat): both pixels of every pair of
+    8-neighbours with different owners whose flows differ by more than BOUNDARY_JUMP. Such a pair holds an object
+    pixel, so its first pixel (in row-major order) lies in a row of an object's rectangle (`_labels`) or the row
+    above: only those bands of whole rows are visited, in two flat passes that vectorise — the pairs to the east,
+    south-west, south and south-east of each pixel as the bits 1, 2, 4, 8 of bits[w + 1 + i], then each pixel's mark
+    from its own bits and its four other neighbours' (bits has w + 1 zeros in front, so that these reads stay in the
+    array). east / west (H·W,): 1 where a pixel has a neighbour in its row to that side (a flat neighbour across the
+    frame's side is no neighbour). rows (H,) uint8 and bands (H, 2) int64: work space."""
     size = h * w
-    l1 = lab.reshape(size)
-    m = max(size - w - 1, 0)  # all four neighbours inside the array (column wrap-arounds are dropped below)
-    if m > 0:  # slices, so that every index counts from 0: the pass vectorises
-        p, e, sw, so, se = l1[:m], l1[1:m + 1], l1[w - 1:m + w - 1], l1[w:m + w], l1[w + 1:m + w + 1]
-        for i in range(m):
-            c = p[i]
-            code[i] = (e[i] != c) * np.uint8(1) + (sw[i] != c) * np.uint8(2) + (so[i] != c) * np.uint8(4) + \
-                (se[i] != c) * np.uint8(8)
-    for i in range(m, size):
-        c = 0
-        if i + 1 < size:
-            c |= np.uint8(l1[i] != l1[i + 1])
-        if i + w - 1 < size:
-            c |= np.uint8(l1[i] != l1[i + w - 1]) << 1
-        if i + w < size:
-            c |= np.uint8(l1[i] != l1[i + w]) << 2
-        code[i] = c
-    count = 0
-    words = size // 8
-    c64 = code[:words * 8].view(np.uint64)
-    for q in range(words + 1):
-        if q < words and c64[q] == 0:
+    rows[:] = 0
+    for k in range(counts.shape[1]):
+        for b in range(counts[src, k]):
+            for y in range(max(rects[src, k, b, 0] - 1, 0), rects[src, k, b, 1]):
+                rows[y] = 1
+    bits[:] = 0
+    m1[:] = 0
+    lim = np.float32(BOUNDARY_JUMP * BOUNDARY_JUMP)
+    full = max(size - w - 1, 0)  # pixels below this have all four neighbours in the array
+    nb, y = 0, 0
+    while y < h:  # the bands: runs of such rows
+        if rows[y] == 0:
+            y += 1
             continue
-        for i in range(8 * q, min(8 * q + 8, size)):
-            c = code[i]
-            if c == 0:
-                continue
-            y, x = i // w, i % w
-            if c & 1 and x + 1 < w:
-                pairs[0, count], pairs[1, count] = i, i + 1
-                count += 1
-            if c & 2 and x > 0 and y + 1 < h:
-                pairs[0, count], pairs[1, count] = i, i + w - 1
-                count += 1
-            if c & 4 and y + 1 < h:
-                pairs[0, count], pairs[1, count] = i, i + w
-                count += 1
-            if c & 8 and x + 1 < w and y + 1 < h:
-                pairs[0, count], pairs[1, count] = i, i + w + 1
-                count += 1
-    return count
+        bands[nb, 0] = y
+        while y < h and rows[y]:
+            y += 1
+        bands[nb, 1] = y
+        nb += 1
+    for band in range(nb):  # the pairs
+        s, e = bands[band, 0] * w, bands[band, 1] * w
+        stop = max(min(e, full), s)  # [s, stop): all four neighbours in the array; [stop, e): some outside
+        # unsigned indices: numba adds no negative-index wrap-around to them, so the pass vectorises (and, unlike
+        # slices, they cost no reference counting)
+        base, ue, usw, uso, use = np.uint64(s), np.uint64(1), np.uint64(w - 1), np.uint64(w), np.uint64(w + 1)
+        for j in range(np.uint64(max(stop - s, 0))):
+            i = base + j
+            a, b, c, d = u1[i] - u1[i + ue], v1[i] - v1[i + ue], u1[i] - u1[i + usw], v1[i] - v1[i + usw]
+            te = np.uint8(l1[i] != l1[i + ue]) & np.uint8(a * a + b * b > lim) & east[i]
+            tsw = np.uint8(l1[i] != l1[i + usw]) & np.uint8(c * c + d * d > lim) & west[i]
+            a, b, c, d = u1[i] - u1[i + uso], v1[i] - v1[i + uso], u1[i] - u1[i + use], v1[i] - v1[i + use]
+            tso = np.uint8(l1[i] != l1[i + uso]) & np.uint8(a * a + b * b > lim)
+            tse = np.uint8(l1[i] != l1[i + use]) & np.uint8(c * c + d * d > lim) & east[i]
+            bits[i + use] = te | (tsw << np.uint8(1)) | (tso << np.uint8(2)) | (tse << np.uint8(3))
+        for i in range(stop, e):  # the frame's last row and a half: only the neighbours inside it
+            x = i % w
+            t = np.uint8(0)
+            if x + 1 < w:
+                t |= _jump(l1, u1, v1, i, i + 1, lim)
+            if i + w < size:
+                if x > 0:
+                    t |= _jump(l1, u1, v1, i, i + w - 1, lim) << 1
+                t |= _jump(l1, u1, v1, i, i + w, lim) << 2
+                if x + 1 < w:
+                    t |= _jump(l1, u1, v1, i, i + w + 1, lim) << 3
+            bits[w + 1 + i] = t
+    for band in range(nb):  # the marks: a band's pixels and the row below it (the far ends of its pairs)
+        s, e = bands[band, 0] * w, min(bands[band, 1] * w + w + 1, size)
+        # pixel i (bits[i + w + 1] its own pairs): the pair east of i − 1 (bits[i + w]), south-west of i − w + 1
+        # (bits[i + 2]), south of i − w (bits[i + 1]), south-east of i − w − 1 (bits[i])
+        base, one, two, we_, own = np.uint64(s), np.uint64(1), np.uint64(2), np.uint64(w), np.uint64(w + 1)
+        for j in range(np.uint64(e - s)):
+            i = base + j
+            m1[i] = np.uint8(bits[i + own] != 0) | (bits[i + we_] & np.uint8(1)) | \
+                ((bits[i + two] >> np.uint8(1)) & np.uint8(1)) | ((bits[i + one] >> np.uint8(2)) & np.uint8(1)) | \
+                ((bits[i] >> np.uint8(3)) & np.uint8(1))
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
@@ -302,11 +338,11 @@ def _rect_clear(k, dst, y_lo, y_hi, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, r
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
-          need, pairs, n_pairs, flow, occ, mb):
+          need, east, west, rows, bands, bits, flow, occ, mb):
     """Flow from frame src to frame dst on src's pixels, its occlusion and motion-boundary masks. shift[k, t]: the
     centre's unfolded displacement from frame t to t + 1; sign −1 goes backwards. Only the pixels an object owns are
     visited (`_labels`' rectangles): everywhere else the background is static and visible in both frames; motion
-    boundaries are tested on src's n_pairs neighbour pairs of different owners (`_edge_pairs`). scratch (2, H·W)
+    boundaries in bands of rows around them (`_boundaries`, with east, west, rows, bands, bits). scratch (2, H·W)
     float64 and need (2, H·W) uint8: work space for one rectangle."""
     n = cmax.shape[0]
     h, w = lab.shape[1], lab.shape[2]
@@ -316,6 +352,7 @@ def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, 
     for i in range(size):  # background of src hidden where an object shows in dst (object pixels are set below)
         occ1[i] = np.uint8(here1[i] == 0) & np.uint8(there1[i] > 0)
     here = lab[src]
+    u1, v1 = flow[0].reshape(size), flow[1].reshape(size)
     for k in range(n):
         own = k + 1
         turn = poses[k, dst, 2] - poses[k, src, 2]
@@ -330,47 +367,37 @@ def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, 
                               poses, trig, h, w, here[y], occ[y], flow[0, y], flow[1, y])
                 continue
             m = x_hi - x_lo
-            if _rect_clear(k, dst, y_lo, y_hi, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, reach, h, w):
-                for y in range(y_lo, y_hi):  # the flows only: occ is 0 there already
-                    # row slices from the rectangle's first column: indices from 0 vectorise (see convolve_window)
-                    h_row, u_row, v_row = here[y, x_lo:x_hi], flow[0, y, x_lo:x_hi], flow[1, y, x_lo:x_hi]
-                    ry = float(y) - cy  # _offset without wrap
-                    for i in range(m):  # every column, stored only where the object shows: no branch
-                        rx = float(x_lo + i) - cx
-                        fx = dx + (ca * rx + sa * ry) - rx
-                        fy = dy + (-sa * rx + ca * ry) - ry
-                        mine = h_row[i] == own
-                        u_row[i] = np.float32(fx) if mine else u_row[i]
-                        v_row[i] = np.float32(fy) if mine else v_row[i]
-                continue
-            cells = m * (y_hi - y_lo)
-            txs, tys, mines = scratch[0, :cells], scratch[1, :cells], need[1, :cells]
-            for y in range(y_lo, y_hi):  # the flows, and each pixel's target and owner for the occlusion tests
-                q = (y - y_lo) * m
-                h_row, u_row, v_row = here[y, x_lo:x_hi], flow[0, y, x_lo:x_hi], flow[1, y, x_lo:x_hi]
-                tx_row, ty_row, m_row = txs[q:q + m], tys[q:q + m], mines[q:q + m]
-                ry = float(y) - cy
-                for i in range(m):
-                    rx = float(x_lo + i) - cx
+            # unsigned flat indices, not row slices: no reference counting per row, and the loops still vectorise
+            # (numba adds no negative-index wrap-around to an unsigned index)
+            for y in range(y_lo, y_hi):  # the flows, stored only where the object shows: no branch
+                p0 = np.uint64(y * w + x_lo)
+                ry = float(y) - cy  # _offset without wrap
+                for j in range(np.uint64(m)):
+                    p = p0 + j
+                    rx = float(x_lo) + float(j) - cx  # = float(x_lo + j) − cx: integers are exact in float64
                     fx = dx + (ca * rx + sa * ry) - rx
                     fy = dy + (-sa * rx + ca * ry) - ry
-                    tx_row[i], ty_row[i] = (x_lo + i) + fx, y + fy  # the target p + flow
-                    mine = h_row[i] == own
-                    m_row[i] = np.uint8(mine)
-                    u_row[i] = np.float32(fx) if mine else u_row[i]
-                    v_row[i] = np.float32(fy) if mine else v_row[i]
+                    mine = here1[p] == own
+                    u1[p] = np.float32(fx) if mine else u1[p]
+                    v1[p] = np.float32(fy) if mine else v1[p]
+            if _rect_clear(k, dst, y_lo, y_hi, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, reach, h, w):
+                continue  # no pixel of it is occluded: occ is 0 there already
+            cells = m * (y_hi - y_lo)
+            txs, tys, mines = scratch[0, :cells], scratch[1, :cells], need[1, :cells]
+            for y in range(y_lo, y_hi):  # each pixel's target p + flow and owner for the occlusion tests, flat (a loop
+                p0 = np.uint64(y * w + x_lo)  # of its own: the flows' loop with these stores in it does not vectorise)
+                q0 = np.uint64((y - y_lo) * m)
+                ry = float(y) - cy
+                for j in range(np.uint64(m)):
+                    p, q = p0 + j, q0 + j
+                    rx = float(x_lo) + float(j) - cx
+                    fx = dx + (ca * rx + sa * ry) - rx
+                    fy = dy + (-sa * rx + ca * ry) - ry
+                    txs[q], tys[q] = float(x_lo) + float(j) + fx, y + fy
+                    mines[q] = np.uint8(here1[p] == own)
             _rect_occlusion(k, dst, y_lo, y_hi, x_lo, x_hi, sprites, support, reach, cmax, poses, trig, h, w, occ,
                             txs, tys, mines, need[0, :cells])
-    u1, v1, m1 = flow[0].reshape(size), flow[1].reshape(size), mb.reshape(size)
-    m1[:] = 0
-    lim = BOUNDARY_JUMP * BOUNDARY_JUMP
-    p0, p1 = pairs[0], pairs[1]
-    for e in range(n_pairs):  # both pixels of a pair with different owners and flows more than BOUNDARY_JUMP apart
-        i, j = p0[e], p1[e]
-        du, dv = u1[i] - u1[j], v1[i] - v1[j]  # float32, as |a − b| = |b − a| exactly: the side changes nothing
-        if du * du + dv * dv > lim:
-            m1[i] = 1
-            m1[j] = 1
+    _boundaries(src, rects, counts, here1, u1, v1, east, west, h, w, rows, bands, bits, mb.reshape(size))
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
@@ -497,20 +524,23 @@ def motion_fields(sprites, reach, cmax, poses, shift, owner, vmax, evolve, drift
     _labels(owner, vmax, reach, poses, wrap, lab, rects, counts)
     scratch = np.empty((2, h * w), np.float64)
     need = np.empty((2, h * w), np.uint8)
-    code = np.empty(h * w, np.uint8)
-    pairs = np.empty((2, 2, 4 * h * w), np.int32)  # frame t's and t + 1's (alternately)
+    east = np.empty(h * w, np.uint8)  # a neighbour in the row to the east / west
+    west = np.empty(h * w, np.uint8)
+    for y in range(h):
+        for x in range(w):
+            east[y * w + x], west[y * w + x] = np.uint8(x + 1 < w), np.uint8(x > 0)
+    rows = np.empty(h, np.uint8)
+    bands = np.empty((h, 2), np.int64)
+    bits = np.empty(h * w + w + 1, np.uint8)
     support = np.empty((nt, n, 4), np.int64)
     _supports(sprites, support)
     trig = np.empty((n, nt, 2), np.float64)
     for k in range(n):
         for t in range(nt):
             trig[k, t, 0], trig[k, t, 1] = math.cos(poses[k, t, 2]), math.sin(poses[k, t, 2])
-    n_next = _edge_pairs(lab[0], code, pairs[0])
     for t in range(nt - 1):
-        n_here = n_next
-        n_next = _edge_pairs(lab[t + 1], code, pairs[(t + 1) % 2])
         _pair(t, t + 1, 1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
-              need, pairs[t % 2], n_here, flows[0, t], flags[0, t], flags[2, t])
+              need, east, west, rows, bands, bits, flows[0, t], flags[0, t], flags[2, t])
         _pair(t + 1, t, -1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
-              need, pairs[(t + 1) % 2], n_next, flows[1, t], flags[1, t], flags[3, t])
+              need, east, west, rows, bands, bits, flows[1, t], flags[1, t], flags[3, t])
         _appearance(t, lab, evolve, drift, bg_drift, flags[4, t])
