@@ -34,11 +34,12 @@ def _draw(poses, sizes, brightness, evolve, wrap):
     clean = np.zeros((T, 1, H, W), np.float32)
     owner = np.zeros((T, H, W), np.int16)
     vmax = np.zeros((T, H, W), np.float32)
-    hist = np.zeros((T, n, s, s), np.float32)
+    hist = np.full((T, n, s, s), np.nan, np.float32)  # slots the renderer does not fill must never be read
+    slot = np.full((T, n), -1, np.int64)
     reach = np.zeros((T, n))
     rk.compose_sequence(masses, kernels, np.asarray(evolve), tex, poses, reaches, colours, np.zeros((T, 5)), False,
-                        wrap, clean, owner, vmax, np.zeros((1, 1, 1, 1), np.uint8), False, hist, reach, True)
-    return hist, reach, colours[:, 0].astype(np.float64), owner, vmax
+                        wrap, clean, owner, vmax, np.zeros((1, 1, 1, 1), np.uint8), False, hist, slot, reach, True)
+    return hist, slot, reach, colours[:, 0].astype(np.float64), owner, vmax
 
 
 @SETTINGS
@@ -58,11 +59,14 @@ def test_motion_fields_match_numpy(seed, n, wrap):
     evolve = rng.random(n) < 0.3
     drift = rng.random((n, T)) < 0.5
     bg_drift = rng.random(T) < 0.5
-    hist, reach, cmax, owner, vmax = _draw(poses, sizes, brightness, evolve, wrap)
+    hist, slot, reach, cmax, owner, vmax = _draw(poses, sizes, brightness, evolve, wrap)
+    # a sprite is stored once, where it changes: an evolving object's every frame, a fixed one's first frame only
+    assert (slot == np.where(evolve[None, :], np.arange(T)[:, None], 0)).all()
     flows = np.empty((2, T - 1, 2, H, W), np.float32)
     flags = np.empty((5, T - 1, H, W), np.uint8)
-    fk.motion_fields(hist, reach, cmax, poses, shift, owner, vmax, evolve, drift, bg_drift, wrap, flows, flags)
-    want_flows, want_flags = ref.motion_fields_reference(hist, cmax, poses, shift, owner, vmax, evolve, drift,
+    fk.motion_fields(hist, slot, reach, cmax, poses, shift, owner, vmax, evolve, drift, bg_drift, wrap, flows, flags)
+    sprites = hist[slot, np.arange(n)[None, :]]  # (T, n, S, S): each frame's sprite, for the NumPy twin
+    want_flows, want_flags = ref.motion_fields_reference(sprites, cmax, poses, shift, owner, vmax, evolve, drift,
                                                          bg_drift, wrap)
     np.testing.assert_allclose(flows, want_flows, atol=2e-5)
     np.testing.assert_array_equal(flags, want_flags)
@@ -205,8 +209,11 @@ def _covered_both_ways(seed, n, tie):
     cmax = rng.choice([1.0, 0.6, -0.4], n)
     if tie:
         sprites[:, 1], poses[1], cmax[1] = sprites[:, 0], poses[0], cmax[0]
+    slot = np.repeat(np.arange(nt)[:, None], n, axis=1)
+    if rng.random() < 0.5:  # frame 1 repeats frame 0's sprites: its own slots must never be read
+        slot[1], sprites[1] = 0, np.nan
     support = np.empty((nt, n, 4), np.int64)
-    fk._supports(sprites, support)
+    fk._supports(sprites, slot, support)
     trig = np.stack([np.cos(poses[..., 2]), np.sin(poses[..., 2])], axis=2)
     reach = np.full((nt, n), 0.5 * s * math.sqrt(2.0))
     points = np.concatenate([rng.uniform(-3, h + 3, (60, 2)), poses[:, 0, :2] + rng.integers(-4, 5, (n, 2))])
@@ -214,8 +221,9 @@ def _covered_both_ways(seed, n, tie):
     for t in range(nt):
         for k in range(n):
             for x, y in points:
-                want = fk.covered(sprites, support, reach, cmax, poses, trig, t, k, x, y, h, w, False)
-                assert fk._covered_flat(sprites, support, reach, cmax, poses, trig, t, k, x, y) == want, (t, k, x, y)
+                want = fk.covered(sprites, slot, support, reach, cmax, poses, trig, t, k, x, y, h, w, False)
+                got = fk._covered_flat(sprites, slot, support, reach, cmax, poses, trig, t, k, x, y)
+                assert got == want, (t, k, x, y)
                 hidden, tested = hidden + want, tested + 1
     return hidden, tested
 

@@ -177,7 +177,7 @@ def test_compose_tracked_support_matches_worst_case_reach():
             return np.clip(clean, 0, 1)
         rk.compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, bg, True, False, clean, owner,
                             vmax, np.zeros((1, 1, 1, 1), np.uint8), False, np.zeros((1, 1, 1, 1), np.float32),
-                            np.zeros((1, 1)), False)
+                            np.zeros((1, 1), np.int64), np.zeros((1, 1)), False)
         return clean
 
     tracked = frames(worst, True)

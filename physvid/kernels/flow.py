@@ -38,11 +38,12 @@ def _offset(px, py, cx, cy, h, w, wrap):
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
-def _layer(sprites, support, poses, trig, t, k, x, y, h, w, wrap):
-    """Object k's layer in frame t at the continuous point (x, y): its sprite sprites[t, k] drawn at its pose (poses,
-    trig = cos θ, sin θ) sampled bilinearly with zeros outside (as raster.draw_sprite samples it at pixel centres),
-    and ≥ 0; under wrap the largest of its nine copies. support[t, k] = (first row, last row + 1, first column, last
-    column + 1) of the sprite's non-zero texels: a copy whose four texels all lie outside samples 0 and is skipped."""
+def _layer(sprites, slot, support, poses, trig, t, k, x, y, h, w, wrap):
+    """Object k's layer in frame t at the continuous point (x, y): its sprite sprites[slot[t, k], k] drawn at its pose
+    (poses, trig = cos θ, sin θ) sampled bilinearly with zeros outside (as raster.draw_sprite samples it at pixel
+    centres), and ≥ 0; under wrap the largest of its nine copies. support[t, k] = (first row, last row + 1, first
+    column, last column + 1) of the sprite's non-zero texels: a copy whose four texels all lie outside samples 0 and
+    is skipped."""
     c = 0.5 * (sprites.shape[2] - 1)
     cx, cy, ct, st = poses[k, t, 0], poses[k, t, 1], trig[k, t, 0], trig[k, t, 1]
     best = 0.0
@@ -54,20 +55,27 @@ def _layer(sprites, support, poses, trig, t, k, x, y, h, w, wrap):
             # texels floor(u), floor(u) + 1 (and rows likewise) all outside the support: the sample is 0
             if u < support[t, k, 2] - 1 or u >= support[t, k, 3] or v < support[t, k, 0] - 1 or v >= support[t, k, 1]:
                 continue
-            best = max(best, bilinear(sprites[t, k], u, v))
+            best = max(best, bilinear(sprites[slot[t, k], k], u, v))
     return best
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _supports(sprites, support):
-    """support (T, n, 4): rows [r0, r1) and columns [c0, c1) that hold sprites[t, k]'s non-zero texels ((s, 0, s, 0)
-    when it has none). Branch-free passes: which rows and which columns hold one, then their first and last."""
-    nt, n, s = sprites.shape[0], sprites.shape[1], sprites.shape[2]
+def _supports(sprites, slot, support):
+    """support (T, n, 4): rows [r0, r1) and columns [c0, c1) that hold the non-zero texels of object k's sprite in
+    frame t, sprites[slot[t, k], k] ((s, 0, s, 0) when it has none); measured once per sprite (slot[t, k] == t), copied
+    for the frames that repeat it. Branch-free passes: which rows and which columns hold one, then their first and
+    last."""
+    nt, n, s = slot.shape[0], sprites.shape[1], sprites.shape[2]
     rows = np.empty(s, np.uint8)
     cols = np.empty(s, np.uint8)
     flat = sprites.reshape(sprites.size)  # C-contiguous (motion_fields' callers allocate it): unsigned flat indices
     for t in range(nt):                   # below, no row views (no reference counting per row)
         for k in range(n):
+            f = slot[t, k]
+            if f != t:  # the sprite of an earlier frame, measured there
+                for c in range(4):
+                    support[t, k, c] = support[f, k, c]
+                continue
             cols[:] = 0
             for i in range(s):
                 base = np.uint64(((t * n + k) * s + i) * s)
@@ -94,7 +102,7 @@ def _near(poses, reach, t, j, x, y, h, w, wrap):
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
-def covered(sprites, support, reach, cmax, poses, trig, t, k, x, y, h, w, wrap):
+def covered(sprites, slot, support, reach, cmax, poses, trig, t, k, x, y, h, w, wrap):
     """Whether another object hides object k's layer at (x, y) in frame t: by the compositing rule the brightest layer
     (value × brightest colour channel) shows, and of equal ones the first drawn. trig (n, T, 2): cos θ, sin θ;
     reach (T, n): radius around each centre that holds every pixel the object touched (others are skipped)."""
@@ -104,11 +112,11 @@ def covered(sprites, support, reach, cmax, poses, trig, t, k, x, y, h, w, wrap):
     for j in range(n):
         if j == k or not _near(poses, reach, t, j, x, y, h, w, wrap):
             continue
-        vj = _layer(sprites, support, poses, trig, t, j, x, y, h, w, wrap) * cmax[j]
+        vj = _layer(sprites, slot, support, poses, trig, t, j, x, y, h, w, wrap) * cmax[j]
         if vj == 0.0 and cmax[k] >= 0.0:
             continue  # vk >= 0 (a layer is >= 0): neither test below can hold
         if not known:
-            vk = _layer(sprites, support, poses, trig, t, k, x, y, h, w, wrap) * cmax[k]
+            vk = _layer(sprites, slot, support, poses, trig, t, k, x, y, h, w, wrap) * cmax[k]
             known = True
         if vj > vk or (j < k and vj == vk and vj > 0.0):
             return True
@@ -116,12 +124,13 @@ def covered(sprites, support, reach, cmax, poses, trig, t, k, x, y, h, w, wrap):
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
-def _layer_flat(sprites, support, poses, trig, t, k, x, y):
+def _layer_flat(sprites, slot, support, poses, trig, t, k, x, y):
     """`_layer` without wrap (one copy), branch-free: the same arithmetic in the same order, so the same value. A
     point outside the support is moved to the sprite's centre and its sample replaced by 0 (as `_layer` skips it);
     a texel outside the sprite reads as 0 and adds (weight ≥ 0) × 0 = +0, which leaves the (≥ +0) sum unchanged where
     raster.bilinear does not add it."""
     s_h, s_w = sprites.shape[2], sprites.shape[3]
+    f = slot[t, k]
     c = 0.5 * (s_w - 1)
     cx, cy, ct, st = poses[k, t, 0], poses[k, t, 1], trig[k, t, 0], trig[k, t, 1]
     dx, dy = x - (cx + 0.0), y - (cy + 0.0)  # `_layer`'s x − (cx + sx·w) with sx = 0
@@ -138,10 +147,10 @@ def _layer_flat(sprites, support, poses, trig, t, k, x, y):
         (0 <= x0 + 1) & (x0 + 1 < s_w)
     ya, yb = min(max(y0, 0), s_h - 1), min(max(y0 + 1, 0), s_h - 1)
     xa, xb = min(max(x0, 0), s_w - 1), min(max(x0 + 1, 0), s_w - 1)
-    t00 = sprites[t, k, ya, xa] if in_y0 & in_x0 else np.float32(0.0)
-    t01 = sprites[t, k, ya, xb] if in_y0 & in_x1 else np.float32(0.0)
-    t10 = sprites[t, k, yb, xa] if in_y1 & in_x0 else np.float32(0.0)
-    t11 = sprites[t, k, yb, xb] if in_y1 & in_x1 else np.float32(0.0)
+    t00 = sprites[f, k, ya, xa] if in_y0 & in_x0 else np.float32(0.0)
+    t01 = sprites[f, k, ya, xb] if in_y0 & in_x1 else np.float32(0.0)
+    t10 = sprites[f, k, yb, xa] if in_y1 & in_x0 else np.float32(0.0)
+    t11 = sprites[f, k, yb, xb] if in_y1 & in_x1 else np.float32(0.0)
     val = 0.0
     val += (1 - fx) * (1 - fy) * t00
     val += fx * (1 - fy) * t01
@@ -151,18 +160,18 @@ def _layer_flat(sprites, support, poses, trig, t, k, x, y):
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
-def _covered_flat(sprites, support, reach, cmax, poses, trig, t, k, x, y):
+def _covered_flat(sprites, slot, support, reach, cmax, poses, trig, t, k, x, y):
     """`covered` without wrap, branch-free (its outcome is data-dependent): every layer is sampled, and a layer j that
     is not near, or samples 0 (when cmax[k] ≥ 0), cannot pass the test, as `covered` skips it. Same answer."""
     n = cmax.shape[0]
-    vk = _layer_flat(sprites, support, poses, trig, t, k, x, y) * cmax[k]
+    vk = _layer_flat(sprites, slot, support, poses, trig, t, k, x, y) * cmax[k]
     hidden = False
     for j in range(n):
         if j == k:
             continue
         r = reach[t, j] + 1.5
         near = (abs(x - poses[j, t, 0]) <= r) & (abs(y - poses[j, t, 1]) <= r)
-        vj = _layer_flat(sprites, support, poses, trig, t, j, x, y) * cmax[j]
+        vj = _layer_flat(sprites, slot, support, poses, trig, t, j, x, y) * cmax[j]
         hidden |= near & ((vj > vk) | ((j < k) & (vj == vk) & (vj > 0.0)))
     return hidden
 
@@ -337,8 +346,8 @@ def _rect_clear(k, dst, y_lo, y_hi, x_lo, x_hi, cx, cy, ca, sa, dx, dy, poses, r
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
-          need, east, west, rows, bands, bits, flow, occ, mb):
+def _pair(src, dst, sign, t, sprites, slot, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts,
+          scratch, need, east, west, rows, bands, bits, flow, occ, mb):
     """Flow from frame src to frame dst on src's pixels, its occlusion and motion-boundary masks. shift[k, t]: the
     centre's unfolded displacement from frame t to t + 1; sign −1 goes backwards. Only the pixels an object owns are
     visited (`_labels`' rectangles): everywhere else the background is static and visible in both frames; motion
@@ -363,7 +372,7 @@ def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, 
             y_lo, y_hi, x_lo, x_hi = rects[src, k, b, 0], rects[src, k, b, 1], rects[src, k, b, 2], rects[src, k, b, 3]
             if wrap:
                 for y in range(y_lo, y_hi):
-                    _row_wrap(k, own, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, sprites, support, reach, cmax,
+                    _row_wrap(k, own, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, sprites, slot, support, reach, cmax,
                               poses, trig, h, w, here[y], occ[y], flow[0, y], flow[1, y])
                 continue
             m = x_hi - x_lo
@@ -395,14 +404,14 @@ def _pair(src, dst, sign, t, sprites, support, reach, cmax, poses, trig, shift, 
                     fy = dy + (-sa * rx + ca * ry) - ry
                     txs[q], tys[q] = float(x_lo) + float(j) + fx, y + fy
                     mines[q] = np.uint8(here1[p] == own)
-            _rect_occlusion(k, dst, y_lo, y_hi, x_lo, x_hi, sprites, support, reach, cmax, poses, trig, h, w, occ,
+            _rect_occlusion(k, dst, y_lo, y_hi, x_lo, x_hi, sprites, slot, support, reach, cmax, poses, trig, h, w, occ,
                             txs, tys, mines, need[0, :cells])
     _boundaries(src, rects, counts, here1, u1, v1, east, west, h, w, rows, bands, bits, mb.reshape(size))
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
-def _rect_occlusion(k, dst, y_lo, y_hi, x_lo, x_hi, sprites, support, reach, cmax, poses, trig, h, w, occ, txs, tys,
-                    mines, need):
+def _rect_occlusion(k, dst, y_lo, y_hi, x_lo, x_hi, sprites, slot, support, reach, cmax, poses, trig, h, w, occ, txs,
+                    tys, mines, need):
     """Occlusion of object k's pixels of the rectangle [y_lo, y_hi) × [x_lo, x_hi) (no wrap): txs, tys its pixels'
     targets p + flow and mines whether k owns them, row after row (flat, so that the passes vectorise over the whole
     rectangle rather than over its short rows): out of the frame, or `covered` in frame dst. `covered` runs only where
@@ -440,13 +449,13 @@ def _rect_occlusion(k, dst, y_lo, y_hi, x_lo, x_hi, sprites, support, reach, cma
         if d == 0:
             continue
         y, x = y_lo + q // m, x_lo + q % m
-        if d & 1 or _covered_flat(sprites, support, reach, cmax, poses, trig, dst, k, txs[q], tys[q]):
+        if d & 1 or _covered_flat(sprites, slot, support, reach, cmax, poses, trig, dst, k, txs[q], tys[q]):
             occ[y, x] = 1
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")
-def _row_wrap(k, own, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, sprites, support, reach, cmax, poses, trig, h, w,
-              h_row, o_row, u_row, v_row):
+def _row_wrap(k, own, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, sprites, slot, support, reach, cmax, poses, trig, h,
+              w, h_row, o_row, u_row, v_row):
     """Flow and occlusion of object k's pixels of row y, columns [x_lo, x_hi), under wrap: offsets to the nearest
     drawn copy, and `covered` over every copy."""
     for x in range(x_lo, x_hi):
@@ -460,7 +469,7 @@ def _row_wrap(k, own, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, sprites, suppo
         tx, ty = x + fx, y + fy
         if tx < -0.5 or tx > w - 0.5 or ty < -0.5 or ty > h - 0.5:
             o_row[x] = 1  # leaves the frame (it re-enters elsewhere, not at p + flow)
-        elif covered(sprites, support, reach, cmax, poses, trig, dst, k, tx, ty, h, w, True):
+        elif covered(sprites, slot, support, reach, cmax, poses, trig, dst, k, tx, ty, h, w, True):
             o_row[x] = 1
 
 
@@ -502,15 +511,17 @@ def _appearance(t, lab, evolve, drift, bg_drift, app):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def motion_fields(sprites, reach, cmax, poses, shift, owner, vmax, evolve, drift, bg_drift, wrap, flows, flags):
+def motion_fields(sprites, slot, reach, cmax, poses, shift, owner, vmax, evolve, drift, bg_drift, wrap, flows,
+                  flags):
     """Forward and backward flow, occlusion, motion boundaries and appearance change of every frame pair.
 
-    Inputs (n objects in drawing order, owner ids 1..n): sprites (T, n, S, S) float32, each object's sprite as drawn
-    at each frame; reach (T, n) the radius around its centre holding every pixel the draw touched; cmax (n,) its
-    colour's brightest channel; poses (n, T, 3) drawn centre (pixels) and angle (radians); shift (n, T, 2) the
-    centre's unfolded displacement from frame t to t + 1 (pixels); owner / vmax (T, H, W) the compositing's brightest
-    object and its value; evolve (n,) bool: the object's mass changes (growth or decay kernel); drift (n, T) bool:
-    its fill changes from t to t + 1; bg_drift (T,) bool: the background does.
+    Inputs (n objects in drawing order, owner ids 1..n): sprites (T, n, S, S) float32 and slot (T, n) int64: object
+    k's sprite as drawn at frame t is sprites[slot[t, k], k] (slot[t, k] ≤ t: a sprite is stored once, in the frame
+    where it changed; the other slots are never read); reach (T, n) the radius around its centre holding every pixel
+    the draw touched; cmax (n,) its colour's brightest channel; poses (n, T, 3) drawn centre (pixels) and angle
+    (radians); shift (n, T, 2) the centre's unfolded displacement from frame t to t + 1 (pixels); owner / vmax
+    (T, H, W) the compositing's brightest object and its value; evolve (n,) bool: the object's mass changes (growth
+    or decay kernel); drift (n, T) bool: its fill changes from t to t + 1; bg_drift (T,) bool: the background does.
     Outputs for pair t = 0 .. T−2: flows (2, T−1, 2, H, W) float32 — [0, t] forward t→t+1 on frame t's pixels,
     [1, t] backward t+1→t on frame t+1's pixels, channels (u, v); flags (5, T−1, H, W) uint8 — occlusion forward
     (visible at t, hidden or out of the frame at t+1), occlusion backward, motion boundary forward, backward, and the
@@ -533,14 +544,14 @@ def motion_fields(sprites, reach, cmax, poses, shift, owner, vmax, evolve, drift
     bands = np.empty((h, 2), np.int64)
     bits = np.empty(h * w + w + 1, np.uint8)
     support = np.empty((nt, n, 4), np.int64)
-    _supports(sprites, support)
+    _supports(sprites, slot, support)
     trig = np.empty((n, nt, 2), np.float64)
     for k in range(n):
         for t in range(nt):
             trig[k, t, 0], trig[k, t, 1] = math.cos(poses[k, t, 2]), math.sin(poses[k, t, 2])
     for t in range(nt - 1):
-        _pair(t, t + 1, 1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
-              need, east, west, rows, bands, bits, flows[0, t], flags[0, t], flags[2, t])
-        _pair(t + 1, t, -1.0, t, sprites, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts, scratch,
-              need, east, west, rows, bands, bits, flows[1, t], flags[1, t], flags[3, t])
+        _pair(t, t + 1, 1.0, t, sprites, slot, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts,
+              scratch, need, east, west, rows, bands, bits, flows[0, t], flags[0, t], flags[2, t])
+        _pair(t + 1, t, -1.0, t, sprites, slot, support, reach, cmax, poses, trig, shift, lab, wrap, rects, counts,
+              scratch, need, east, west, rows, bands, bits, flows[1, t], flags[1, t], flags[3, t])
         _appearance(t, lab, evolve, drift, bg_drift, flags[4, t])

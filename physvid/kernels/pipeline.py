@@ -136,19 +136,19 @@ def render_objects(pf, pi, verts, n, ids, ps, cfg, digits, clean, owner, vmax, m
             background[t, 3] = ps[S_BG_PHASE] + ps[S_BG_DRIFT] * t
     # np.empty of one spelling whatever want_flow is: one compiled variant (a 1-frame dummy when flow is off)
     hist = np.empty((nt if want_flow else 1, m, side, side), np.float32)
+    slot = np.empty((nt if want_flow else 1, m), np.int64)
     reach_hist = np.empty((nt if want_flow else 1, m), np.float64)
     wrap = int(cfg[C_BOUNDARY]) == 2
     compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, background, cfg[C_ADDITIVE] > 0.5,
-                     wrap, clean, owner, vmax, masks, want_masks, hist, reach_hist, want_flow)
+                     wrap, clean, owner, vmax, masks, want_masks, hist, slot, reach_hist, want_flow)
     if want_flow:
-        _motion_truth(coeffs, radius, poses, hist, reach_hist, colours, evolve, tex, background, h, w, wrap, owner,
-                      vmax, flows,
-                      flags)
+        _motion_truth(coeffs, radius, poses, hist, slot, reach_hist, colours, evolve, tex, background, h, w, wrap,
+                      owner, vmax, flows, flags)
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _motion_truth(coeffs, radius, poses, hist, reach_hist, colours, evolve, tex, background, h, w, wrap, owner, vmax,
-                  flows, flags):
+def _motion_truth(coeffs, radius, poses, hist, slot, reach_hist, colours, evolve, tex, background, h, w, wrap, owner,
+                  vmax, flows, flags):
     """The inputs of kernels.flow.motion_fields from render_objects' set-up: unfolded displacements (the wrap rule
     moves the drawn centre by a whole frame, the object itself does not jump), brightest colour channels, and which
     fills change from one frame to the next."""
@@ -172,7 +172,7 @@ def _motion_truth(coeffs, radius, poses, hist, reach_hist, colours, evolve, tex,
     for t in range(nt):
         nxt = min(t + 1, nt - 1)
         bg_drift[t] = background[t, 0] > 0.0 and background[t, 4] > 0.0 and background[nxt, 3] != background[t, 3]
-    motion_fields(hist, reach_hist, cmax, poses, shift, owner, vmax, evolve, drift, bg_drift, wrap, flows, flags)
+    motion_fields(hist, slot, reach_hist, cmax, poses, shift, owner, vmax, evolve, drift, bg_drift, wrap, flows, flags)
 
 
 @njit(cache=True, no_cfunc_wrapper=True, inline="always")

@@ -380,15 +380,17 @@ def refill_every_frame(tex):
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, background, additive, wrap,
-                     clean, owner, value_max, masks, want_masks, sprite_hist, reach_hist, want_hist):
+                     clean, owner, value_max, masks, want_masks, sprite_hist, sprite_slot, reach_hist, want_hist):
     """Draw all frames of a sequence in one call.
 
     masses (N, S, S): each object's mass image M_0; evolving objects follow M_t = K * M_{t−1} (paper §3.2: a kernel
     of sum g per time step). tex (N, T, 5) fill parameters per frame; poses (N, T, 3) (cx, cy, θ); reaches (N, T);
     colours (N, C); background (T, 5) (level, frequency, orientation, phase, contrast; level 0 = none).
     Writes clean (T, C, H, W) clipped to [0, 1], owner/value_max (T, H, W), and masks (T, N', H, W) when want_masks;
-    with want_hist, each object's sprite as drawn at each frame into sprite_hist (T, N, S, S) and the radius around
-    its centre that holds every pixel it touched into reach_hist (T, N) (for kernels.flow).
+    with want_hist, for kernels.flow: each object's sprite as drawn at frame t is sprite_hist[sprite_slot[t, k], k]
+    (sprite_hist (T, N, S, S), sprite_slot (T, N): a sprite is copied only in a frame where it changes — its mass
+    evolved or its fill moved — and the frames that repeat it point back there), and reach_hist (T, N) holds the
+    radius around its centre that holds every pixel it touched.
     """
     n, s, _ = masses.shape
     nt = clean.shape[0]
@@ -459,7 +461,11 @@ def compose_sequence(masses, kernels, evolve, tex, poses, reaches, colours, back
             reach = radius[k] if evolve[k] else min(reaches[k, t], radius[k])
             cx, cy, th = poses[k, t, 0], poses[k, t, 1], poses[k, t, 2]
             if want_hist:
-                sprite_hist[t, k] = sprites[k]
+                if step or new_fill:  # the sprite changed (t = 0 has a new fill)
+                    sprite_hist[t, k] = sprites[k]
+                    sprite_slot[t, k] = t
+                else:
+                    sprite_slot[t, k] = sprite_slot[t - 1, k]
                 reach_hist[t, k] = reach
             draw_sprite_box(clean[t], owner[t], value_max[t], k + 1, sprites[k], cx, cy, th, reach, colours[k],
                             wrap, additive, box_lo[k], box_hi[k])
