@@ -61,6 +61,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--flow", action="store_true", help="render with the motion ground truth (issue 20)")
     ap.add_argument("--noise", type=float, default=0.0, help="noise-to-signal ratio (default 0)")
+    ap.add_argument("--property", help="render this property's defaults instead of bench_flow's workload")
     ap.add_argument("--seconds", type=float, default=20.0, help="how long to sample")
     ap.add_argument("--top", type=int, default=25, help="how many functions to print")
     ap.add_argument("--keep", help="keep perf's data file here (default: a temporary file, removed)")
@@ -74,8 +75,8 @@ def main():
         from physvid.kernels import pipeline
 
         from bench_flow import workload  # the same workload as the on/off benchmark
-        cfg = pv.RenderConfig.from_dict({**workload(args.noise > 0), "noise": {"ratio": args.noise},
-                                         "flow": args.flow})
+        base = {"property": args.property} if args.property else workload(args.noise > 0)
+        cfg = pv.RenderConfig.from_dict({**base, "noise": {"ratio": args.noise}, "flow": args.flow})
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; compiling the "
               f"kernels afresh (a minute or two) ...", flush=True)
         pv.render(cfg, range(10**6, 10**6 + 16))
@@ -94,7 +95,7 @@ def main():
         report = subprocess.run(["perf", "report", "-i", data, "--sort", "sym", "--stdio", "-q"],
                                 capture_output=True, text=True).stdout
         print(f"{n} compiled functions mapped; {blocks * 16} sequences sampled, {per_seq:.0f} CPU µs per sequence "
-              f"(flow {'on' if args.flow else 'off'}, noise {args.noise})")
+              f"({args.property or 'bench_flow workload'}, flow {'on' if args.flow else 'off'}, noise {args.noise})")
         print(f"{'share':>6} {'µs/seq':>7}  function")
         for line in report.splitlines()[:args.top]:
             m = re.match(r"\s*([\d.]+)%\s+\[\.\]\s+(\S+)", line)
