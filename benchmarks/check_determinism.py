@@ -5,6 +5,7 @@ CI runs the small version (tests/test_determinism.py); this one takes minutes.
 
     python benchmarks/check_determinism.py                  # 3 runs x gzip, lzf of 4,000 sequences
     python benchmarks/check_determinism.py --n 500 --runs 2
+    python benchmarks/check_determinism.py --n 500 --runs 2 --flow   # with the motion ground truth (issue 20)
 Exit 0 when every run of a compression wrote the same manifest, 1 otherwise.
 """
 from __future__ import annotations
@@ -27,8 +28,10 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--shard-size", type=int, default=100)
     ap.add_argument("--compression", nargs="+", default=["gzip", "lzf"])
+    ap.add_argument("--flow", action="store_true", help="also write the motion ground truth (--flow)")
     args = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    flow = ["--flow"] if args.flow else []
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for comp in args.compression:
@@ -40,7 +43,7 @@ def main() -> int:
                 try:
                     subprocess.run([sys.executable, "-m", "physvid", "generate", "-p", "all", "--n", str(args.n),
                                     "--shard-size", str(args.shard_size), "--noise-ratio", "0.26",
-                                    "--compression", comp, "--quiet", "--out", str(out)], env=env, check=True)
+                                    "--compression", comp, "--quiet", "--out", str(out)] + flow, env=env, check=True)
                 finally:
                     hog.kill()
                     hog.wait()

@@ -360,7 +360,6 @@ def _pair(src, dst, sign, t, sprites, slot, support, reach, cmax, poses, trig, s
     here1, there1, occ1 = lab[src].reshape(size), lab[dst].reshape(size), occ.reshape(size)
     for i in range(size):  # background of src hidden where an object shows in dst (object pixels are set below)
         occ1[i] = np.uint8(here1[i] == 0) & np.uint8(there1[i] > 0)
-    here = lab[src]
     u1, v1 = flow[0].reshape(size), flow[1].reshape(size)
     for k in range(n):
         own = k + 1
@@ -373,7 +372,7 @@ def _pair(src, dst, sign, t, sprites, slot, support, reach, cmax, poses, trig, s
             if wrap:
                 for y in range(y_lo, y_hi):
                     _row_wrap(k, own, dst, y, x_lo, x_hi, cx, cy, ca, sa, dx, dy, sprites, slot, support, reach, cmax,
-                              poses, trig, h, w, here[y], occ[y], flow[0, y], flow[1, y])
+                              poses, trig, h, w, lab[src, y], occ[y], flow[0, y], flow[1, y])
                 continue
             m = x_hi - x_lo
             # unsigned flat indices, not row slices: no reference counting per row, and the loops still vectorise
